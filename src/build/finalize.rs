@@ -1,0 +1,205 @@
+//! Finalize: the only step that touches output paths. The manifest is written
+//! to a temporary file first, then the artefact and the manifest are renamed
+//! into place, then SHA256SUMS is rewritten (also via rename).
+
+use super::{hash::sha256_file, BuildError, BuiltOutput, Ctx, Resolved, TempPath};
+use crate::ids::hex;
+use crate::plan::{OutputKind, PlannedOutput};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `NAME.manifest.json`: every input and every member of an artefact. Never a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub manifest_format: u32,
+    pub artefact: String,
+    pub kind: OutputKind,
+    pub size: u64,
+    pub sha256: String,
+    pub media: String,
+    pub label: String,
+    pub recipe: String,
+    pub recipe_digest: String,
+    pub epoch: i64,
+    pub tools: BTreeMap<String, String>,
+    pub compression: String,
+    pub inputs: Vec<ManifestInput>,
+    /// Secret references by recipe key; the value is only ever "set".
+    pub secrets: BTreeMap<String, String>,
+    /// Names of the media variables (values are in the encrypted Variables.dat).
+    pub variables: Vec<String>,
+    pub members: Vec<ManifestMember>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ManifestInput {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    pub size: u64,
+    /// File digest for a WIM; for a folder, SHA-256 over `path\0size\0sha256\n` of its files.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ManifestMember {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub group: String,
+}
+
+fn rel(base: &Path, p: &Path) -> String {
+    p.strip_prefix(base).unwrap_or(p).display().to_string()
+}
+
+fn manifest_path(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    target.with_file_name(format!("{name}.manifest.json"))
+}
+
+pub(super) fn finalize(
+    ctx: &Ctx,
+    out: &PlannedOutput,
+    tmp: TempPath,
+    members: &[Resolved],
+    hashes: &[[u8; 32]],
+    inputs: &BTreeMap<PathBuf, [u8; 32]>,
+) -> Result<BuiltOutput, BuildError> {
+    let plan = ctx.plan;
+    let r = &plan.recipe;
+    let size = std::fs::metadata(tmp.path()).map_err(|e| BuildError::io("read", tmp.path(), e))?.len();
+    let digest = sha256_file(tmp.path(), &|_| {}, &|| ctx.cancel.is_cancelled())?;
+
+    let mut ins = Vec::new();
+    for (role, img) in [("boot_image", &plan.boot_image), ("os_image", &plan.os_image)] {
+        ins.push(ManifestInput {
+            role: role.into(),
+            id: Some(img.id.clone()),
+            path: rel(&plan.dir, &img.source),
+            index: Some(img.index),
+            image: Some(img.name.clone()),
+            files: None,
+            size: std::fs::metadata(&img.source).map(|m| m.len()).unwrap_or(0),
+            sha256: inputs.get(&img.source).map(|h| hex(h)).unwrap_or_default(),
+        });
+    }
+    let mut folders: Vec<(&str, &str, &Path)> = Vec::new();
+    for (role, list) in [("application", &r.applications), ("package", &r.packages), ("driver_package", &r.driver_packages)] {
+        folders.extend(list.iter().map(|c| (role, c.id.as_str(), c.source.as_path())));
+    }
+    if let Some(p) = &r.prestart {
+        if let (Some(id), Some(f)) = (&p.id, &p.files) {
+            folders.push(("prestart", id, f));
+        }
+    }
+    for (role, id, src) in folders {
+        let prefix = format!("SMS/PKG/{id}/");
+        let mut h = sha2::Sha256::new();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for (m, d) in members.iter().zip(hashes) {
+            if let Some(relp) = m.path.strip_prefix(&prefix) {
+                use sha2::Digest;
+                h.update(format!("{relp}\0{}\0{}\n", m.size, hex(d)).as_bytes());
+                n += 1;
+                bytes += m.size;
+            }
+        }
+        use sha2::Digest;
+        ins.push(ManifestInput {
+            role: role.into(),
+            id: Some(id.into()),
+            path: src.display().to_string(),
+            index: None,
+            image: None,
+            files: Some(n),
+            size: bytes,
+            sha256: hex(&h.finalize()),
+        });
+    }
+    let secrets = crate::validate::secret_keys(r)
+        .into_iter()
+        .map(|k| (k, "set".to_string()))
+        .collect();
+    let manifest = Manifest {
+        manifest_format: 1,
+        artefact: out.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        kind: out.kind,
+        size,
+        sha256: hex(&digest),
+        media: plan.media_name.clone(),
+        label: plan.label.clone(),
+        recipe: plan.recipe_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        recipe_digest: plan.recipe_digest.clone(),
+        epoch: plan.epoch,
+        tools: BTreeMap::from([
+            ("mediabuild".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            ("wimlib".to_string(), crate::wim::version()),
+        ]),
+        compression: plan.compression.as_str().into(),
+        inputs: ins,
+        secrets,
+        variables: plan.media.variables.iter().map(|v| v.name.clone()).collect(),
+        members: members
+            .iter()
+            .zip(hashes)
+            .map(|(m, d)| ManifestMember {
+                path: m.path.clone(),
+                size: m.size,
+                sha256: hex(d),
+                group: m.group.clone(),
+            })
+            .collect(),
+    };
+    let mpath = manifest_path(&out.path);
+    let mtmp = TempPath::new(super::partial_path(&mpath));
+    let json = serde_json::to_string_pretty(&manifest).map_err(|e| BuildError::Render(e.to_string()))? + "\n";
+    std::fs::write(mtmp.path(), json).map_err(|e| BuildError::io("write", mtmp.path(), e))?;
+    let t = tmp.keep();
+    std::fs::rename(&t, &out.path).map_err(|e| {
+        let _ = std::fs::remove_file(&t);
+        BuildError::io("rename into place", &out.path, e)
+    })?;
+    let m = mtmp.keep();
+    std::fs::rename(&m, &mpath).map_err(|e| BuildError::io("rename into place", &mpath, e))?;
+    Ok(BuiltOutput {
+        kind: out.kind,
+        path: out.path.clone(),
+        size,
+        sha256: hex(&digest),
+        manifest: mpath,
+    })
+}
+
+/// Rewrites `out_dir/SHA256SUMS`: our artefacts' lines replaced, others kept, sorted.
+pub(super) fn update_sums(out_dir: &Path, outputs: &[BuiltOutput]) -> Result<(), BuildError> {
+    let path = out_dir.join("SHA256SUMS");
+    let mut lines: BTreeMap<String, String> = BTreeMap::new();
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        for l in old.lines() {
+            if let Some((h, n)) = l.split_once("  ") {
+                lines.insert(n.to_string(), h.to_string());
+            }
+        }
+    }
+    for o in outputs {
+        lines.insert(rel(out_dir, &o.path), o.sha256.clone());
+        if let Ok(b) = std::fs::read(&o.manifest) {
+            use sha2::Digest;
+            lines.insert(rel(out_dir, &o.manifest), hex(&sha2::Sha256::digest(b)));
+        }
+    }
+    let text: String = lines.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
+    let tmp = TempPath::new(super::partial_path(&path));
+    std::fs::write(tmp.path(), text).map_err(|e| BuildError::io("write", tmp.path(), e))?;
+    let t = tmp.keep();
+    std::fs::rename(&t, &path).map_err(|e| BuildError::io("rename into place", &path, e))
+}

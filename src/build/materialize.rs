@@ -1,0 +1,111 @@
+//! Materialize: turn every media member into a file on disk. Boot files are
+//! extracted, images exported, generated files and Variables.dat written into
+//! the staging tree; content files stay where they are.
+
+use super::{BuildError, Ctx};
+use crate::ids;
+use crate::media::variables::{self, MediaVar};
+use crate::media::Source;
+use crate::progress::Event;
+use crate::wim::Wim;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A media member with the file that holds its bytes.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub path: String,
+    pub file: PathBuf,
+    pub size: u64,
+    pub group: String,
+    /// True when `file` is inside the staging tree at `tree/<path>`.
+    pub in_tree: bool,
+}
+
+pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>, BuildError> {
+    let plan = ctx.plan;
+    let tree = ctx.tree_dir();
+    let mut out = Vec::with_capacity(plan.media.members.len());
+
+    // Boot files: one extraction per source image, then copied into place
+    // (copies, not links: a link would become a hard link inside the WIM).
+    let mut by_image: BTreeMap<(PathBuf, u32), Vec<&str>> = BTreeMap::new();
+    for m in &plan.media.members {
+        if let Source::WimFile { wim, index, path } = &m.source {
+            by_image.entry((wim.clone(), *index)).or_default().push(path);
+        }
+    }
+    let bootx = ctx.staging.join("bootfiles");
+    for ((wim, index), paths) in &by_image {
+        let mut paths = paths.clone();
+        paths.sort();
+        paths.dedup();
+        Wim::open(wim)?.extract(*index, &bootx, &paths)?;
+    }
+
+    let total: u64 = plan.media.members.iter().map(|m| m.size).sum();
+    let started = Instant::now();
+    ctx.rep.event(Event::Begin { phase: "prepare", total });
+    let mut done = 0u64;
+    for m in &plan.media.members {
+        ctx.check_cancel()?;
+        let dst = tree.join(&m.path);
+        let mkparent = |p: &Path| {
+            std::fs::create_dir_all(p.parent().unwrap_or(p)).map_err(|e| BuildError::io("create folder for", p, e))
+        };
+        let (file, in_tree) = match &m.source {
+            Source::File { path } => (path.clone(), false),
+            Source::WimFile { path, .. } => {
+                mkparent(&dst)?;
+                std::fs::copy(bootx.join(path), &dst).map_err(|e| BuildError::io("copy boot file", &dst, e))?;
+                (dst, true)
+            }
+            Source::WimExport { wim, index, bootable } => {
+                mkparent(&dst)?;
+                let guid = ids::derive16(&plan.digest, &format!("export:{}", m.path));
+                let base = done;
+                let mut report = |d: u64, _t: u64| {
+                    ctx.rep.event(Event::Progress { phase: "prepare", done: base + d.min(m.size), total });
+                };
+                Wim::open(wim)?.export_to(
+                    *index,
+                    &dst,
+                    *bootable,
+                    guid,
+                    plan.epoch,
+                    ctx.jobs as u32,
+                    &mut report,
+                    ctx.cancel.flag(),
+                )?;
+                (dst, true)
+            }
+            Source::Generated { bytes, .. } => {
+                mkparent(&dst)?;
+                std::fs::write(&dst, bytes).map_err(|e| BuildError::io("write", &dst, e))?;
+                (dst, true)
+            }
+            Source::MediaVariables => {
+                mkparent(&dst)?;
+                let bytes = variables::encode(vars, ctx.password.as_ref().map(|p| p.expose()));
+                std::fs::write(&dst, bytes).map_err(|e| BuildError::io("write", &dst, e))?;
+                (dst, true)
+            }
+        };
+        // Sizes are re-read: a source may have changed since planning.
+        let size = std::fs::metadata(&file)
+            .map_err(|e| BuildError::io("read source", &file, e))?
+            .len();
+        done += m.size;
+        ctx.rep.event(Event::Progress { phase: "prepare", done, total });
+        out.push(Resolved {
+            path: m.path.clone(),
+            file,
+            size,
+            group: m.group.clone(),
+            in_tree,
+        });
+    }
+    ctx.rep.event(Event::End { phase: "prepare", elapsed: started.elapsed() });
+    Ok(out)
+}

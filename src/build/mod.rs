@@ -1,0 +1,316 @@
+//! Execute a plan: resolve secrets → materialize members → hash → render each
+//! output to a temporary file beside its target → verify → rename into place
+//! → manifest and SHA256SUMS. Any failure (or Ctrl-C) removes the staging
+//! folder and partial files; a previous artefact at the target is untouched.
+
+mod finalize;
+mod hash;
+pub mod materialize;
+
+pub use finalize::Manifest;
+pub use materialize::Resolved;
+
+use crate::media::variables::MediaVar;
+use crate::plan::{OutputKind, Plan};
+use crate::progress::{Cancel, Event, Reporter};
+use crate::recipe::secret::{Secret, SecretError};
+use crate::render;
+use crate::wim::WimError;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{key}: {source}")]
+    Secret { key: String, source: SecretError },
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Wim(WimError),
+    #[error("{0}")]
+    Render(String),
+    #[error("the output failed verification: {0}")]
+    Verify(String),
+    #[error("cancelled; nothing was written to the output paths")]
+    Cancelled,
+    #[error("fault injected at {0} (MEDIABUILD_FAULT_INJECT)")]
+    Fault(String),
+}
+
+impl From<WimError> for BuildError {
+    fn from(e: WimError) -> Self {
+        match e {
+            WimError::Cancelled => BuildError::Cancelled,
+            e => BuildError::Wim(e),
+        }
+    }
+}
+
+impl BuildError {
+    pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> BuildError {
+        BuildError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Which WIM writer renders the prestaged media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writer {
+    /// wimlib's own writer (reference and baseline).
+    #[default]
+    Wimlib,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Worker threads; 0 = one per core.
+    pub jobs: usize,
+    pub writer: Writer,
+}
+
+/// One artefact produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuiltOutput {
+    pub kind: OutputKind,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub manifest: PathBuf,
+}
+
+/// What a build did, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    pub outputs: Vec<BuiltOutput>,
+    pub phases: Vec<(String, Duration)>,
+    pub warnings: Vec<String>,
+}
+
+/// Shared state of one build.
+pub(crate) struct Ctx<'a> {
+    pub plan: &'a Plan,
+    pub staging: PathBuf,
+    pub jobs: usize,
+    pub rep: &'a dyn Reporter,
+    pub cancel: &'a Cancel,
+    pub password: Option<Secret>,
+    pub writer: Writer,
+}
+
+impl Ctx<'_> {
+    pub fn tree_dir(&self) -> PathBuf {
+        self.staging.join("tree")
+    }
+    pub fn check_cancel(&self) -> Result<(), BuildError> {
+        if self.cancel.is_cancelled() {
+            Err(BuildError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Test hook: fail on purpose at a named point, to prove nothing is left behind.
+fn fault(point: &str) -> Result<(), BuildError> {
+    match std::env::var("MEDIABUILD_FAULT_INJECT") {
+        Ok(p) if p == point => Err(BuildError::Fault(point.into())),
+        _ => Ok(()),
+    }
+}
+
+/// A folder (or file) removed when dropped unless kept.
+pub(crate) struct TempPath {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempPath {
+    pub fn new(path: PathBuf) -> TempPath {
+        TempPath { path, keep: false }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn keep(mut self) -> PathBuf {
+        self.keep = true;
+        std::mem::take(&mut self.path)
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildError> {
+    let r = &plan.recipe;
+    let secret_for = |key: &str| -> Result<Secret, BuildError> {
+        let sref = crate::validate::secret_ref(r, key).ok_or_else(|| BuildError::Secret {
+            key: key.into(),
+            source: SecretError::NoSource,
+        })?;
+        sref.resolve(&plan.dir).map_err(|source| BuildError::Secret {
+            key: key.into(),
+            source,
+        })
+    };
+    let password = match &r.security.password {
+        Some(_) => Some(secret_for("security.password")?),
+        None => None,
+    };
+    let mut vars = Vec::new();
+    for v in &plan.media.variables {
+        let (value, secret) = match (&v.value, &v.secret_from) {
+            (Some(val), _) => (val.clone(), false),
+            (None, Some(from)) => (secret_for(from)?.expose().to_string(), true),
+            (None, None) => (String::new(), false),
+        };
+        vars.push(MediaVar {
+            name: v.name.clone(),
+            value,
+            secret,
+        });
+    }
+    Ok((vars, password))
+}
+
+/// Builds every output of `plan`.
+pub fn build(
+    plan: &Plan,
+    opts: &BuildOptions,
+    rep: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<BuildReport, BuildError> {
+    let jobs = if opts.jobs == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        opts.jobs
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|e| BuildError::Render(format!("cannot start worker threads: {e}")))?;
+    let mut phases = Vec::new();
+    let t = Instant::now();
+    let (vars, password) = resolve_vars(plan)?;
+    std::fs::create_dir_all(&plan.out_dir).map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
+    let staging = TempPath::new(plan.out_dir.join(format!(
+        ".mediabuild-staging-{}-{}",
+        plan.media_name,
+        std::process::id()
+    )));
+    std::fs::create_dir_all(staging.path()).map_err(|e| BuildError::io("create", staging.path(), e))?;
+    let ctx = Ctx {
+        plan,
+        staging: staging.path().to_path_buf(),
+        jobs,
+        rep,
+        cancel,
+        password,
+        writer: opts.writer,
+    };
+    let members = materialize::materialize(&ctx, &vars)?;
+    phases.push(("prepare".to_string(), t.elapsed()));
+    fault("after-prepare")?;
+
+    let t = Instant::now();
+    let hashes = pool.install(|| hash::hash_members(&ctx, &members))?;
+    let inputs = pool.install(|| hash::hash_inputs(&ctx))?;
+    phases.push(("hash".to_string(), t.elapsed()));
+
+    // Render every output to a temporary file beside its target.
+    let mut rendered = Vec::new();
+    for out in &plan.outputs {
+        ctx.check_cancel()?;
+        let t = Instant::now();
+        let r = render::for_output(out.kind)?;
+        let tmp = TempPath::new(partial_path(&out.path));
+        if let Some(p) = out.path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| BuildError::io("create output folder", p, e))?;
+        }
+        pool.install(|| r.render(&ctx, &members, out, tmp.path()))?;
+        fault("after-render")?;
+        r.verify(&ctx, tmp.path())?;
+        phases.push((format!("render {}", r.name()), t.elapsed()));
+        rendered.push((out, tmp));
+    }
+    fault("before-finalize")?;
+
+    // Finalize: only now do the targets change.
+    let t = Instant::now();
+    let mut outputs = Vec::new();
+    for (out, tmp) in rendered {
+        outputs.push(finalize::finalize(&ctx, out, tmp, &members, &hashes, &inputs)?);
+    }
+    finalize::update_sums(&plan.out_dir, &outputs)?;
+    phases.push(("finalize".to_string(), t.elapsed()));
+    drop(staging);
+    let mut warnings: Vec<String> = Vec::new();
+    if plan.recipe.security.password.is_none() && vars.iter().any(|v| v.secret) {
+        warnings.push("secret variables are in media without a password (Variables.dat uses the public default key)".into());
+    }
+    for w in &warnings {
+        rep.event(Event::Warning(w.clone()));
+    }
+    Ok(BuildReport {
+        outputs,
+        phases,
+        warnings,
+    })
+}
+
+/// `dir/.NAME.partial-PID` beside `target`.
+fn partial_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// What the admin must still do on the site server (S22: out of scope here).
+pub fn site_server_todo(plan: &Plan) -> Vec<String> {
+    let r = &plan.recipe;
+    let mut v = vec![
+        format!(
+            "Deploy task sequence {} to a collection that holds the target computers, purpose Available, made available to \"Only media and PXE (hidden)\"{}.",
+            r.media.task_sequence,
+            r.media
+                .deployment_id
+                .as_ref()
+                .map(|d| format!(" (deployment {d})"))
+                .unwrap_or_default()
+        ),
+        format!(
+            "Distribute the referenced content to distribution points: boot image {}, OS image {} and every package on the media.",
+            r.boot_image.id, r.os_image.id
+        ),
+    ];
+    if r.security.unknown_computers {
+        v.push("Include the \"All Unknown Computers\" collection in the deployment, since the media supports unknown computers.".into());
+    }
+    if let Some(b) = &r.bitlocker {
+        v.push(format!(
+            "Add a \"Run Command Line\" step after \"Setup Windows and ConfigMgr\": `osdbitlocker_wtg.exe /Enable /pwd:{} /wait:{}` from package {}, condition `_SMSTSWTG Equals True`.",
+            match b.recovery {
+                crate::recipe::Recovery::Ad => "AD",
+                crate::recipe::Recovery::None => "None",
+            },
+            if b.wait { "TRUE" } else { "FALSE" },
+            b.package
+        ));
+    }
+    v.push("Monitor deployment status and alerts in the console (collections, schedules and alerts are server-side objects mediabuild does not create).".into());
+    v
+}

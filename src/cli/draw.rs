@@ -1,0 +1,84 @@
+//! Drawing progress events: indicatif bars on a terminal, plain lines when
+//! stderr is not a terminal (CI logs), nothing with `--quiet`.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mediabuild::progress::{Event, Reporter};
+use mediabuild::units::human;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub enum Draw {
+    Quiet,
+    Bars(Mutex<Option<ProgressBar>>),
+    Lines(Mutex<(Instant, &'static str)>),
+}
+
+impl Draw {
+    pub fn new(quiet: bool) -> Draw {
+        if quiet {
+            Draw::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Draw::Bars(Mutex::new(None))
+        } else {
+            Draw::Lines(Mutex::new((Instant::now(), "")))
+        }
+    }
+}
+
+impl Reporter for Draw {
+    fn event(&self, e: Event) {
+        match self {
+            Draw::Quiet => {}
+            Draw::Bars(bar) => {
+                let Ok(mut bar) = bar.lock() else { return };
+                match e {
+                    Event::Begin { phase, total } => {
+                        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                        b.set_style(
+                            ProgressStyle::with_template(
+                                "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                        );
+                        b.set_prefix(phase);
+                        *bar = Some(b);
+                    }
+                    Event::Progress { done, total, .. } => {
+                        if let Some(b) = bar.as_ref() {
+                            b.set_length(total.max(done));
+                            b.set_position(done);
+                        }
+                    }
+                    Event::End { phase, elapsed } => {
+                        if let Some(b) = bar.take() {
+                            b.finish_and_clear();
+                        }
+                        eprintln!("{phase:>14} done in {:.2} s", elapsed.as_secs_f64());
+                    }
+                    Event::Warning(w) => eprintln!("warning: {w}"),
+                }
+            }
+            Draw::Lines(state) => {
+                let Ok(mut st) = state.lock() else { return };
+                match e {
+                    Event::Begin { phase, total } => {
+                        *st = (Instant::now(), phase);
+                        eprintln!("{phase}: start ({})", human(total));
+                    }
+                    // At most one line every 5 s per phase: CI logs stay readable.
+                    Event::Progress { phase, done, total } => {
+                        if st.0.elapsed() >= Duration::from_secs(5) {
+                            st.0 = Instant::now();
+                            let pct = if total > 0 { done * 100 / total } else { 0 };
+                            eprintln!("{phase}: {} of {} ({pct}%)", human(done), human(total));
+                        }
+                    }
+                    Event::End { phase, elapsed } => eprintln!("{phase}: done in {:.2} s", elapsed.as_secs_f64()),
+                    Event::Warning(w) => eprintln!("warning: {w}"),
+                }
+            }
+        }
+    }
+}

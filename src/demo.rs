@@ -1,0 +1,341 @@
+//! Synthetic demo inputs: a WinPE-like boot.wim, a three-edition install.wim,
+//! content folders, secret files and a recipe using every section. Nothing
+//! here is a real Windows file: every file says so. The same generator serves
+//! the tests and the benchmarks (`size` scales the inputs).
+
+use crate::fsutil::{set_tree_times, write_file};
+use crate::recipe::Compression;
+use crate::wim::{Wim, WimError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// Options of the generator.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Approximate total bytes of the inputs (default ~8 MiB).
+    pub size: u64,
+    /// A real EFI program to use as `Windows/Boot/EFI/bootmgfw.efi` (boot tests).
+    pub efi_loader: Option<PathBuf>,
+    /// Epoch for every file time inside the generated WIMs.
+    pub epoch: i64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            size: 8 << 20,
+            efi_loader: None,
+            epoch: crate::ids::DEFAULT_EPOCH,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, io::Error),
+    #[error(transparent)]
+    Wim(#[from] WimError),
+}
+
+fn io_at(p: &Path) -> impl FnOnce(io::Error) -> DemoError + '_ {
+    move |e| DemoError::Io(p.to_path_buf(), e)
+}
+
+/// What was generated, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoReport {
+    pub recipe: PathBuf,
+    pub bytes: u64,
+    /// (kind, bytes) of the content mix.
+    pub mix: Vec<(String, u64)>,
+}
+
+/// A small deterministic PRNG (xorshift64*): fast and the same everywhere.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+/// Kinds of synthetic content.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Incompressible, like .cab, .msi, exported WIMs.
+    Random,
+    /// Code-like: a small instruction vocabulary with random operands.
+    Binary,
+    /// Text: INF/XML/log-like lines.
+    Text,
+}
+
+const WORDS: &[&str] = &[
+    "DriverVer", "Signature", "Class", "Provider", "Manufacturer", "HKR", "CopyFiles", "AddReg",
+    "ServiceType", "StartType", "ErrorControl", "ServiceBinary", "%12%", "Windows", "System32",
+    "drivers", "x64", "NTamd64", "DefaultInstall", "SourceDisksFiles", "version", "1.0.0.0",
+    "<setting", "name=", "value=", "/>", "enabled", "true", "false", "Contoso", "Surface",
+];
+
+/// Streams `len` bytes of `kind` content into `path`.
+pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let header = format!("MEDIABUILD SYNTHETIC TEST DATA - not a real Windows file ({})\r\n", path.display());
+    let mut rng = Rng::new(seed);
+    let mut left = len;
+    let h = header.as_bytes();
+    let n = (h.len() as u64).min(left) as usize;
+    f.write_all(&h[..n])?;
+    left -= n as u64;
+    let mut buf = vec![0u8; 64 << 10];
+    while left > 0 {
+        let n = (buf.len() as u64).min(left) as usize;
+        match kind {
+            Kind::Random => rng.fill(&mut buf[..n]),
+            Kind::Binary => {
+                for c in buf[..n].chunks_mut(8) {
+                    let r = rng.next();
+                    let op = [0x48, 0x8B, 0x05, 0xE8, 0x89, 0x4C, 0xFF, 0x15][(r & 7) as usize];
+                    let tmpl = [op, 0x8B, (r >> 8) as u8 & 0x3F, 0x24, 0x00, 0x00, (r >> 16) as u8 & 3, 0x90];
+                    c.copy_from_slice(&tmpl[..c.len()]);
+                }
+            }
+            Kind::Text => {
+                let mut i = 0;
+                while i < n {
+                    let w = WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes();
+                    let sep: &[u8] = if rng.next() % 7 == 0 { b"\r\n" } else { b" " };
+                    for b in w.iter().chain(sep) {
+                        if i < n {
+                            buf[i] = *b;
+                            i += 1;
+                        }
+                    }
+                }
+            }
+        }
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
+}
+
+fn fake(path: &Path, what: &str) -> io::Result<()> {
+    write_file(path, format!("MEDIABUILD FAKE {what} - not a real Windows file\r\n").as_bytes())
+}
+
+/// The boot files of `reference/configmgr.md`, under `root`.
+fn boot_tree(root: &Path, efi_loader: Option<&Path>) -> io::Result<()> {
+    let b = root.join("Windows/Boot");
+    fake(&b.join("PCAT/bootmgr"), "bootmgr")?;
+    fake(&b.join("EFI/bootmgr.efi"), "bootmgr.efi")?;
+    match efi_loader {
+        Some(p) => {
+            std::fs::create_dir_all(b.join("EFI"))?;
+            std::fs::copy(p, b.join("EFI/bootmgfw.efi"))?;
+        }
+        None => fake(&b.join("EFI/bootmgfw.efi"), "bootmgfw.efi")?,
+    }
+    fake(&b.join("DVD/PCAT/BCD"), "BCD (PCAT)")?;
+    write_synthetic(&b.join("DVD/PCAT/boot.sdi"), Kind::Binary, 3 << 20, 11)?;
+    fake(&b.join("DVD/EFI/BCD"), "BCD (EFI)")?;
+    write_synthetic(&b.join("Fonts/segmono_boot.ttf"), Kind::Binary, 40 << 10, 12)?;
+    write_synthetic(&b.join("Fonts/wgl4_boot.ttf"), Kind::Binary, 48 << 10, 13)?;
+    write_synthetic(&b.join("Resources/bootres.dll"), Kind::Binary, 90 << 10, 14)?;
+    let s = root.join("Windows/System32");
+    write_file(&s.join("winpeshl.ini"), b"[LaunchApps]\r\n%SYSTEMDRIVE%\\sms\\bin\\x64\\TsBootShell.exe\r\n")?;
+    write_synthetic(&s.join("ntoskrnl.exe"), Kind::Binary, 600 << 10, 15)?;
+    write_synthetic(&root.join("sms/bin/x64/TsBootShell.exe"), Kind::Binary, 200 << 10, 16)?;
+    write_synthetic(&root.join("sms/bin/x64/TsmBootstrap.exe"), Kind::Binary, 300 << 10, 17)?;
+    Ok(())
+}
+
+/// Captures `dirs` (each with an image name and XML properties) into one WIM.
+fn capture(
+    dest: &Path,
+    images: &[(PathBuf, &str, Vec<(&str, &str)>)],
+    compression: Compression,
+    guid_seed: u8,
+    epoch: i64,
+    boot: bool,
+) -> Result<(), DemoError> {
+    let mut w = Wim::create(compression)?;
+    for (dir, name, props) in images {
+        set_tree_times(dir, epoch).map_err(io_at(dir))?;
+        let idx = w.add_image_from_dir(dir, name)?;
+        for (k, v) in props {
+            w.set_property(idx, k, v)?;
+        }
+    }
+    w.set_guid_boot([guid_seed; 16], u32::from(boot))?;
+    w.write_deterministic(dest, epoch, 0, &mut |_, _| {}, &AtomicBool::new(false))?;
+    Ok(())
+}
+
+/// Writes the demo inputs and recipe into `dir`.
+pub fn generate(dir: &Path, opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let tmp = dir.join(".demo-gen");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let r = generate_in(dir, &tmp, opts);
+    let _ = std::fs::remove_dir_all(&tmp);
+    r
+}
+
+fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let s = opts.size.max(4 << 20);
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).map_err(io_at(&images))?;
+
+    // Boot image: WinPE-like, x64.
+    let boot_root = tmp.join("boot");
+    boot_tree(&boot_root, opts.efi_loader.as_deref()).map_err(io_at(&boot_root))?;
+    capture(
+        &images.join("boot.wim"),
+        &[(
+            boot_root,
+            "Microsoft Windows PE (x64)",
+            vec![("WINDOWS/ARCH", "9"), ("FLAGS", "9"), ("DESCRIPTION", "MEDIABUILD SYNTHETIC WinPE")],
+        )],
+        Compression::Lzx,
+        0xB0,
+        opts.epoch,
+        true,
+    )?;
+
+    // Install image: three editions sharing most files (hard links on disk,
+    // single-instanced in the WIM). Most bytes incompressible, like real
+    // already-compressed payloads, so generation stays fast at GiB scale.
+    let common = tmp.join("common");
+    let os_bytes = s * 70 / 100;
+    let big = 64 << 20;
+    let mut left = os_bytes * 85 / 100;
+    let mut i = 0u64;
+    while left > 0 {
+        let n = left.min(big);
+        let p = common.join(format!("Windows/WinSxS/Backup/payload{i:03}.cab"));
+        write_synthetic(&p, Kind::Random, n, 100 + i).map_err(io_at(&p))?;
+        left -= n;
+        i += 1;
+    }
+    let sys = common.join("Windows/System32");
+    write_synthetic(&sys.join("kernel32.dll"), Kind::Binary, os_bytes * 10 / 100, 200).map_err(io_at(&sys))?;
+    write_synthetic(&sys.join("license.rtf"), Kind::Text, os_bytes * 5 / 100, 201).map_err(io_at(&sys))?;
+    let editions = [
+        ("Windows 8.1 Pro", "Professional"),
+        ("Windows 8.1 Enterprise", "Enterprise"),
+        ("Windows 8.1 Pro N", "ProfessionalN"),
+    ];
+    let mut imgs = Vec::new();
+    for (n, (name, edition)) in editions.iter().enumerate() {
+        let root = tmp.join(format!("edition{n}"));
+        link_tree(&common, &root).map_err(io_at(&root))?;
+        write_file(
+            &root.join("Windows/System32/edition.txt"),
+            format!("MEDIABUILD SYNTHETIC {name} ({edition})\r\n").as_bytes(),
+        )
+        .map_err(io_at(&root))?;
+        imgs.push((root, *name, vec![("WINDOWS/ARCH", "9"), ("WINDOWS/EDITIONID", *edition), ("FLAGS", *edition)]));
+    }
+    capture(&images.join("install.wim"), &imgs, Compression::Lzx, 0x1A, opts.epoch, false)?;
+
+    // Content folders.
+    let c = dir.join("content");
+    let files: Vec<(&str, Kind, u64)> = vec![
+        ("apps/office/setup.exe", Kind::Binary, s * 2 / 100),
+        ("apps/office/office.msi", Kind::Random, s * 4 / 100),
+        ("apps/office/config.xml", Kind::Text, 4 << 10),
+        ("packages/configmgr-client/ccmsetup.exe", Kind::Binary, s / 100),
+        ("packages/configmgr-client/client.cab", Kind::Random, s * 8 / 100),
+        ("packages/bitlocker-wtg/i386/osdbitlocker_wtg.exe", Kind::Binary, 120 << 10),
+        ("packages/bitlocker-wtg/readme.txt", Kind::Text, 2 << 10),
+        ("drivers/surface/SurfaceTouch/surfacetouch.sys", Kind::Binary, s * 6 / 100),
+        ("drivers/surface/SurfaceTouch/surfacetouch.inf", Kind::Text, s * 2 / 100),
+        ("drivers/surface/SurfaceTouch/surfacetouch.cat", Kind::Random, 12 << 10),
+        ("drivers/surface/Network/netadapter.sys", Kind::Binary, s * 3 / 100),
+        ("drivers/surface/Network/netadapter.inf", Kind::Text, s / 100),
+        ("drivers/surface/Network/Long File Name Readme.txt", Kind::Text, 3 << 10),
+    ];
+    for (n, (rel, kind, len)) in files.iter().enumerate() {
+        let p = c.join(rel);
+        write_synthetic(&p, *kind, *len, 300 + n as u64).map_err(io_at(&p))?;
+    }
+    let pre = c.join("prestart/ask-user.cmd");
+    write_file(&pre, b"@echo off\r\nrem MEDIABUILD SYNTHETIC prestart command\r\necho Ready to deploy.\r\n").map_err(io_at(&pre))?;
+
+    // Secrets: demo values in files only the owner can read.
+    let sec = dir.join("secrets");
+    for (name, value) in [
+        ("media-password.txt", "demo-Media-Passw0rd-2026\n"),
+        ("wtg-passphrase.txt", "demo-WTG-Passphrase-2026\n"),
+    ] {
+        let p = sec.join(name);
+        write_file(&p, value.as_bytes()).map_err(io_at(&p))?;
+        set_private(&p).map_err(io_at(&p))?;
+    }
+
+    let recipe = dir.join("recipe.yaml");
+    write_file(&recipe, DEMO_RECIPE.as_bytes()).map_err(io_at(&recipe))?;
+
+    let mut mix = vec![
+        ("boot image (boot.wim)".to_string(), size_of(&images.join("boot.wim"))),
+        ("OS image (install.wim, compressed)".to_string(), size_of(&images.join("install.wim"))),
+    ];
+    let (mut random, mut binary, mut text) = (0, 0, 0);
+    for (_, kind, len) in &files {
+        match kind {
+            Kind::Random => random += len,
+            Kind::Binary => binary += len,
+            Kind::Text => text += len,
+        }
+    }
+    mix.push(("cab/msi-like (incompressible)".into(), random));
+    mix.push(("driver-like binaries".into(), binary));
+    mix.push(("text (inf/xml)".into(), text));
+    let bytes = mix.iter().map(|(_, b)| b).sum();
+    Ok(DemoReport { recipe, bytes, mix })
+}
+
+fn size_of(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+#[cfg(unix)]
+fn set_private(p: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+}
+
+/// Mirrors `from` into `to` with hard links (files) and new folders.
+fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            link_tree(&e.path(), &dst)?;
+        } else {
+            std::fs::hard_link(e.path(), &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// The demo recipe: every section, secrets by file reference.
+pub const DEMO_RECIPE: &str = include_str!("../recipes/demo.yaml");

@@ -1,0 +1,46 @@
+//! Identity without randomness: the recipe digest, and every GUID, serial and
+//! volume id derived from it (DESIGN.md §5).
+
+use crate::recipe::Recipe;
+use sha2::{Digest, Sha256};
+
+/// Default build epoch when neither the recipe nor `SOURCE_DATE_EPOCH` sets one: 2000-01-01.
+pub const DEFAULT_EPOCH: i64 = 946_684_800;
+
+/// SHA-256 of the recipe's canonical JSON form (sorted maps; secret
+/// references, never secret values).
+pub fn recipe_digest(r: &Recipe) -> [u8; 32] {
+    let json = serde_json::to_vec(r).unwrap_or_default();
+    Sha256::digest(json).into()
+}
+
+/// The build epoch: the recipe's `source_date_epoch`, else `SOURCE_DATE_EPOCH`, else 2000-01-01.
+pub fn epoch(r: &Recipe) -> i64 {
+    r.source_date_epoch
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok())
+        .unwrap_or(DEFAULT_EPOCH)
+}
+
+/// 16 bytes derived from the digest for one purpose (`"wim-guid"`, `"media-guid"`, …).
+pub fn derive16(digest: &[u8; 32], purpose: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(digest);
+    h.update(purpose.as_bytes());
+    let out = h.finalize();
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&out[..16]);
+    // RFC 4122 variant, version 5-like (name-based, SHA) so it reads as a GUID.
+    g[6] = (g[6] & 0x0F) | 0x50;
+    g[8] = (g[8] & 0x3F) | 0x80;
+    g
+}
+
+/// `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`, upper case.
+pub fn guid_string(g: &[u8; 16]) -> String {
+    let h: String = g.iter().map(|b| format!("{b:02X}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,19 @@
+//! mediabuild: Windows deployment media from a declarative recipe.
+//!
+//! Phases: [`recipe`] (load) → [`validate`] → [`plan`] → [`build`] (execute,
+//! render, finalize). The binary (`src/main.rs`, `src/cli/`) only parses
+//! arguments and draws what the library reports.
+
+pub mod build;
+pub mod demo;
+pub mod diag;
+pub mod fsutil;
+pub mod ids;
+pub mod media;
+pub mod plan;
+pub mod recipe;
+pub mod progress;
+pub(crate) mod render;
+pub mod units;
+pub mod validate;
+pub mod wim;

@@ -1,0 +1,274 @@
+//! The media tree: every file of the media, each with where its bytes come
+//! from. It is the one model every output renders (DESIGN.md §2).
+
+pub mod bootfiles;
+pub mod bootstrap;
+pub mod variables;
+
+use crate::diag::Diagnostic;
+use crate::ids;
+use crate::recipe::*;
+use crate::validate::InputFacts;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a member's bytes come from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Source {
+    /// A file on disk (content folders, prestart files).
+    File { path: PathBuf },
+    /// A file inside a WIM image (boot files).
+    WimFile { wim: PathBuf, index: u32, path: String },
+    /// One image of a WIM, exported alone (boot.wim, the OS image).
+    WimExport { wim: PathBuf, index: u32, bootable: bool },
+    /// Bytes generated from the recipe.
+    Generated {
+        what: String,
+        #[serde(skip)]
+        bytes: Arc<[u8]>,
+    },
+    /// `Variables.dat`: encrypted at build time, when secrets are resolved.
+    MediaVariables,
+}
+
+/// One file of the media.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    /// Path on the media, '/'-separated.
+    pub path: String,
+    /// Size in bytes (an estimate for exported images until built).
+    pub size: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+    /// The package (`SMS/PKG/<id>`) or role the member belongs to.
+    pub group: String,
+    pub source: Source,
+}
+
+/// A planned media variable; secret values are resolved only at build time.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedVar {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The recipe key whose secret reference supplies the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_from: Option<String>,
+}
+
+/// The whole media: members sorted by path, and the variables.
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaTree {
+    pub members: Vec<Member>,
+    pub variables: Vec<PlannedVar>,
+}
+
+impl MediaTree {
+    pub fn total_size(&self) -> u64 {
+        self.members.iter().map(|m| m.size).sum()
+    }
+}
+
+fn lit(name: &str, value: impl Into<String>) -> PlannedVar {
+    PlannedVar {
+        name: name.into(),
+        value: Some(value.into()),
+        secret_from: None,
+    }
+}
+
+fn secret(name: &str, from: &str) -> PlannedVar {
+    PlannedVar {
+        name: name.into(),
+        value: None,
+        secret_from: Some(from.into()),
+    }
+}
+
+/// The media variables in the order they are written: mediabuild's, then the recipe's.
+pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
+    let m = &r.media;
+    let mut v = vec![
+        lit("_SMSTSMediaType", "OEMMedia"),
+        lit("_SMSTSLaunchMode", "HD"),
+        lit("_SMSMediaGuid", ids::guid_string(&ids::derive16(digest, "media-guid"))),
+        lit("_SMSTSSiteCode", &m.site_code),
+        lit("_SMSTSBootMediaPackageID", &r.boot_image.id),
+        lit("_SMSTSPackageID", &m.task_sequence),
+    ];
+    match m.management.mode {
+        ManagementMode::SiteBased => {
+            v.push(lit("SMSTSMP", m.management.points.first().cloned().unwrap_or_default()))
+        }
+        ManagementMode::Dynamic => v.push(lit("SMSTSLocationMPs", m.management.points.join("*"))),
+    }
+    if let Some(d) = &m.deployment_id {
+        v.push(lit("SMSTSPreferredAdvertID", d));
+    }
+    let mode = match r.security.user_device_affinity {
+        Affinity::Auto => "Auto",
+        Affinity::Pending => "Pending",
+        Affinity::None => "Disabled",
+    };
+    v.push(lit("SMSTSAssignUsersMode", mode));
+    if r.security.unknown_computers {
+        v.push(lit(
+            "_SMSTSx64UnknownMachineGUID",
+            ids::guid_string(&ids::derive16(digest, "unknown-x64")),
+        ));
+        v.push(lit(
+            "_SMSTSx86UnknownMachineGUID",
+            ids::guid_string(&ids::derive16(digest, "unknown-x86")),
+        ));
+    }
+    if let Some(p) = &r.prestart {
+        v.push(lit("_SMSTSPreExecCommandLine", &p.command));
+        if let Some(id) = &p.id {
+            v.push(lit("_SMSTSPreExecPackageID", id));
+        }
+    }
+    if r.bitlocker.is_some() {
+        v.push(secret("OSDBitLockerPIN", "bitlocker.passphrase"));
+    }
+    for (name, val) in &r.variables {
+        v.push(match val {
+            VariableValue::Literal(s) => lit(name, s),
+            VariableValue::Secret(_) => secret(name, &format!("variables.{name}")),
+        });
+    }
+    v
+}
+
+/// Builds the media tree from a validated recipe and what validation learnt.
+/// Returns errors for members that would collide on a case-insensitive volume.
+pub fn build_tree(
+    r: &Recipe,
+    facts: &InputFacts,
+    dir: &std::path::Path,
+    digest: &[u8; 32],
+) -> Result<MediaTree, Vec<Diagnostic>> {
+    let mut members = Vec::new();
+    let boot_src = dir.join(&r.boot_image.source);
+    if let Some(b) = &facts.boot {
+        for (dst, src, size) in bootfiles::mapping(&b.files, r.boot_image.arch) {
+            members.push(Member {
+                path: dst,
+                size,
+                estimated: false,
+                group: "boot files".into(),
+                source: Source::WimFile {
+                    wim: boot_src.clone(),
+                    index: b.index,
+                    path: src,
+                },
+            });
+        }
+        members.push(Member {
+            path: "sources/boot.wim".into(),
+            size: b.export_estimate(),
+            estimated: true,
+            group: format!("boot image {}", r.boot_image.id),
+            source: Source::WimExport {
+                wim: boot_src.clone(),
+                index: b.index,
+                bootable: true,
+            },
+        });
+    }
+    if let Some(o) = &facts.os {
+        let name = r
+            .os_image
+            .source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "install.wim".into());
+        members.push(Member {
+            path: format!("SMS/PKG/{}/{name}", r.os_image.id),
+            size: o.export_estimate(),
+            estimated: true,
+            group: r.os_image.id.clone(),
+            source: Source::WimExport {
+                wim: dir.join(&r.os_image.source),
+                index: o.index,
+                bootable: false,
+            },
+        });
+    }
+    let mut content: Vec<(&str, &PathBuf)> = Vec::new();
+    for list in [&r.applications, &r.packages, &r.driver_packages] {
+        content.extend(list.iter().map(|c| (c.id.as_str(), &c.source)));
+    }
+    if let Some(p) = &r.prestart {
+        if let (Some(id), Some(files)) = (&p.id, &p.files) {
+            content.push((id, files));
+        }
+    }
+    for (id, src) in content {
+        for f in facts.trees.get(src).into_iter().flatten() {
+            members.push(Member {
+                path: format!("SMS/PKG/{id}/{}", f.rel),
+                size: f.size,
+                estimated: false,
+                group: id.to_string(),
+                source: Source::File { path: f.abs.clone() },
+            });
+        }
+    }
+    let label = r.media.label.clone().unwrap_or_else(|| r.media.name.clone());
+    let generated = [
+        (
+            "SMS/data/TsmBootstrap.ini",
+            bootstrap::tsm_bootstrap(r.security.password.is_some(), r.media.unattended),
+        ),
+        ("MediaLabel.txt", bootstrap::media_label(&label)),
+    ];
+    for (path, text) in generated {
+        let bytes: Arc<[u8]> = text.into_bytes().into();
+        members.push(Member {
+            path: path.into(),
+            size: bytes.len() as u64,
+            estimated: false,
+            group: "media data".into(),
+            source: Source::Generated {
+                what: path.rsplit('/').next().unwrap_or(path).into(),
+                bytes,
+            },
+        });
+    }
+    let variables = plan_variables(r, digest);
+    members.push(Member {
+        path: "SMS/data/Variables.dat".into(),
+        size: 0,
+        estimated: true,
+        group: "media data".into(),
+        source: Source::MediaVariables,
+    });
+    members.sort_by(|a, b| a.path.cmp(&b.path));
+
+    // FAT32 and Windows are case-insensitive: two members differing only in case collide.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut errs = Vec::new();
+    for m in &members {
+        if let Some(prev) = seen.insert(m.path.to_lowercase(), &m.path) {
+            errs.push(
+                Diagnostic::error(
+                    "",
+                    format!("media paths collide on a case-insensitive volume: {prev} and {}", m.path),
+                )
+                .fix("rename one of the files in its source folder"),
+            );
+        }
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let mut tree = MediaTree { members, variables };
+    let est = variables::estimate_size(&tree.variables);
+    if let Some(m) = tree.members.iter_mut().find(|m| matches!(m.source, Source::MediaVariables)) {
+        m.size = est;
+    }
+    Ok(tree)
+}

@@ -1,0 +1,206 @@
+//! Media variables and `SMS/data/Variables.dat` in ConfigMgr's format
+//! (`reference/configmgr.md`): a 24-byte header, AES-128-CBC (zero IV, PKCS#7)
+//! of UTF-16LE XML, key from CryptDeriveKey(SHA-1) of the UTF-16LE password,
+//! then 8 trailing bytes whose meaning is unknown — we write zeros.
+
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use sha1::{Digest, Sha1};
+
+/// The fixed, publicly known password ConfigMgr uses for media without one.
+pub const DEFAULT_PASSWORD: &str = "{BAC6E688-DE21-4ABE-B7FB-C9F54E6DB664}";
+
+const MAGIC: u32 = 0xECED_0000;
+const CALG_AES_128: u32 = 0x660E;
+const HEADER: usize = 24;
+const TRAILER: usize = 8;
+
+type Enc = cbc::Encryptor<aes::Aes128>;
+type Dec = cbc::Decryptor<aes::Aes128>;
+
+/// One media variable. Values of secret variables are only held in memory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaVar {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for MediaVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let v = if self.secret { "<redacted>" } else { &self.value };
+        write!(f, "{}={v}", self.name)
+    }
+}
+
+fn utf16le(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+/// CryptDeriveKey(CALG_SHA1 → CALG_AES_128) of the UTF-16LE password.
+pub fn derive_key(password: &str) -> [u8; 16] {
+    let d = Sha1::digest(utf16le(password));
+    let mut b1 = [0x36u8; 64];
+    let mut b2 = [0x5Cu8; 64];
+    for (i, x) in d.iter().enumerate() {
+        b1[i] ^= x;
+        b2[i] ^= x;
+    }
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&Sha1::digest(b1)[..16]);
+    key
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The plaintext XML (as a Rust string; encoded to UTF-16LE for encryption).
+pub fn xml(vars: &[MediaVar]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList Version=\"4.00.5345.0000\">");
+    for v in vars {
+        s.push_str(&format!(
+            "<var name=\"{}\">{}</var>",
+            escape(&v.name),
+            escape(&v.value)
+        ));
+    }
+    s.push_str("</MediaVarList>");
+    s
+}
+
+/// Encrypts `vars` into the bytes of Variables.dat.
+pub fn encode(vars: &[MediaVar], password: Option<&str>) -> Vec<u8> {
+    encrypt_plain(&utf16le(&xml(vars)), password.unwrap_or(DEFAULT_PASSWORD))
+}
+
+/// Encrypts a UTF-16LE plaintext with the Variables.dat framing.
+pub fn encrypt_plain(plain: &[u8], password: &str) -> Vec<u8> {
+    let key = derive_key(password);
+    let ct = Enc::new(&key.into(), &[0u8; 16].into()).encrypt_padded_vec_mut::<Pkcs7>(plain);
+    let mut out = Vec::with_capacity(HEADER + ct.len() + TRAILER);
+    for v in [MAGIC, 20, plain.len() as u32, ct.len() as u32, CALG_AES_128, 0] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&ct);
+    out.extend_from_slice(&[0u8; TRAILER]);
+    out
+}
+
+/// Size of Variables.dat before secrets are known (each secret counted as 16 characters).
+pub fn estimate_size(planned: &[super::PlannedVar]) -> u64 {
+    let vars: Vec<MediaVar> = planned
+        .iter()
+        .map(|p| MediaVar {
+            name: p.name.clone(),
+            value: p.value.clone().unwrap_or_else(|| "x".repeat(16)),
+            secret: p.value.is_none(),
+        })
+        .collect();
+    let plain = 2 * xml(&vars).encode_utf16().count() as u64;
+    (HEADER + TRAILER) as u64 + (plain / 16 + 1) * 16
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("not a Variables.dat file (bad header)")]
+    Header,
+    #[error("cannot decrypt: wrong password or damaged file")]
+    Decrypt,
+}
+
+/// Decrypts Variables.dat bytes to the XML text.
+pub fn decode(bytes: &[u8], password: Option<&str>) -> Result<String, DecodeError> {
+    if bytes.len() < HEADER {
+        return Err(DecodeError::Header);
+    }
+    let word = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+    let (plain_len, ct_len) = (word(2) as usize, word(3) as usize);
+    if word(0) != MAGIC || word(4) != CALG_AES_128 || bytes.len() < HEADER + ct_len {
+        return Err(DecodeError::Header);
+    }
+    let key = derive_key(password.unwrap_or(DEFAULT_PASSWORD));
+    let pt = Dec::new(&key.into(), &[0u8; 16].into())
+        .decrypt_padded_vec_mut::<Pkcs7>(&bytes[HEADER..HEADER + ct_len])
+        .map_err(|_| DecodeError::Decrypt)?;
+    if pt.len() != plain_len || pt.len() % 2 != 0 {
+        return Err(DecodeError::Decrypt);
+    }
+    let units: Vec<u16> = pt.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    String::from_utf16(&units).map_err(|_| DecodeError::Decrypt)
+}
+
+/// Parses the XML back into (name, value) pairs.
+pub fn parse_xml(xml: &str) -> Vec<(String, String)> {
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&")
+    };
+    xml.split("<var name=\"")
+        .skip(1)
+        .filter_map(|part| {
+            let (name, rest) = part.split_once("\">")?;
+            let (value, _) = rest.split_once("</var>")?;
+            Some((unescape(name), unescape(value)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(n: &str, v: &str) -> MediaVar {
+        MediaVar {
+            name: n.into(),
+            value: v.into(),
+            secret: false,
+        }
+    }
+
+    #[test]
+    fn round_trip_with_and_without_password() {
+        let vars = vec![var("_SMSTSMediaType", "OEMMedia"), var("X", "a<b&\"c\"")];
+        for pw in [None, Some("correct horse battery")] {
+            let bytes = encode(&vars, pw);
+            let xml = decode(&bytes, pw).unwrap();
+            assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"utf-16\"?>"));
+            let back = parse_xml(&xml);
+            assert_eq!(back[1], ("X".to_string(), "a<b&\"c\"".to_string()));
+            assert_eq!(&bytes[bytes.len() - 8..], &[0u8; 8]);
+        }
+        let bytes = encode(&vars, Some("right password"));
+        assert_eq!(decode(&bytes, Some("wrong password")), Err(DecodeError::Decrypt));
+    }
+
+    /// Vector computed independently with Python's `cryptography` (see
+    /// tests/vectors/variables_dat.py): key derivation, AES-CBC, framing.
+    #[test]
+    fn matches_independent_vector() {
+        let plain = utf16le("<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList><var name=\"A\">1</var></MediaVarList>");
+        let got = encrypt_plain(&plain, "Pa55word!Media");
+        let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, include_str!("../../tests/vectors/variables_dat.hex").trim());
+        assert_eq!(
+            derive_key("Pa55word!Media")
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            include_str!("../../tests/vectors/variables_key.hex").trim()
+        );
+    }
+
+    #[test]
+    fn secret_values_are_redacted_in_debug() {
+        let v = MediaVar {
+            name: "OSDBitLockerPIN".into(),
+            value: "s3cret".into(),
+            secret: true,
+        };
+        assert!(!format!("{v:?}").contains("s3cret"));
+    }
+}

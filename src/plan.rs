@@ -1,0 +1,267 @@
+//! The plan: everything a build will do, computed up front as plain data —
+//! what goes where, from which source, how big, and which outputs.
+//! `mediabuild plan` prints it; the build executes it.
+
+use crate::diag::Diagnostic;
+use crate::ids;
+use crate::media::{self, MediaTree};
+use crate::recipe::locate::Locations;
+use crate::recipe::{load, Compression, Recipe, Scheme};
+use crate::units;
+use crate::validate::{self, ImageFacts, Mode};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One image input, as planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRef {
+    pub id: String,
+    pub source: PathBuf,
+    pub index: u32,
+    pub name: String,
+    pub arch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edition: Option<String>,
+    pub compression: Compression,
+}
+
+impl ImageRef {
+    fn new(id: &str, f: &ImageFacts) -> ImageRef {
+        ImageRef {
+            id: id.into(),
+            source: f.path.clone(),
+            index: f.index,
+            name: f.name.clone(),
+            arch: f.arch.clone(),
+            edition: f.edition.clone(),
+            compression: f.compression,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    Wim,
+    Disk,
+    CreatorPackage,
+}
+
+/// One artefact the build produces.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedOutput {
+    pub kind: OutputKind,
+    pub path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<Scheme>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub recipe_file: PathBuf,
+    #[serde(skip)]
+    pub dir: PathBuf,
+    #[serde(skip)]
+    pub recipe: Recipe,
+    pub recipe_digest: String,
+    #[serde(skip)]
+    pub digest: [u8; 32],
+    pub epoch: i64,
+    pub media_name: String,
+    pub label: String,
+    pub password: bool,
+    pub compression: Compression,
+    pub boot_image: ImageRef,
+    pub os_image: ImageRef,
+    pub out_dir: PathBuf,
+    pub outputs: Vec<PlannedOutput>,
+    pub total_size: u64,
+    pub media: MediaTree,
+}
+
+/// The result of reading, validating and planning a recipe.
+pub struct Checked {
+    pub file: PathBuf,
+    pub source: String,
+    pub diags: Vec<Diagnostic>,
+    pub plan: Option<Plan>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(|d| d.is_error())
+    }
+    /// All diagnostics, rendered.
+    pub fn render_diags(&self) -> String {
+        let name = self.file.display().to_string();
+        self.diags.iter().map(|d| d.render(&name, &self.source)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Reads, validates and plans `file`. Never writes anything.
+pub fn check(file: &Path, mode: Mode) -> Checked {
+    let mut out = Checked {
+        file: file.to_path_buf(),
+        source: String::new(),
+        diags: Vec::new(),
+        plan: None,
+    };
+    out.source = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            out.diags.push(
+                Diagnostic::error("", format!("cannot read the recipe {}: {e}", file.display()))
+                    .fix("give the path of a recipe YAML file"),
+            );
+            return out;
+        }
+    };
+    let locs = Locations::index(&out.source);
+    let (recipe, mut diags) = load::parse(&out.source, &locs);
+    let Some(recipe) = recipe else {
+        out.diags = diags;
+        return out;
+    };
+    let dir = file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let v = validate::validate(&recipe, &dir, &locs, mode);
+    diags.extend(v.diags.iter().cloned());
+    if diags.iter().any(|d| d.is_error()) {
+        out.diags = diags;
+        return out;
+    }
+    let digest = ids::recipe_digest(&recipe);
+    match media::build_tree(&recipe, &v.facts, &dir, &digest) {
+        Ok(tree) => {
+            let (Some(boot), Some(os)) = (&v.facts.boot, &v.facts.os) else {
+                out.diags = diags;
+                return out;
+            };
+            out.plan = Some(make_plan(file, &dir, recipe, digest, tree, boot, os));
+        }
+        Err(errs) => diags.extend(errs),
+    }
+    out.diags = diags;
+    out
+}
+
+fn make_plan(
+    file: &Path,
+    dir: &Path,
+    recipe: Recipe,
+    digest: [u8; 32],
+    tree: MediaTree,
+    boot: &ImageFacts,
+    os: &ImageFacts,
+) -> Plan {
+    let out_dir = dir.join(&recipe.outputs.dir);
+    let mut outputs = Vec::new();
+    if let Some(w) = &recipe.outputs.wim {
+        outputs.push(PlannedOutput {
+            kind: OutputKind::Wim,
+            path: out_dir.join(w),
+            disk_size: None,
+            scheme: None,
+        });
+    }
+    if let Some(d) = &recipe.outputs.disk {
+        outputs.push(PlannedOutput {
+            kind: OutputKind::Disk,
+            path: out_dir.join(&d.path),
+            disk_size: units::parse_size(&d.size),
+            scheme: Some(d.scheme),
+        });
+    }
+    if let Some(c) = &recipe.outputs.creator_package {
+        outputs.push(PlannedOutput {
+            kind: OutputKind::CreatorPackage,
+            path: out_dir.join(&c.path),
+            disk_size: None,
+            scheme: None,
+        });
+    }
+    Plan {
+        recipe_file: file.to_path_buf(),
+        dir: dir.to_path_buf(),
+        recipe_digest: ids::hex(&digest),
+        digest,
+        epoch: ids::epoch(&recipe),
+        media_name: recipe.media.name.clone(),
+        label: recipe.media.label.clone().unwrap_or_else(|| recipe.media.name.clone()),
+        password: recipe.security.password.is_some(),
+        compression: recipe.compression,
+        boot_image: ImageRef::new(&recipe.boot_image.id, boot),
+        os_image: ImageRef::new(&recipe.os_image.id, os),
+        out_dir,
+        outputs,
+        total_size: tree.total_size(),
+        media: tree,
+        recipe,
+    }
+}
+
+impl Plan {
+    /// The plan as text for people.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "media {} (label {:?}), recipe digest {}", self.media_name, self.label, &self.recipe_digest[..16]);
+        let _ = writeln!(
+            s,
+            "boot image {}: {} index {} {:?} ({}, {})",
+            self.boot_image.id,
+            self.boot_image.source.display(),
+            self.boot_image.index,
+            self.boot_image.name,
+            self.boot_image.arch,
+            self.boot_image.compression.as_str()
+        );
+        let _ = writeln!(
+            s,
+            "OS image {}: {} index {} {:?} ({})",
+            self.os_image.id,
+            self.os_image.source.display(),
+            self.os_image.index,
+            self.os_image.name,
+            self.os_image.compression.as_str()
+        );
+        let _ = writeln!(s, "\nmembers ({} files, {}):", self.media.members.len(), units::human(self.total_size));
+        for m in &self.media.members {
+            let src = match &m.source {
+                media::Source::File { path } => path.display().to_string(),
+                media::Source::WimFile { path, .. } => format!("boot image: {path}"),
+                media::Source::WimExport { wim, index, .. } => format!("export {} #{index}", wim.display()),
+                media::Source::Generated { what, .. } => format!("generated {what}"),
+                media::Source::MediaVariables => format!("generated, {} variables, encrypted", self.media.variables.len()),
+            };
+            let est = if m.estimated { "~" } else { "" };
+            let _ = writeln!(s, "  {:<52} {:>11}  ← {src}", m.path, format!("{est}{}", units::human(m.size)));
+        }
+        let _ = writeln!(s, "\nvariables:");
+        for v in &self.media.variables {
+            match (&v.value, &v.secret_from) {
+                (Some(val), _) => {
+                    let _ = writeln!(s, "  {} = {val}", v.name);
+                }
+                (None, from) => {
+                    let _ = writeln!(s, "  {} = <secret from {}>", v.name, from.as_deref().unwrap_or("?"));
+                }
+            }
+        }
+        let _ = writeln!(s, "\noutputs (compression {}):", self.compression.as_str());
+        for o in &self.outputs {
+            let extra = match (o.disk_size, o.scheme) {
+                (Some(n), Some(sch)) => format!(" ({}, {:?})", units::human(n), sch),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  {:?}: {}{extra}", o.kind, o.path.display());
+        }
+        s
+    }
+}

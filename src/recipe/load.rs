@@ -1,0 +1,325 @@
+//! Reading a recipe: YAML text → [`Recipe`] plus every parse problem at once.
+//!
+//! serde stops at the first error, so each top-level section (and each list
+//! item and variable) is deserialized on its own: one bad section does not hide
+//! problems in the others. Positions come from [`Locations`].
+
+use super::locate::Locations;
+use super::model::*;
+use crate::diag::{suggest, Diagnostic};
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+
+/// Top-level keys, in the order the README documents them.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "mediabuild",
+    "source_date_epoch",
+    "media",
+    "security",
+    "boot_image",
+    "os_image",
+    "applications",
+    "packages",
+    "driver_packages",
+    "variables",
+    "prestart",
+    "bitlocker",
+    "compression",
+    "outputs",
+];
+
+const REQUIRED: &[&str] = &["mediabuild", "media", "boot_image", "os_image", "outputs"];
+
+/// Parses `text`. Returns the recipe when every section parsed, and all diagnostics.
+pub fn parse(text: &str, locs: &Locations) -> (Option<Recipe>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let value: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let pos = e.location().map(|l| super::locate::Pos {
+                line: l.line(),
+                col: l.column(),
+            });
+            let msg = e.to_string();
+            // serde_yaml appends " at line L column C"; the position is shown separately.
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            diags.push(
+                Diagnostic::error("", format!("YAML syntax error: {msg}"))
+                    .at(pos)
+                    .fix("fix the YAML syntax at the position shown (indentation, quotes, colons)"),
+            );
+            return (None, diags);
+        }
+    };
+    let Some(map) = value.as_mapping() else {
+        diags.push(
+            Diagnostic::error("", "a recipe must be a YAML mapping of sections")
+                .fix("start from `mediabuild init` or recipes/minimal.yaml"),
+        );
+        return (None, diags);
+    };
+
+    let mut r = Recipe::default();
+    let mut ok = true;
+    let mut seen = Vec::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            diags.push(Diagnostic::error("", "a top-level key must be a string").value(show(k)));
+            ok = false;
+            continue;
+        };
+        seen.push(key.to_string());
+        let d = &mut diags;
+        let good = match key {
+            "mediabuild" => set(&mut r.mediabuild, section(key, v, locs, d)),
+            "source_date_epoch" => set(&mut r.source_date_epoch, section(key, v, locs, d)),
+            "media" => set(&mut r.media, section(key, v, locs, d)),
+            "security" => set(&mut r.security, section(key, v, locs, d)),
+            "boot_image" => set(&mut r.boot_image, section(key, v, locs, d)),
+            "os_image" => set(&mut r.os_image, section(key, v, locs, d)),
+            "applications" => set(&mut r.applications, list(key, v, locs, d)),
+            "packages" => set(&mut r.packages, list(key, v, locs, d)),
+            "driver_packages" => set(&mut r.driver_packages, list(key, v, locs, d)),
+            "variables" => set(&mut r.variables, variables(v, locs, d)),
+            "prestart" => set(&mut r.prestart, section(key, v, locs, d)),
+            "bitlocker" => set(&mut r.bitlocker, section(key, v, locs, d)),
+            "compression" => set(&mut r.compression, section(key, v, locs, d)),
+            "outputs" => set(&mut r.outputs, section(key, v, locs, d)),
+            other => {
+                d.push(unknown_key("", other, TOP_LEVEL_KEYS, locs));
+                false
+            }
+        };
+        ok &= good;
+    }
+    for req in REQUIRED {
+        if !seen.iter().any(|s| s == req) {
+            ok = false;
+            diags.push(
+                Diagnostic::error(*req, "required section is missing")
+                    .fix(format!("add `{req}:` (see the recipe reference in README.md)")),
+            );
+        }
+    }
+    (ok.then_some(r), diags)
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) -> bool {
+    match v {
+        Some(v) => {
+            *slot = v;
+            true
+        }
+        None => false,
+    }
+}
+
+fn join(base: &str, rest: &str) -> String {
+    match (base.is_empty(), rest.is_empty() || rest == ".") {
+        (_, true) => base.to_string(),
+        (true, _) => rest.to_string(),
+        (false, false) if rest.starts_with('[') => format!("{base}{rest}"),
+        _ => format!("{base}.{rest}"),
+    }
+}
+
+/// Deserializes one section; on failure records a diagnostic at the failing key.
+fn section<T: DeserializeOwned>(
+    path: &str,
+    v: &Value,
+    locs: &Locations,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = join(path, &inner);
+            diags.push(serde_diag(&full, &e.inner().to_string(), locs));
+            None
+        }
+    }
+}
+
+fn list<T: DeserializeOwned>(
+    path: &str,
+    v: &Value,
+    locs: &Locations,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<T>> {
+    if v.is_null() {
+        return Some(Vec::new());
+    }
+    let Some(items) = v.as_sequence() else {
+        diags.push(
+            Diagnostic::error(path, "expected a list")
+                .at(locs.value(path))
+                .value(show(v))
+                .fix(format!("write `{path}:` followed by `- id: …` items")),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match section(&format!("{path}[{i}]"), item, locs, diags) {
+            Some(t) => out.push(t),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn variables(
+    v: &Value,
+    locs: &Locations,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BTreeMap<String, VariableValue>> {
+    if v.is_null() {
+        return Some(BTreeMap::new());
+    }
+    let Some(map) = v.as_mapping() else {
+        diags.push(
+            Diagnostic::error("variables", "expected a mapping of NAME: value")
+                .at(locs.value("variables"))
+                .value(show(v)),
+        );
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, val) in map {
+        let Some(name) = k.as_str() else {
+            diags.push(
+                Diagnostic::error("variables", "a variable name must be a string").value(show(k)),
+            );
+            ok = false;
+            continue;
+        };
+        match section(&format!("variables.{name}"), val, locs, diags) {
+            Some(t) => {
+                out.insert(name.to_string(), t);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn unknown_key(base: &str, key: &str, expected: &[&str], locs: &Locations) -> Diagnostic {
+    let full = join(base, key);
+    let d = Diagnostic::error(full.clone(), "unknown key")
+        .at(locs.key(&full))
+        .value(key);
+    match suggest(key, expected) {
+        Some(s) => d.fix(format!("did you mean `{s}`?")),
+        None => d.fix(format!(
+            "remove it; keys allowed here: {}",
+            expected.join(", ")
+        )),
+    }
+}
+
+/// Turns a serde message into a diagnostic, pointing unknown fields at their key.
+fn serde_diag(path: &str, msg: &str, locs: &Locations) -> Diagnostic {
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or("");
+        let expected: Vec<&str> = rest
+            .split("expected ")
+            .nth(1)
+            .map(|s| {
+                s.trim_start_matches("one of ")
+                    .split(", ")
+                    .map(|x| x.trim_matches(|c| c == '`' || c == ' '))
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // serde_path_to_error may or may not include the unknown key in the path.
+        let base = path
+            .strip_suffix(field)
+            .map(|b| b.trim_end_matches('.'))
+            .unwrap_or(path);
+        return unknown_key(base, field, &expected, locs);
+    }
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        return Diagnostic::error(path, format!("missing required key `{field}`"))
+            .at(locs.value(path))
+            .fix(format!("add `{field}:` under `{path}`"));
+    }
+    let fix = if msg.contains(super::secret::LITERAL_SECRET) {
+        "set an environment variable and write `{ env: NAME }`, or put it in a file (mode 600) and write `{ file: PATH }`"
+    } else if msg.starts_with("unknown variant") {
+        "use one of the values listed"
+    } else {
+        "see the recipe reference in README.md for this key's type"
+    };
+    Diagnostic::error(path, msg.to_string())
+        .at(locs.value(path))
+        .fix(fix)
+}
+
+/// A short rendering of a YAML value for messages.
+pub fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Null => "null".into(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> (Option<Recipe>, Vec<Diagnostic>) {
+        parse(text, &Locations::index(text))
+    }
+
+    #[test]
+    fn unknown_key_points_at_key_with_suggestion() {
+        let t = "mediabuild: 1\nos_image:\n  id: PS100010\n  source: a.wim\n  indx: 3\n";
+        let (_, d) = run(t);
+        let u = d.iter().find(|d| d.key == "os_image.indx").expect("unknown key diag");
+        assert_eq!(u.pos.map(|p| (p.line, p.col)), Some((5, 3)));
+        assert_eq!(u.fix.as_deref(), Some("did you mean `index`?"));
+        // Required sections are reported too, all at once.
+        assert!(d.iter().any(|d| d.key == "media" && d.message.contains("missing")));
+        assert!(d.iter().any(|d| d.key == "outputs"));
+    }
+
+    #[test]
+    fn type_errors_in_several_sections_all_reported() {
+        let t = "mediabuild: one\ncompression: zstd\napplications:\n  - { id: A, name: a, source: x }\n  - { id: B, name: b, source: y, colour: red }\n";
+        let (_, d) = run(t);
+        assert!(d.iter().any(|d| d.key == "mediabuild" && d.message.contains("invalid type")));
+        assert!(d.iter().any(|d| d.key == "compression" && d.message.contains("unknown variant")));
+        let c = d.iter().find(|d| d.key == "applications[1].colour").expect("item diag");
+        assert_eq!(c.pos.map(|p| p.line), Some(5));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let (_, d) = run("media:\n  name: [unclosed\n");
+        assert_eq!(d.len(), 1);
+        assert!(d[0].message.starts_with("YAML syntax error"), "{:?}", d[0]);
+        assert!(d[0].pos.is_some());
+    }
+
+    #[test]
+    fn literal_secret_variable_is_refused_without_echo() {
+        let t = "security:\n  password: hunter2hunter2\n";
+        let (_, d) = run(t);
+        let s = d.iter().find(|d| d.key == "security.password").expect("diag");
+        assert!(s.message.contains("must not be written"));
+        assert!(s.value.is_none());
+        assert!(!format!("{d:?}").contains("hunter2"));
+    }
+}

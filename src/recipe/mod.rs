@@ -1,0 +1,9 @@
+//! The recipe: its types ([`model`]), how it is read ([`load`]) with positions
+//! ([`locate`]), and secret references ([`secret`]).
+
+pub mod load;
+pub mod locate;
+pub mod model;
+pub mod secret;
+
+pub use model::*;

@@ -1,0 +1,189 @@
+//! Secrets come only by reference: `{ env: NAME }` or `{ file: PATH }`.
+//!
+//! A literal in the recipe is refused at parse time, and the refusal never
+//! repeats the literal. A resolved [`Secret`] prints as `<redacted>` in every
+//! `Debug`/`Display`, so it cannot leak through logs or error chains by accident.
+
+use schemars::JsonSchema;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where a secret is read from at build time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline removed), relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+/// The message for a literal where a secret reference belongs.
+pub const LITERAL_SECRET: &str =
+    "a secret must not be written in the recipe: give it as { env: NAME } or { file: PATH }";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("{ env: NAME } or { file: PATH }")
+            }
+            // Every scalar is refused without echoing it: it may be the secret itself.
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(LITERAL_SECRET))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Err(E::custom(LITERAL_SECRET))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Err(E::custom(LITERAL_SECRET))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretRef, E> {
+                Err(E::custom(LITERAL_SECRET))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Err(E::custom(LITERAL_SECRET))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+                secret_ref_from_map(map)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads `{ env: NAME }` / `{ file: PATH }` from a map; shared with variable values.
+pub(crate) fn secret_ref_from_map<'de, A: MapAccess<'de>>(
+    mut map: A,
+) -> Result<SecretRef, A::Error> {
+    let mut r = SecretRef {
+        env: None,
+        file: None,
+    };
+    while let Some(key) = map.next_key::<String>()? {
+        match key.as_str() {
+            "env" => r.env = Some(map.next_value()?),
+            "file" => r.file = Some(map.next_value()?),
+            other => return Err(de::Error::unknown_field(other, &["env", "file"])),
+        }
+    }
+    match (&r.env, &r.file) {
+        (Some(_), Some(_)) => Err(de::Error::custom(
+            "give either `env` or `file`, not both",
+        )),
+        (None, None) => Err(de::Error::custom(
+            "a secret reference needs `env: NAME` or `file: PATH`",
+        )),
+        _ => Ok(r),
+    }
+}
+
+impl SecretRef {
+    /// Where the secret comes from, safe to print.
+    pub fn describe(&self) -> String {
+        match (&self.env, &self.file) {
+            (Some(e), _) => format!("env {e}"),
+            (_, Some(f)) => format!("file {}", f.display()),
+            _ => "nothing".into(),
+        }
+    }
+
+    /// Reads the secret. `base` is the recipe's folder.
+    pub fn resolve(&self, base: &Path) -> Result<Secret, SecretError> {
+        if let Some(name) = &self.env {
+            return match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                Ok(_) => Err(SecretError::EmptyEnv(name.clone())),
+                Err(_) => Err(SecretError::MissingEnv(name.clone())),
+            };
+        }
+        let rel = self.file.as_ref().ok_or(SecretError::NoSource)?;
+        let path = base.join(rel);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(md) = std::fs::metadata(&path) {
+                let mode = md.permissions().mode();
+                if mode & 0o077 != 0 {
+                    return Err(SecretError::FileTooOpen(path, mode & 0o777));
+                }
+            }
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| SecretError::File(path.clone(), e))?;
+        let value = text.trim_end_matches(['\r', '\n']).to_string();
+        if value.is_empty() {
+            return Err(SecretError::EmptyFile(path));
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A resolved secret. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    #[cfg(test)]
+    pub fn for_test(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {0} is not set; export it before building")]
+    MissingEnv(String),
+    #[error("environment variable {0} is empty")]
+    EmptyEnv(String),
+    #[error("cannot read secret file {0}: {1}")]
+    File(PathBuf, std::io::Error),
+    #[error("secret file {0} is empty")]
+    EmptyFile(PathBuf),
+    #[error("secret file {0} is readable by group or others (mode {1:o}); run `chmod 600` on it")]
+    FileTooOpen(PathBuf, u32),
+    #[error("secret reference names neither env nor file")]
+    NoSource,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_is_refused_without_echo() {
+        let e = serde_yaml::from_str::<SecretRef>("hunter2-very-secret").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("must not be written in the recipe"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn env_and_file_forms() {
+        let r: SecretRef = serde_yaml::from_str("{ env: PW }").unwrap();
+        assert_eq!(r.env.as_deref(), Some("PW"));
+        let r: SecretRef = serde_yaml::from_str("{ file: a/b }").unwrap();
+        assert_eq!(r.file.as_deref(), Some(Path::new("a/b")));
+        assert!(serde_yaml::from_str::<SecretRef>("{ env: A, file: b }").is_err());
+        assert!(serde_yaml::from_str::<SecretRef>("{ value: x }").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::for_test("abc")), "<redacted>");
+    }
+}

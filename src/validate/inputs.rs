@@ -1,0 +1,287 @@
+//! Rules that open the inputs: WIM images (index, name, architecture, boot
+//! files), content folders and files. What is learnt is kept as [`InputFacts`]
+//! so the plan does not open everything a second time.
+
+use crate::diag::Diagnostic;
+use crate::fsutil::{self, Walked};
+use crate::media::bootfiles;
+use crate::recipe::*;
+use crate::wim::{self, DirEntry, Wim};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One image inside a WIM, as listed for messages and plans.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    pub index: u32,
+    pub name: String,
+    pub arch: String,
+    pub edition: Option<String>,
+}
+
+/// What validation learnt about one WIM input.
+#[derive(Debug, Clone)]
+pub struct ImageFacts {
+    pub path: PathBuf,
+    /// The image chosen by the recipe.
+    pub index: u32,
+    pub name: String,
+    pub arch: String,
+    pub edition: Option<String>,
+    pub compression: Compression,
+    pub images: Vec<ImageSummary>,
+    /// Files of the chosen image (the boot image's are used for boot files).
+    pub files: Vec<DirEntry>,
+}
+
+impl ImageFacts {
+    /// Estimated size of the image exported alone: its distinct blobs as stored.
+    pub fn export_estimate(&self) -> u64 {
+        let mut seen = std::collections::BTreeSet::new();
+        self.files
+            .iter()
+            .filter(|f| !f.is_dir && f.size > 0 && seen.insert(f.sha1))
+            .map(|f| f.stored_size)
+            .sum::<u64>()
+            + 4096
+    }
+}
+
+/// Everything validation learnt about the inputs.
+#[derive(Debug, Default)]
+pub struct InputFacts {
+    pub boot: Option<ImageFacts>,
+    pub os: Option<ImageFacts>,
+    /// Files of each content source, keyed by the source path as written.
+    pub trees: BTreeMap<PathBuf, Vec<Walked>>,
+}
+
+pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFacts {
+    let mut facts = InputFacts {
+        boot: boot_image(r, dir, d),
+        os: os_image(r, dir, d),
+        ..Default::default()
+    };
+    let mut sources: Vec<(String, &Path)> = Vec::new();
+    for (sec, list) in [
+        ("applications", &r.applications),
+        ("packages", &r.packages),
+        ("driver_packages", &r.driver_packages),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            sources.push((format!("{sec}[{i}].source"), &c.source));
+        }
+    }
+    if let Some(f) = r.prestart.as_ref().and_then(|p| p.files.as_ref()) {
+        sources.push(("prestart.files".into(), f));
+    }
+    for (key, src) in sources {
+        let abs = dir.join(src);
+        match fsutil::walk(&abs) {
+            Ok(files) => {
+                facts.trees.insert(src.to_path_buf(), files);
+            }
+            Err(e) => d.push(
+                Diagnostic::error(key, format!("cannot read source: {e}"))
+                    .value(src.display())
+                    .fix("check the path (relative to the recipe's folder) and its permissions"),
+            ),
+        }
+    }
+    for (key, f) in [
+        (
+            "security.certificate.pki.file",
+            r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()).map(|p| &p.file),
+        ),
+        (
+            "outputs.creator_package.creator",
+            r.outputs.creator_package.as_ref().map(|c| &c.creator),
+        ),
+    ] {
+        if let Some(f) = f {
+            if let Err(e) = std::fs::File::open(dir.join(f)) {
+                d.push(
+                    Diagnostic::error(key, format!("cannot read file: {e}"))
+                        .value(f.display())
+                        .fix("check the path (relative to the recipe's folder)"),
+                );
+            }
+        }
+    }
+    if let Some(b) = &r.bitlocker {
+        if let Some(p) = r.packages.iter().find(|p| p.id == b.package) {
+            if let Some(files) = facts.trees.get(&p.source) {
+                let has = files
+                    .iter()
+                    .any(|w| w.rel.eq_ignore_ascii_case("i386/osdbitlocker_wtg.exe"));
+                if !has {
+                    d.push(
+                        Diagnostic::error("bitlocker.package", "the package does not hold i386/osdbitlocker_wtg.exe")
+                            .value(&b.package)
+                            .fix("point `bitlocker.package` at the package with the Windows To Go BitLocker tool"),
+                    );
+                }
+            }
+        }
+    }
+    facts
+}
+
+fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<Wim> {
+    let abs = dir.join(src);
+    if let Err(e) = std::fs::File::open(&abs) {
+        d.push(
+            Diagnostic::error(key, format!("cannot read the WIM file: {e}"))
+                .value(src.display())
+                .fix("check the path (relative to the recipe's folder)"),
+        );
+        return None;
+    }
+    match Wim::open(&abs) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            d.push(
+                Diagnostic::error(key, format!("not a readable WIM: {e}"))
+                    .value(src.display())
+                    .fix("give a .wim file (DISM / wimlib format, not split)"),
+            );
+            None
+        }
+    }
+}
+
+fn summaries(w: &Wim) -> Vec<ImageSummary> {
+    (1..=w.info().image_count)
+        .map(|i| ImageSummary {
+            index: i,
+            name: w.property(i, "NAME").unwrap_or_default(),
+            arch: w
+                .property(i, "WINDOWS/ARCH")
+                .map(|a| wim::arch_name(&a).to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            edition: w.property(i, "WINDOWS/EDITIONID").or_else(|| w.property(i, "FLAGS")),
+        })
+        .collect()
+}
+
+fn listing(images: &[ImageSummary]) -> String {
+    images
+        .iter()
+        .map(|s| format!("{} {:?} ({})", s.index, s.name, s.arch))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn facts(w: &Wim, index: u32, images: Vec<ImageSummary>, d: &mut Vec<Diagnostic>, key: &str) -> Option<ImageFacts> {
+    let files = match w.list(index) {
+        Ok(f) => f,
+        Err(e) => {
+            d.push(Diagnostic::error(key, format!("cannot list the image: {e}")));
+            return None;
+        }
+    };
+    let s = images.iter().find(|s| s.index == index)?.clone();
+    Some(ImageFacts {
+        path: w.path().to_path_buf(),
+        index,
+        name: s.name,
+        arch: s.arch,
+        edition: s.edition,
+        compression: w.info().compression,
+        images,
+        files,
+    })
+}
+
+fn boot_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFacts> {
+    let b = &r.boot_image;
+    let w = open("boot_image.source", dir, &b.source, d)?;
+    let images = summaries(&w);
+    if b.index == 0 || b.index as usize > images.len() {
+        d.push(
+            Diagnostic::error("boot_image.index", format!("{} has no image {}", b.source.display(), b.index))
+                .value(b.index)
+                .fix(format!("choose one of: {}", listing(&images))),
+        );
+        return None;
+    }
+    let f = facts(&w, b.index, images, d, "boot_image.index")?;
+    if f.arch != b.arch.as_str() {
+        d.push(
+            Diagnostic::error("boot_image.arch", format!("the boot image is {} (WINDOWS/ARCH in the WIM)", f.arch))
+                .value(b.arch.as_str())
+                .fix(format!("write `arch: {}` or choose a boot image of the intended architecture", f.arch)),
+        );
+    }
+    let fw = r.media.target_firmware;
+    let needs = match fw {
+        TargetFirmware::Uefi64 => Some(Arch::X64),
+        TargetFirmware::Uefi32 => Some(Arch::X86),
+        TargetFirmware::Bios => None,
+    };
+    if let Some(need) = needs {
+        if b.arch != need {
+            d.push(
+                Diagnostic::error(
+                    "boot_image.arch",
+                    format!("{:?} firmware boots only {} boot images", fw, need.as_str()),
+                )
+                .value(b.arch.as_str())
+                .fix(format!(
+                    "use an {} boot image, or set `media.target_firmware` to the computers' real firmware",
+                    need.as_str()
+                )),
+            );
+        }
+    }
+    for missing in bootfiles::missing(&f.files, b.arch) {
+        d.push(
+            Diagnostic::error("boot_image.source", format!("the boot image lacks {missing}"))
+                .value(b.source.display())
+                .fix("use a WinPE boot image that carries the boot files (Windows/Boot/…)"),
+        );
+    }
+    Some(f)
+}
+
+fn os_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFacts> {
+    let o = &r.os_image;
+    let index = match (&o.index, &o.image) {
+        (Some(_), Some(_)) | (None, None) => {
+            d.push(
+                Diagnostic::error("os_image", "give exactly one of `index` or `image`")
+                    .fix("`index: 3` or `image: \"Windows 8 Enterprise\"`"),
+            );
+            None
+        }
+        _ => Some(()),
+    };
+    let w = open("os_image.source", dir, &o.source, d)?;
+    index?;
+    let images = summaries(&w);
+    let chosen = if let Some(i) = o.index {
+        if i == 0 || i as usize > images.len() {
+            d.push(
+                Diagnostic::error("os_image.index", format!("{} has no image {i}", o.source.display()))
+                    .value(i)
+                    .fix(format!("choose one of: {}", listing(&images))),
+            );
+            return None;
+        }
+        i
+    } else {
+        let name = o.image.as_deref().unwrap_or_default();
+        match images.iter().find(|s| s.name == name) {
+            Some(s) => s.index,
+            None => {
+                d.push(
+                    Diagnostic::error("os_image.image", format!("{} has no image named {name:?}", o.source.display()))
+                        .value(format!("{name:?}"))
+                        .fix(format!("choose one of: {}", listing(&images))),
+                );
+                return None;
+            }
+        }
+    };
+    facts(&w, chosen, images, d, "os_image")
+}

@@ -1,0 +1,61 @@
+//! Validation: every rule a recipe and its inputs must satisfy, all checked in
+//! one pass before any output byte is written. Each problem becomes a
+//! [`Diagnostic`] with the key path, position, value and a fix.
+//!
+//! Rules that only look at the recipe live in [`rules`]; rules that open the
+//! inputs (WIM images, folders, files) live in [`inputs`].
+
+mod inputs;
+mod rules;
+
+pub use inputs::{ImageFacts, InputFacts};
+
+use crate::diag::Diagnostic;
+use crate::recipe::locate::Locations;
+use crate::recipe::Recipe;
+use std::path::Path;
+
+/// Whether secrets must be resolvable now (a build) or may be absent (check/plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Check,
+    Build,
+}
+
+/// The outcome of validation: diagnostics plus what was learnt about the inputs.
+pub struct Validated {
+    pub diags: Vec<Diagnostic>,
+    pub facts: InputFacts,
+}
+
+impl Validated {
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(|d| d.is_error())
+    }
+}
+
+/// Runs every rule. `dir` is the recipe's folder (paths are relative to it).
+pub fn validate(recipe: &Recipe, dir: &Path, locs: &Locations, mode: Mode) -> Validated {
+    let mut diags = Vec::new();
+    rules::check(recipe, dir, mode, &mut diags);
+    let facts = inputs::check(recipe, dir, &mut diags);
+    for d in &mut diags {
+        if d.pos.is_none() && !d.key.is_empty() {
+            d.pos = locs.value(&d.key);
+        }
+    }
+    Validated { diags, facts }
+}
+
+/// The secret reference at `key` (e.g. `security.password`), if the recipe has one.
+pub fn secret_ref<'a>(r: &'a Recipe, key: &str) -> Option<&'a crate::recipe::secret::SecretRef> {
+    rules::secret_refs(r)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, s)| s)
+}
+
+/// Recipe keys that hold secret references.
+pub fn secret_keys(r: &Recipe) -> Vec<String> {
+    rules::secret_refs(r).into_iter().map(|(k, _)| k).collect()
+}

@@ -1,0 +1,499 @@
+//! Rules that need only the recipe itself (no input is opened here).
+
+use super::Mode;
+use crate::diag::Diagnostic;
+use crate::recipe::secret::SecretRef;
+use crate::recipe::*;
+use crate::units;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+pub(super) fn check(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
+    version(r, d);
+    media(r, d);
+    package_ids(r, d);
+    certificate(r, d);
+    variables(r, d);
+    secrets(r, dir, mode, d);
+    prestart_bitlocker(r, d);
+    outputs(r, d);
+}
+
+fn version(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    if r.mediabuild != FORMAT_VERSION {
+        d.push(
+            Diagnostic::error("mediabuild", "unsupported recipe format version")
+                .value(r.mediabuild)
+                .fix(format!("this mediabuild reads format {FORMAT_VERSION}: write `mediabuild: {FORMAT_VERSION}`")),
+        );
+    }
+}
+
+fn too_long(d: &mut Vec<Diagnostic>, key: &str, v: &Option<String>, max: usize) {
+    if let Some(s) = v {
+        let n = s.chars().count();
+        if n > max {
+            d.push(
+                Diagnostic::error(key, format!("{n} characters, at most {max} allowed"))
+                    .value(format!("{s:?}"))
+                    .fix(format!("shorten it to {max} characters (ConfigMgr's limit)")),
+            );
+        }
+    }
+}
+
+fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    let m = &r.media;
+    if m.name.is_empty()
+        || !m
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        d.push(
+            Diagnostic::error("media.name", "must be non-empty and use only letters, digits, `-`, `_`, `.`")
+                .value(format!("{:?}", m.name))
+                .fix("use a short file-name-safe name such as `finance-wtg`"),
+        );
+    }
+    too_long(d, "media.created_by", &m.created_by, 50);
+    too_long(d, "media.version", &m.version, 32);
+    too_long(d, "media.comment", &m.comment, 127);
+    if let Some(l) = &m.label {
+        if l.is_empty() || l.chars().any(|c| c.is_control() || "\"*+,./:;<=>?[\\]|".contains(c)) {
+            d.push(
+                Diagnostic::error("media.label", "not a valid volume label")
+                    .value(format!("{l:?}"))
+                    .fix("use letters, digits, spaces, `-` or `_`; FAT keeps the first 11 characters"),
+            );
+        }
+    }
+    if !is_site_code(&m.site_code) {
+        d.push(
+            Diagnostic::error("media.site_code", "a site code is 3 letters or digits")
+                .value(format!("{:?}", m.site_code))
+                .fix("write the site code of the primary site, e.g. `PS1`"),
+        );
+    }
+    if m.unattended && m.deployment_id.is_none() {
+        d.push(
+            Diagnostic::error(
+                "media.unattended",
+                "unattended media need the deployment to run (SMSTSPreferredAdvertID); without it the deployment fails",
+            )
+            .value("true")
+            .fix("add `media.deployment_id: <site code + 5 hex>` or set `unattended: false`"),
+        );
+    }
+    let mg = &m.management;
+    match mg.mode {
+        ManagementMode::Dynamic if mg.points.is_empty() => d.push(
+            Diagnostic::error("media.management.points", "dynamic media need at least one management point")
+                .fix("list the management points in priority order, e.g. `[http://mp1.corp.example]`"),
+        ),
+        ManagementMode::SiteBased if mg.points.len() != 1 => d.push(
+            Diagnostic::error(
+                "media.management.points",
+                format!("site-based media use exactly one management point of a primary site, {} given", mg.points.len()),
+            )
+            .value(format!("{:?}", mg.points))
+            .fix("keep one point, or use `mode: dynamic` for a prioritised list"),
+        ),
+        _ => {}
+    }
+    let mut seen = BTreeMap::new();
+    for (i, p) in mg.points.iter().enumerate() {
+        let key = format!("media.management.points[{i}]");
+        let host = p
+            .strip_prefix("http://")
+            .or_else(|| p.strip_prefix("https://"))
+            .unwrap_or("");
+        if host.is_empty() || host.contains(char::is_whitespace) || host.starts_with('/') {
+            d.push(
+                Diagnostic::error(&key, "not a management point URL")
+                    .value(format!("{p:?}"))
+                    .fix("write `http://FQDN` or `https://FQDN`"),
+            );
+        }
+        if let Some(j) = seen.insert(p.to_ascii_lowercase(), i) {
+            d.push(
+                Diagnostic::error(&key, format!("duplicate of media.management.points[{j}]"))
+                    .value(format!("{p:?}"))
+                    .fix("list each management point once"),
+            );
+        }
+    }
+}
+
+fn is_site_code(s: &str) -> bool {
+    s.len() == 3 && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// ConfigMgr object IDs: site code + 5 hex digits, e.g. `PS100042`.
+pub(crate) fn is_package_id(s: &str) -> bool {
+    s.len() == 8
+        && is_site_code(&s[..3])
+        && s[3..].chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+}
+
+fn package_ids(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    let mut ids: Vec<(String, &str)> = vec![
+        ("boot_image.id".into(), r.boot_image.id.as_str()),
+        ("os_image.id".into(), r.os_image.id.as_str()),
+    ];
+    for (sec, list) in [
+        ("applications", &r.applications),
+        ("packages", &r.packages),
+        ("driver_packages", &r.driver_packages),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            ids.push((format!("{sec}[{i}].id"), c.id.as_str()));
+        }
+    }
+    if let Some(p) = &r.prestart {
+        if let Some(id) = &p.id {
+            ids.push(("prestart.id".into(), id));
+        }
+    }
+    let mut all = ids.clone();
+    all.push(("media.task_sequence".into(), r.media.task_sequence.as_str()));
+    if let Some(dep) = &r.media.deployment_id {
+        all.push(("media.deployment_id".into(), dep));
+    }
+    for (key, id) in &all {
+        if !is_package_id(id) {
+            d.push(
+                Diagnostic::error(key.clone(), "not a ConfigMgr ID (site code + 5 hex digits)")
+                    .value(format!("{id:?}"))
+                    .fix(format!("write it like `{}00042` (upper case)", r.media.site_code)),
+            );
+        }
+    }
+    let mut first: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, id) in &ids {
+        if let Some(prev) = first.get(id) {
+            d.push(
+                Diagnostic::error(key.clone(), format!("package ID already used by {prev}"))
+                    .value(id)
+                    .fix("each package goes to its own SMS/PKG/<id>/ folder: give it a distinct ID"),
+            );
+        } else {
+            first.insert(id, key);
+        }
+    }
+}
+
+fn certificate(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    let Some(c) = &r.security.certificate else {
+        return;
+    };
+    match (&c.self_signed, &c.pki) {
+        (Some(_), Some(_)) | (None, None) => d.push(
+            Diagnostic::error("security.certificate", "give exactly one of `self_signed` or `pki`")
+                .fix("`self_signed: { valid_from, valid_until }` for HTTP sites, `pki: { file, password }` for HTTPS"),
+        ),
+        _ => {}
+    }
+    if let Some(s) = &c.self_signed {
+        let from = date(d, "security.certificate.self_signed.valid_from", &s.valid_from);
+        let until = date(d, "security.certificate.self_signed.valid_until", &s.valid_until);
+        if let (Some(f), Some(u)) = (from, until) {
+            if u <= f {
+                d.push(
+                    Diagnostic::error(
+                        "security.certificate.self_signed.valid_until",
+                        format!("ends on or before valid_from ({})", s.valid_from),
+                    )
+                    .value(&s.valid_until)
+                    .fix("the certificate must end after it starts"),
+                );
+            } else if u < units::today() {
+                d.push(
+                    Diagnostic::error("security.certificate.self_signed.valid_until", "the certificate has already expired")
+                        .value(&s.valid_until)
+                        .fix("choose a future expiry date"),
+                );
+            } else if u < units::today() + 30 {
+                d.push(
+                    Diagnostic::warning("security.certificate.self_signed.valid_until", "the certificate expires within 30 days")
+                        .value(&s.valid_until),
+                );
+            }
+        }
+    }
+}
+
+fn date(d: &mut Vec<Diagnostic>, key: &str, s: &str) -> Option<i64> {
+    let v = units::parse_date(s);
+    if v.is_none() {
+        d.push(
+            Diagnostic::error(key, "not a date")
+                .value(format!("{s:?}"))
+                .fix("write YYYY-MM-DD, e.g. 2026-11-01"),
+        );
+    }
+    v
+}
+
+/// Variables mediabuild sets itself, and the recipe key that sets each.
+const OWNED: &[(&str, &str)] = &[
+    ("SMSTSPreferredAdvertID", "media.deployment_id"),
+    ("SMSTSAssignUsersMode", "security.user_device_affinity"),
+    ("SMSTSMP", "media.management"),
+    ("SMSTSLocationMPs", "media.management"),
+];
+
+/// Names whose values are secrets: a literal value is refused.
+pub(crate) fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "osdbitlockerpin" || n.contains("password") || n.contains("passphrase") || n.ends_with("pin")
+}
+
+fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    for (name, value) in &r.variables {
+        let key = format!("variables.{name}");
+        let valid = name.len() <= 255
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            let fix = if name.starts_with('_') {
+                "names starting with `_` are read-only task-sequence variables; choose another name"
+            } else {
+                "use letters, digits and `_`, starting with a letter"
+            };
+            d.push(Diagnostic::error(&key, "invalid variable name").value(name).fix(fix));
+        }
+        if let Some((_, owner)) = OWNED.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            d.push(
+                Diagnostic::error(&key, format!("mediabuild sets this variable from `{owner}`"))
+                    .value(name)
+                    .fix(format!("remove it here and set `{owner}` instead")),
+            );
+        }
+        if name.eq_ignore_ascii_case("OSDBitLockerPIN") && r.bitlocker.is_some() {
+            d.push(
+                Diagnostic::error(&key, "set both here and by `bitlocker.passphrase`")
+                    .fix("remove it here; `bitlocker.passphrase` sets OSDBitLockerPIN"),
+            );
+        }
+        if let VariableValue::Literal(v) = value {
+            if is_secret_name(name) {
+                // Never echo the value: it is a secret.
+                d.push(
+                    Diagnostic::error(&key, "this variable holds a secret; a literal value is not allowed")
+                        .fix("write `{ env: NAME }` or `{ file: PATH }`"),
+                );
+            } else if name.eq_ignore_ascii_case("SMSTSUDAUsers") && !uda_users_ok(v) {
+                d.push(
+                    Diagnostic::error(&key, "expected DOMAIN\\user[,DOMAIN\\user…]")
+                        .value(format!("{v:?}"))
+                        .fix("write e.g. `CONTOSO\\jdoe,CONTOSO\\asmith`"),
+                );
+            }
+        }
+    }
+}
+
+pub(crate) fn uda_users_ok(v: &str) -> bool {
+    !v.is_empty()
+        && v.split(',').all(|u| {
+            let mut p = u.trim().splitn(2, '\\');
+            let (dom, user) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
+            !dom.is_empty() && !user.is_empty() && !user.contains('\\') && !u.contains(char::is_whitespace)
+        })
+}
+
+/// All secret references of the recipe, with their key paths.
+pub(crate) fn secret_refs(r: &Recipe) -> Vec<(String, &SecretRef)> {
+    let mut v = Vec::new();
+    if let Some(p) = &r.security.password {
+        v.push(("security.password".to_string(), p));
+    }
+    if let Some(p) = r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()) {
+        v.push(("security.certificate.pki.password".to_string(), &p.password));
+    }
+    if let Some(b) = &r.bitlocker {
+        v.push(("bitlocker.passphrase".to_string(), &b.passphrase));
+    }
+    for (n, val) in &r.variables {
+        if let VariableValue::Secret(s) = val {
+            v.push((format!("variables.{n}"), s));
+        }
+    }
+    v
+}
+
+fn secrets(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
+    for (key, s) in secret_refs(r) {
+        if let Some(e) = &s.env {
+            if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                d.push(Diagnostic::error(&key, "invalid environment variable name").value(e).fix("use letters, digits and `_`"));
+                continue;
+            }
+        }
+        if let Err(e) = s.resolve(dir) {
+            let msg = format!("secret not available ({}): {e}", s.describe());
+            d.push(match mode {
+                Mode::Build => Diagnostic::error(&key, msg).fix("provide it before building"),
+                Mode::Check => Diagnostic::warning(&key, msg).fix("a build will need it"),
+            });
+        }
+    }
+    let has_secret_vars = r.bitlocker.is_some()
+        || r.variables.iter().any(|(n, v)| matches!(v, VariableValue::Secret(_)) || is_secret_name(n));
+    if has_secret_vars && r.security.password.is_none() {
+        d.push(
+            Diagnostic::warning(
+                "security.password",
+                "secret variables go into media without a password: Variables.dat is then encrypted with a publicly known key (obfuscation, not protection)",
+            )
+            .fix("set `security.password: { env: MEDIA_PASSWORD }`"),
+        );
+    }
+}
+
+fn prestart_bitlocker(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    if let Some(p) = &r.prestart {
+        if p.command.trim().is_empty() {
+            d.push(Diagnostic::error("prestart.command", "empty command line").fix("give the command to run, e.g. `cmd /c ask-user.cmd`"));
+        }
+        if p.files.is_some() && p.id.is_none() {
+            d.push(
+                Diagnostic::error("prestart.id", "prestart files need a package ID")
+                    .fix("add `prestart.id: <site code + 5 hex>`; the files go to SMS/PKG/<id>/"),
+            );
+        }
+    }
+    if let Some(b) = &r.bitlocker {
+        if !r.packages.iter().any(|p| p.id == b.package) {
+            d.push(
+                Diagnostic::error("bitlocker.package", "no package in `packages:` has this ID")
+                    .value(&b.package)
+                    .fix("add the package holding i386/osdbitlocker_wtg.exe to `packages:` and name its ID here"),
+            );
+        }
+    }
+}
+
+/// Normalises an output path relative to `outputs.dir`; None when it escapes.
+fn inside(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(x) => out.push(x),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    let o = &r.outputs;
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(w) = &o.wim {
+        paths.push(("outputs.wim".into(), w.clone()));
+    }
+    if let Some(disk) = &o.disk {
+        paths.push(("outputs.disk.path".into(), disk.path.clone()));
+        match units::parse_size(&disk.size) {
+            Some(n) if n >= 64 << 20 => {}
+            Some(_) => d.push(
+                Diagnostic::error("outputs.disk.size", "too small for a FAT32 media disk")
+                    .value(&disk.size)
+                    .fix("use at least 64MiB; USB media are usually 8GiB or more"),
+            ),
+            None => d.push(
+                Diagnostic::error("outputs.disk.size", "not a size")
+                    .value(format!("{:?}", disk.size))
+                    .fix("write a number with a unit: `32GiB`, `16000MB`, `512MiB`"),
+            ),
+        }
+    }
+    if let Some(c) = &o.creator_package {
+        paths.push(("outputs.creator_package.path".into(), c.path.clone()));
+    }
+    if paths.is_empty() {
+        d.push(
+            Diagnostic::error("outputs", "nothing to build")
+                .fix("add `wim: NAME.wim` and/or `disk: { path: NAME.img, size: 32GiB }`"),
+        );
+    }
+    let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (key, p) in &paths {
+        let Some(n) = inside(p) else {
+            d.push(
+                Diagnostic::error(key.clone(), "output path leaves the output folder")
+                    .value(p.display())
+                    .fix(format!("write a path relative to `outputs.dir` ({}), without `..` or a leading `/`", o.dir.display())),
+            );
+            continue;
+        };
+        // Each artefact also gets NAME.manifest.json beside it.
+        let manifest = n.with_file_name(format!(
+            "{}.manifest.json",
+            n.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+        ));
+        for q in [n.clone(), manifest] {
+            let lower = PathBuf::from(q.to_string_lossy().to_lowercase());
+            if let Some(prev) = seen.get(&lower) {
+                d.push(
+                    Diagnostic::error(key.clone(), format!("output collides with {prev}"))
+                        .value(p.display())
+                        .fix("give each output its own file name"),
+                );
+                break;
+            }
+            seen.insert(lower, key.clone());
+        }
+        if n.as_os_str().eq_ignore_ascii_case("SHA256SUMS") {
+            d.push(Diagnostic::error(key.clone(), "SHA256SUMS is reserved for the checksums file").value(p.display()));
+        }
+    }
+    // A path that is a prefix of another (a file used as a folder).
+    for (a, ka) in &seen {
+        for (b, kb) in &seen {
+            if a != b && b.starts_with(a) && ka != kb {
+                d.push(
+                    Diagnostic::error(kb.clone(), format!("output lies inside {ka}"))
+                        .value(b.display())
+                        .fix("outputs must not contain one another"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_id_shape() {
+        assert!(is_package_id("PS100042"));
+        assert!(is_package_id("PS1000AF"));
+        assert!(!is_package_id("PS10004"));
+        assert!(!is_package_id("PS10004G"));
+        assert!(!is_package_id("ps100042"));
+    }
+
+    #[test]
+    fn uda_users() {
+        assert!(uda_users_ok("CONTOSO\\jdoe"));
+        assert!(uda_users_ok("CONTOSO\\jdoe,CONTOSO\\asmith"));
+        assert!(!uda_users_ok("jdoe"));
+        assert!(!uda_users_ok("CONTOSO\\"));
+    }
+
+    #[test]
+    fn inside_rejects_escapes() {
+        assert_eq!(inside(Path::new("a/../b.wim")), Some(PathBuf::from("b.wim")));
+        assert_eq!(inside(Path::new("../b.wim")), None);
+        assert_eq!(inside(Path::new("/etc/x")), None);
+    }
+}
