@@ -59,7 +59,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -67,7 +67,7 @@ impl Rng {
     }
     pub fn fill(&mut self, buf: &mut [u8]) {
         for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             c.copy_from_slice(&v[..c.len()]);
         }
     }
@@ -85,10 +85,37 @@ pub enum Kind {
 }
 
 const WORDS: &[&str] = &[
-    "DriverVer", "Signature", "Class", "Provider", "Manufacturer", "HKR", "CopyFiles", "AddReg",
-    "ServiceType", "StartType", "ErrorControl", "ServiceBinary", "%12%", "Windows", "System32",
-    "drivers", "x64", "NTamd64", "DefaultInstall", "SourceDisksFiles", "version", "1.0.0.0",
-    "<setting", "name=", "value=", "/>", "enabled", "true", "false", "Contoso", "Surface",
+    "DriverVer",
+    "Signature",
+    "Class",
+    "Provider",
+    "Manufacturer",
+    "HKR",
+    "CopyFiles",
+    "AddReg",
+    "ServiceType",
+    "StartType",
+    "ErrorControl",
+    "ServiceBinary",
+    "%12%",
+    "Windows",
+    "System32",
+    "drivers",
+    "x64",
+    "NTamd64",
+    "DefaultInstall",
+    "SourceDisksFiles",
+    "version",
+    "1.0.0.0",
+    "<setting",
+    "name=",
+    "value=",
+    "/>",
+    "enabled",
+    "true",
+    "false",
+    "Contoso",
+    "Surface",
 ];
 
 /// Streams `len` bytes of `kind` content into `path`.
@@ -97,7 +124,11 @@ pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Resu
         std::fs::create_dir_all(p)?;
     }
     let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let header = format!("MEDIABUILD SYNTHETIC TEST DATA - not a real Windows file ({})\r\n", path.display());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let header = format!("MEDIABUILD SYNTHETIC TEST DATA - not a real Windows file ({name})\r\n");
     let mut rng = Rng::new(seed);
     let mut left = len;
     let h = header.as_bytes();
@@ -111,17 +142,30 @@ pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Resu
             Kind::Random => rng.fill(&mut buf[..n]),
             Kind::Binary => {
                 for c in buf[..n].chunks_mut(8) {
-                    let r = rng.next();
+                    let r = rng.next_u64();
                     let op = [0x48, 0x8B, 0x05, 0xE8, 0x89, 0x4C, 0xFF, 0x15][(r & 7) as usize];
-                    let tmpl = [op, 0x8B, (r >> 8) as u8 & 0x3F, 0x24, 0x00, 0x00, (r >> 16) as u8 & 3, 0x90];
+                    let tmpl = [
+                        op,
+                        0x8B,
+                        (r >> 8) as u8 & 0x3F,
+                        0x24,
+                        0x00,
+                        0x00,
+                        (r >> 16) as u8 & 3,
+                        0x90,
+                    ];
                     c.copy_from_slice(&tmpl[..c.len()]);
                 }
             }
             Kind::Text => {
                 let mut i = 0;
                 while i < n {
-                    let w = WORDS[(rng.next() % WORDS.len() as u64) as usize].as_bytes();
-                    let sep: &[u8] = if rng.next() % 7 == 0 { b"\r\n" } else { b" " };
+                    let w = WORDS[(rng.next_u64() % WORDS.len() as u64) as usize].as_bytes();
+                    let sep: &[u8] = if rng.next_u64() % 7 == 0 {
+                        b"\r\n"
+                    } else {
+                        b" "
+                    };
                     for b in w.iter().chain(sep) {
                         if i < n {
                             buf[i] = *b;
@@ -138,7 +182,10 @@ pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Resu
 }
 
 fn fake(path: &Path, what: &str) -> io::Result<()> {
-    write_file(path, format!("MEDIABUILD FAKE {what} - not a real Windows file\r\n").as_bytes())
+    write_file(
+        path,
+        format!("MEDIABUILD FAKE {what} - not a real Windows file\r\n").as_bytes(),
+    )
 }
 
 /// The boot files of `reference/configmgr.md`, under `root`.
@@ -156,21 +203,42 @@ fn boot_tree(root: &Path, efi_loader: Option<&Path>) -> io::Result<()> {
     fake(&b.join("DVD/PCAT/BCD"), "BCD (PCAT)")?;
     write_synthetic(&b.join("DVD/PCAT/boot.sdi"), Kind::Binary, 3 << 20, 11)?;
     fake(&b.join("DVD/EFI/BCD"), "BCD (EFI)")?;
-    write_synthetic(&b.join("Fonts/segmono_boot.ttf"), Kind::Binary, 40 << 10, 12)?;
+    write_synthetic(
+        &b.join("Fonts/segmono_boot.ttf"),
+        Kind::Binary,
+        40 << 10,
+        12,
+    )?;
     write_synthetic(&b.join("Fonts/wgl4_boot.ttf"), Kind::Binary, 48 << 10, 13)?;
     write_synthetic(&b.join("Resources/bootres.dll"), Kind::Binary, 90 << 10, 14)?;
     let s = root.join("Windows/System32");
-    write_file(&s.join("winpeshl.ini"), b"[LaunchApps]\r\n%SYSTEMDRIVE%\\sms\\bin\\x64\\TsBootShell.exe\r\n")?;
+    write_file(
+        &s.join("winpeshl.ini"),
+        b"[LaunchApps]\r\n%SYSTEMDRIVE%\\sms\\bin\\x64\\TsBootShell.exe\r\n",
+    )?;
     write_synthetic(&s.join("ntoskrnl.exe"), Kind::Binary, 600 << 10, 15)?;
-    write_synthetic(&root.join("sms/bin/x64/TsBootShell.exe"), Kind::Binary, 200 << 10, 16)?;
-    write_synthetic(&root.join("sms/bin/x64/TsmBootstrap.exe"), Kind::Binary, 300 << 10, 17)?;
+    write_synthetic(
+        &root.join("sms/bin/x64/TsBootShell.exe"),
+        Kind::Binary,
+        200 << 10,
+        16,
+    )?;
+    write_synthetic(
+        &root.join("sms/bin/x64/TsmBootstrap.exe"),
+        Kind::Binary,
+        300 << 10,
+        17,
+    )?;
     Ok(())
 }
+
+/// A folder to capture as one image, its name and XML properties.
+type ImageSpec<'a> = (PathBuf, &'a str, Vec<(&'a str, &'a str)>);
 
 /// Captures `dirs` (each with an image name and XML properties) into one WIM.
 fn capture(
     dest: &Path,
-    images: &[(PathBuf, &str, Vec<(&str, &str)>)],
+    images: &[ImageSpec],
     compression: Compression,
     guid_seed: u8,
     epoch: i64,
@@ -211,7 +279,11 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         &[(
             boot_root,
             "Microsoft Windows PE (x64)",
-            vec![("WINDOWS/ARCH", "9"), ("FLAGS", "9"), ("DESCRIPTION", "MEDIABUILD SYNTHETIC WinPE")],
+            vec![
+                ("WINDOWS/ARCH", "9"),
+                ("FLAGS", "9"),
+                ("DESCRIPTION", "MEDIABUILD SYNTHETIC WinPE"),
+            ],
         )],
         Compression::Lzx,
         0xB0,
@@ -235,8 +307,20 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         i += 1;
     }
     let sys = common.join("Windows/System32");
-    write_synthetic(&sys.join("kernel32.dll"), Kind::Binary, os_bytes * 10 / 100, 200).map_err(io_at(&sys))?;
-    write_synthetic(&sys.join("license.rtf"), Kind::Text, os_bytes * 5 / 100, 201).map_err(io_at(&sys))?;
+    write_synthetic(
+        &sys.join("kernel32.dll"),
+        Kind::Binary,
+        os_bytes * 10 / 100,
+        200,
+    )
+    .map_err(io_at(&sys))?;
+    write_synthetic(
+        &sys.join("license.rtf"),
+        Kind::Text,
+        os_bytes * 5 / 100,
+        201,
+    )
+    .map_err(io_at(&sys))?;
     let editions = [
         ("Windows 8.1 Pro", "Professional"),
         ("Windows 8.1 Enterprise", "Enterprise"),
@@ -251,9 +335,24 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
             format!("MEDIABUILD SYNTHETIC {name} ({edition})\r\n").as_bytes(),
         )
         .map_err(io_at(&root))?;
-        imgs.push((root, *name, vec![("WINDOWS/ARCH", "9"), ("WINDOWS/EDITIONID", *edition), ("FLAGS", *edition)]));
+        imgs.push((
+            root,
+            *name,
+            vec![
+                ("WINDOWS/ARCH", "9"),
+                ("WINDOWS/EDITIONID", *edition),
+                ("FLAGS", *edition),
+            ],
+        ));
     }
-    capture(&images.join("install.wim"), &imgs, Compression::Lzx, 0x1A, opts.epoch, false)?;
+    capture(
+        &images.join("install.wim"),
+        &imgs,
+        Compression::Lzx,
+        0x1A,
+        opts.epoch,
+        false,
+    )?;
 
     // Content folders.
     let c = dir.join("content");
@@ -261,23 +360,63 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         ("apps/office/setup.exe", Kind::Binary, s * 2 / 100),
         ("apps/office/office.msi", Kind::Random, s * 4 / 100),
         ("apps/office/config.xml", Kind::Text, 4 << 10),
-        ("packages/configmgr-client/ccmsetup.exe", Kind::Binary, s / 100),
-        ("packages/configmgr-client/client.cab", Kind::Random, s * 8 / 100),
-        ("packages/bitlocker-wtg/i386/osdbitlocker_wtg.exe", Kind::Binary, 120 << 10),
+        (
+            "packages/configmgr-client/ccmsetup.exe",
+            Kind::Binary,
+            s / 100,
+        ),
+        (
+            "packages/configmgr-client/client.cab",
+            Kind::Random,
+            s * 8 / 100,
+        ),
+        (
+            "packages/bitlocker-wtg/i386/osdbitlocker_wtg.exe",
+            Kind::Binary,
+            120 << 10,
+        ),
         ("packages/bitlocker-wtg/readme.txt", Kind::Text, 2 << 10),
-        ("drivers/surface/SurfaceTouch/surfacetouch.sys", Kind::Binary, s * 6 / 100),
-        ("drivers/surface/SurfaceTouch/surfacetouch.inf", Kind::Text, s * 2 / 100),
-        ("drivers/surface/SurfaceTouch/surfacetouch.cat", Kind::Random, 12 << 10),
-        ("drivers/surface/Network/netadapter.sys", Kind::Binary, s * 3 / 100),
-        ("drivers/surface/Network/netadapter.inf", Kind::Text, s / 100),
-        ("drivers/surface/Network/Long File Name Readme.txt", Kind::Text, 3 << 10),
+        (
+            "drivers/surface/SurfaceTouch/surfacetouch.sys",
+            Kind::Binary,
+            s * 6 / 100,
+        ),
+        (
+            "drivers/surface/SurfaceTouch/surfacetouch.inf",
+            Kind::Text,
+            s * 2 / 100,
+        ),
+        (
+            "drivers/surface/SurfaceTouch/surfacetouch.cat",
+            Kind::Random,
+            12 << 10,
+        ),
+        (
+            "drivers/surface/Network/netadapter.sys",
+            Kind::Binary,
+            s * 3 / 100,
+        ),
+        (
+            "drivers/surface/Network/netadapter.inf",
+            Kind::Text,
+            s / 100,
+        ),
+        (
+            "drivers/surface/Network/Long File Name Readme.txt",
+            Kind::Text,
+            3 << 10,
+        ),
     ];
     for (n, (rel, kind, len)) in files.iter().enumerate() {
         let p = c.join(rel);
         write_synthetic(&p, *kind, *len, 300 + n as u64).map_err(io_at(&p))?;
     }
     let pre = c.join("prestart/ask-user.cmd");
-    write_file(&pre, b"@echo off\r\nrem MEDIABUILD SYNTHETIC prestart command\r\necho Ready to deploy.\r\n").map_err(io_at(&pre))?;
+    write_file(
+        &pre,
+        b"@echo off\r\nrem MEDIABUILD SYNTHETIC prestart command\r\necho Ready to deploy.\r\n",
+    )
+    .map_err(io_at(&pre))?;
 
     // Secrets: demo values in files only the owner can read.
     let sec = dir.join("secrets");
@@ -294,8 +433,14 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
     write_file(&recipe, DEMO_RECIPE.as_bytes()).map_err(io_at(&recipe))?;
 
     let mut mix = vec![
-        ("boot image (boot.wim)".to_string(), size_of(&images.join("boot.wim"))),
-        ("OS image (install.wim, compressed)".to_string(), size_of(&images.join("install.wim"))),
+        (
+            "boot image (boot.wim)".to_string(),
+            size_of(&images.join("boot.wim")),
+        ),
+        (
+            "OS image (install.wim, compressed)".to_string(),
+            size_of(&images.join("install.wim")),
+        ),
     ];
     let (mut random, mut binary, mut text) = (0, 0, 0);
     for (_, kind, len) in &files {

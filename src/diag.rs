@@ -28,6 +28,9 @@ pub struct Diagnostic {
     /// What to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The source line holds a secret: show the position, never the line.
+    #[serde(skip)]
+    pub redact_source: bool,
 }
 
 impl Diagnostic {
@@ -39,6 +42,7 @@ impl Diagnostic {
             value: None,
             message: message.into(),
             fix: None,
+            redact_source: false,
         }
     }
     pub fn warning(key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
@@ -61,6 +65,12 @@ impl Diagnostic {
         }
         self
     }
+    /// Marks the diagnostic as being about a secret: its source line is not shown.
+    pub fn secret(mut self) -> Diagnostic {
+        self.redact_source = true;
+        self.value = None;
+        self
+    }
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -80,7 +90,11 @@ impl Diagnostic {
         match self.pos {
             Some(p) => {
                 let _ = writeln!(out, "  --> {file}:{}:{}", p.line, p.col);
-                if let Some(line) = source.lines().nth(p.line.saturating_sub(1)) {
+                let line = source
+                    .lines()
+                    .nth(p.line.saturating_sub(1))
+                    .filter(|_| !self.redact_source);
+                if let Some(line) = line {
                     let n = p.line.to_string();
                     let pad = " ".repeat(n.len());
                     let _ = writeln!(out, "{pad} |");
@@ -141,7 +155,10 @@ mod tests {
         assert!(r.contains("error: os_image.index: no such image"), "{r}");
         assert!(r.contains("--> r.yaml:2:10"), "{r}");
         assert!(r.contains("2 |   index: 5\n  |          ^"), "{r}");
-        assert!(r.contains("= value: 5") && r.contains("= fix: use 1..3"), "{r}");
+        assert!(
+            r.contains("= value: 5") && r.contains("= fix: use 1..3"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -38,7 +38,14 @@ pub fn derive16(digest: &[u8; 32], purpose: &str) -> [u8; 16] {
 /// `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`, upper case.
 pub fn guid_string(g: &[u8; 16]) -> String {
     let h: String = g.iter().map(|b| format!("{b:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn hex(b: &[u8]) -> String {

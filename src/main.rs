@@ -8,7 +8,9 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             // A closed pipe (e.g. `| head`) is not an error worth a message.
-            if e.downcast_ref::<std::io::Error>().map(|e| e.kind()) == Some(std::io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<std::io::Error>().map(|e| e.kind())
+                == Some(std::io::ErrorKind::BrokenPipe)
+            {
                 0
             } else {
                 eprintln!("error: {e:#}");

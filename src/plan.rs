@@ -98,7 +98,11 @@ impl Checked {
     /// All diagnostics, rendered.
     pub fn render_diags(&self) -> String {
         let name = self.file.display().to_string();
-        self.diags.iter().map(|d| d.render(&name, &self.source)).collect::<Vec<_>>().join("\n")
+        self.diags
+            .iter()
+            .map(|d| d.render(&name, &self.source))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -114,26 +118,52 @@ pub fn check(file: &Path, mode: Mode) -> Checked {
         Ok(s) => s,
         Err(e) => {
             out.diags.push(
-                Diagnostic::error("", format!("cannot read the recipe {}: {e}", file.display()))
-                    .fix("give the path of a recipe YAML file"),
+                Diagnostic::error(
+                    "",
+                    format!("cannot read the recipe {}: {e}", file.display()),
+                )
+                .fix("give the path of a recipe YAML file"),
             );
             return out;
         }
     };
     let locs = Locations::index(&out.source);
-    let (recipe, mut diags) = load::parse(&out.source, &locs);
-    let Some(recipe) = recipe else {
+    let (parsed, mut diags) = load::parse(&out.source, &locs);
+    let Some(parsed) = parsed else {
         out.diags = diags;
         return out;
     };
+    let complete = parsed.complete();
+    let failed = parsed.failed;
+    let recipe = parsed.recipe;
     let dir = file
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let v = validate::validate(&recipe, &dir, &locs, mode);
-    diags.extend(v.diags.iter().cloned());
-    if diags.iter().any(|d| d.is_error()) {
+    // Rules about a section that did not parse would only repeat its error.
+    let depends = |key: &str, sec: &str| {
+        key == sec
+            || key.starts_with(&format!("{sec}."))
+            || key.starts_with(&format!("{sec}["))
+            || (key == "bitlocker.package" && sec == "packages")
+            || (key == "boot_image.arch" && sec == "media")
+            || (key == "outputs" && sec == "outputs")
+    };
+    diags.extend(
+        v.diags
+            .iter()
+            .filter(|d| !failed.iter().any(|sec| depends(&d.key, sec)))
+            .cloned(),
+    );
+    if !complete || diags.iter().any(|d| d.is_error()) {
         out.diags = diags;
         return out;
     }
@@ -194,7 +224,11 @@ fn make_plan(
         digest,
         epoch: ids::epoch(&recipe),
         media_name: recipe.media.name.clone(),
-        label: recipe.media.label.clone().unwrap_or_else(|| recipe.media.name.clone()),
+        label: recipe
+            .media
+            .label
+            .clone()
+            .unwrap_or_else(|| recipe.media.name.clone()),
         password: recipe.security.password.is_some(),
         compression: recipe.compression,
         boot_image: ImageRef::new(&recipe.boot_image.id, boot),
@@ -211,7 +245,13 @@ impl Plan {
     /// The plan as text for people.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "media {} (label {:?}), recipe digest {}", self.media_name, self.label, &self.recipe_digest[..16]);
+        let _ = writeln!(
+            s,
+            "media {} (label {:?}), recipe digest {}",
+            self.media_name,
+            self.label,
+            &self.recipe_digest[..16]
+        );
         let _ = writeln!(
             s,
             "boot image {}: {} index {} {:?} ({}, {})",
@@ -231,17 +271,32 @@ impl Plan {
             self.os_image.name,
             self.os_image.compression.as_str()
         );
-        let _ = writeln!(s, "\nmembers ({} files, {}):", self.media.members.len(), units::human(self.total_size));
+        let _ = writeln!(
+            s,
+            "\nmembers ({} files, {}):",
+            self.media.members.len(),
+            units::human(self.total_size)
+        );
         for m in &self.media.members {
             let src = match &m.source {
                 media::Source::File { path } => path.display().to_string(),
                 media::Source::WimFile { path, .. } => format!("boot image: {path}"),
-                media::Source::WimExport { wim, index, .. } => format!("export {} #{index}", wim.display()),
+                media::Source::WimExport { wim, index, .. } => {
+                    format!("export {} #{index}", wim.display())
+                }
                 media::Source::Generated { what, .. } => format!("generated {what}"),
-                media::Source::MediaVariables => format!("generated, {} variables, encrypted", self.media.variables.len()),
+                media::Source::MediaVariables => format!(
+                    "generated, {} variables, encrypted",
+                    self.media.variables.len()
+                ),
             };
             let est = if m.estimated { "~" } else { "" };
-            let _ = writeln!(s, "  {:<52} {:>11}  ← {src}", m.path, format!("{est}{}", units::human(m.size)));
+            let _ = writeln!(
+                s,
+                "  {:<52} {:>11}  ← {src}",
+                m.path,
+                format!("{est}{}", units::human(m.size))
+            );
         }
         let _ = writeln!(s, "\nvariables:");
         for v in &self.media.variables {
@@ -250,7 +305,12 @@ impl Plan {
                     let _ = writeln!(s, "  {} = {val}", v.name);
                 }
                 (None, from) => {
-                    let _ = writeln!(s, "  {} = <secret from {}>", v.name, from.as_deref().unwrap_or("?"));
+                    let _ = writeln!(
+                        s,
+                        "  {} = <secret from {}>",
+                        v.name,
+                        from.as_deref().unwrap_or("?")
+                    );
                 }
             }
         }

@@ -10,9 +10,16 @@ pub enum Event {
     /// A phase starts; `total` is in bytes (0 when unknown).
     Begin { phase: &'static str, total: u64 },
     /// Bytes done so far in the current phase (and the total, which may change).
-    Progress { phase: &'static str, done: u64, total: u64 },
+    Progress {
+        phase: &'static str,
+        done: u64,
+        total: u64,
+    },
     /// A phase ended.
-    End { phase: &'static str, elapsed: Duration },
+    End {
+        phase: &'static str,
+        elapsed: Duration,
+    },
     /// Something the user should know (never a secret).
     Warning(String),
 }

@@ -62,7 +62,10 @@ fn rel(base: &Path, p: &Path) -> String {
 }
 
 fn manifest_path(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!("{name}.manifest.json"))
 }
 
@@ -76,11 +79,16 @@ pub(super) fn finalize(
 ) -> Result<BuiltOutput, BuildError> {
     let plan = ctx.plan;
     let r = &plan.recipe;
-    let size = std::fs::metadata(tmp.path()).map_err(|e| BuildError::io("read", tmp.path(), e))?.len();
+    let size = std::fs::metadata(tmp.path())
+        .map_err(|e| BuildError::io("read", tmp.path(), e))?
+        .len();
     let digest = sha256_file(tmp.path(), &|_| {}, &|| ctx.cancel.is_cancelled())?;
 
     let mut ins = Vec::new();
-    for (role, img) in [("boot_image", &plan.boot_image), ("os_image", &plan.os_image)] {
+    for (role, img) in [
+        ("boot_image", &plan.boot_image),
+        ("os_image", &plan.os_image),
+    ] {
         ins.push(ManifestInput {
             role: role.into(),
             id: Some(img.id.clone()),
@@ -93,8 +101,15 @@ pub(super) fn finalize(
         });
     }
     let mut folders: Vec<(&str, &str, &Path)> = Vec::new();
-    for (role, list) in [("application", &r.applications), ("package", &r.packages), ("driver_package", &r.driver_packages)] {
-        folders.extend(list.iter().map(|c| (role, c.id.as_str(), c.source.as_path())));
+    for (role, list) in [
+        ("application", &r.applications),
+        ("package", &r.packages),
+        ("driver_package", &r.driver_packages),
+    ] {
+        folders.extend(
+            list.iter()
+                .map(|c| (role, c.id.as_str(), c.source.as_path())),
+        );
     }
     if let Some(p) = &r.prestart {
         if let (Some(id), Some(f)) = (&p.id, &p.files) {
@@ -131,23 +146,39 @@ pub(super) fn finalize(
         .collect();
     let manifest = Manifest {
         manifest_format: 1,
-        artefact: out.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        artefact: out
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         kind: out.kind,
         size,
         sha256: hex(&digest),
         media: plan.media_name.clone(),
         label: plan.label.clone(),
-        recipe: plan.recipe_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        recipe: plan
+            .recipe_file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         recipe_digest: plan.recipe_digest.clone(),
         epoch: plan.epoch,
         tools: BTreeMap::from([
-            ("mediabuild".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            (
+                "mediabuild".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
             ("wimlib".to_string(), crate::wim::version()),
         ]),
         compression: plan.compression.as_str().into(),
         inputs: ins,
         secrets,
-        variables: plan.media.variables.iter().map(|v| v.name.clone()).collect(),
+        variables: plan
+            .media
+            .variables
+            .iter()
+            .map(|v| v.name.clone())
+            .collect(),
         members: members
             .iter()
             .zip(hashes)
@@ -161,7 +192,9 @@ pub(super) fn finalize(
     };
     let mpath = manifest_path(&out.path);
     let mtmp = TempPath::new(super::partial_path(&mpath));
-    let json = serde_json::to_string_pretty(&manifest).map_err(|e| BuildError::Render(e.to_string()))? + "\n";
+    let json = serde_json::to_string_pretty(&manifest)
+        .map_err(|e| BuildError::Render(e.to_string()))?
+        + "\n";
     std::fs::write(mtmp.path(), json).map_err(|e| BuildError::io("write", mtmp.path(), e))?;
     let t = tmp.keep();
     std::fs::rename(&t, &out.path).map_err(|e| {

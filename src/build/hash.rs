@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Streams `path` through SHA-256 (1 MiB reads), reporting bytes as it goes.
-pub(crate) fn sha256_file(path: &Path, on_bytes: &dyn Fn(u64), cancel: &dyn Fn() -> bool) -> Result<[u8; 32], BuildError> {
+pub(crate) fn sha256_file(
+    path: &Path,
+    on_bytes: &dyn Fn(u64),
+    cancel: &dyn Fn() -> bool,
+) -> Result<[u8; 32], BuildError> {
     let mut f = std::fs::File::open(path).map_err(|e| BuildError::io("read", path, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -19,7 +23,9 @@ pub(crate) fn sha256_file(path: &Path, on_bytes: &dyn Fn(u64), cancel: &dyn Fn()
         if cancel() {
             return Err(BuildError::Cancelled);
         }
-        let n = f.read(&mut buf).map_err(|e| BuildError::io("read", path, e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| BuildError::io("read", path, e))?;
         if n == 0 {
             break;
         }
@@ -29,21 +35,32 @@ pub(crate) fn sha256_file(path: &Path, on_bytes: &dyn Fn(u64), cancel: &dyn Fn()
     Ok(h.finalize().into())
 }
 
-fn hash_all(ctx: &Ctx, files: &[(&Path, u64)], phase: &'static str) -> Result<Vec<[u8; 32]>, BuildError> {
+fn hash_all(
+    ctx: &Ctx,
+    files: &[(&Path, u64)],
+    phase: &'static str,
+) -> Result<Vec<[u8; 32]>, BuildError> {
     let total: u64 = files.iter().map(|f| f.1).sum();
     let done = AtomicU64::new(0);
     let started = Instant::now();
     ctx.rep.event(Event::Begin { phase, total });
     let on_bytes = |n: u64| {
         let d = done.fetch_add(n, Ordering::Relaxed) + n;
-        ctx.rep.event(Event::Progress { phase, done: d, total });
+        ctx.rep.event(Event::Progress {
+            phase,
+            done: d,
+            total,
+        });
     };
     let cancel = || ctx.cancel.is_cancelled();
     let out = files
         .par_iter()
         .map(|(p, _)| sha256_file(p, &on_bytes, &cancel))
         .collect::<Result<Vec<_>, _>>()?;
-    ctx.rep.event(Event::End { phase, elapsed: started.elapsed() });
+    ctx.rep.event(Event::End {
+        phase,
+        elapsed: started.elapsed(),
+    });
     Ok(out)
 }
 
@@ -54,12 +71,20 @@ pub(super) fn hash_members(ctx: &Ctx, members: &[Resolved]) -> Result<Vec<[u8; 3
 
 /// SHA-256 of each WIM input file (the boot and OS images).
 pub(super) fn hash_inputs(ctx: &Ctx) -> Result<BTreeMap<PathBuf, [u8; 32]>, BuildError> {
-    let mut paths: Vec<PathBuf> = vec![ctx.plan.boot_image.source.clone(), ctx.plan.os_image.source.clone()];
+    let mut paths: Vec<PathBuf> = vec![
+        ctx.plan.boot_image.source.clone(),
+        ctx.plan.os_image.source.clone(),
+    ];
     paths.sort();
     paths.dedup();
     let sized: Vec<(&Path, u64)> = paths
         .iter()
-        .map(|p| (p.as_path(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)))
+        .map(|p| {
+            (
+                p.as_path(),
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            )
+        })
         .collect();
     let hashes = hash_all(ctx, &sized, "hash inputs")?;
     Ok(paths.into_iter().zip(hashes).collect())

@@ -7,7 +7,7 @@ use crate::ids;
 use crate::media::variables::{self, MediaVar};
 use crate::media::Source;
 use crate::progress::Event;
-use crate::wim::Wim;
+use crate::wim::{ExportSpec, Wim};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,7 +33,10 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
     let mut by_image: BTreeMap<(PathBuf, u32), Vec<&str>> = BTreeMap::new();
     for m in &plan.media.members {
         if let Source::WimFile { wim, index, path } = &m.source {
-            by_image.entry((wim.clone(), *index)).or_default().push(path);
+            by_image
+                .entry((wim.clone(), *index))
+                .or_default()
+                .push(path);
         }
     }
     let bootx = ctx.staging.join("bootfiles");
@@ -46,38 +49,48 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
 
     let total: u64 = plan.media.members.iter().map(|m| m.size).sum();
     let started = Instant::now();
-    ctx.rep.event(Event::Begin { phase: "prepare", total });
+    ctx.rep.event(Event::Begin {
+        phase: "prepare",
+        total,
+    });
     let mut done = 0u64;
     for m in &plan.media.members {
         ctx.check_cancel()?;
         let dst = tree.join(&m.path);
         let mkparent = |p: &Path| {
-            std::fs::create_dir_all(p.parent().unwrap_or(p)).map_err(|e| BuildError::io("create folder for", p, e))
+            std::fs::create_dir_all(p.parent().unwrap_or(p))
+                .map_err(|e| BuildError::io("create folder for", p, e))
         };
         let (file, in_tree) = match &m.source {
             Source::File { path } => (path.clone(), false),
             Source::WimFile { path, .. } => {
                 mkparent(&dst)?;
-                std::fs::copy(bootx.join(path), &dst).map_err(|e| BuildError::io("copy boot file", &dst, e))?;
+                std::fs::copy(bootx.join(path), &dst)
+                    .map_err(|e| BuildError::io("copy boot file", &dst, e))?;
                 (dst, true)
             }
-            Source::WimExport { wim, index, bootable } => {
+            Source::WimExport {
+                wim,
+                index,
+                bootable,
+            } => {
                 mkparent(&dst)?;
                 let guid = ids::derive16(&plan.digest, &format!("export:{}", m.path));
                 let base = done;
                 let mut report = |d: u64, _t: u64| {
-                    ctx.rep.event(Event::Progress { phase: "prepare", done: base + d.min(m.size), total });
+                    ctx.rep.event(Event::Progress {
+                        phase: "prepare",
+                        done: base + d.min(m.size),
+                        total,
+                    });
                 };
-                Wim::open(wim)?.export_to(
-                    *index,
-                    &dst,
-                    *bootable,
+                let spec = ExportSpec {
+                    bootable: *bootable,
                     guid,
-                    plan.epoch,
-                    ctx.jobs as u32,
-                    &mut report,
-                    ctx.cancel.flag(),
-                )?;
+                    epoch: plan.epoch,
+                    threads: ctx.jobs as u32,
+                };
+                Wim::open(wim)?.export_to(*index, &dst, &spec, &mut report, ctx.cancel.flag())?;
                 (dst, true)
             }
             Source::Generated { bytes, .. } => {
@@ -97,7 +110,11 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
             .map_err(|e| BuildError::io("read source", &file, e))?
             .len();
         done += m.size;
-        ctx.rep.event(Event::Progress { phase: "prepare", done, total });
+        ctx.rep.event(Event::Progress {
+            phase: "prepare",
+            done,
+            total,
+        });
         out.push(Resolved {
             path: m.path.clone(),
             file,
@@ -106,6 +123,9 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
             in_tree,
         });
     }
-    ctx.rep.event(Event::End { phase: "prepare", elapsed: started.elapsed() });
+    ctx.rep.event(Event::End {
+        phase: "prepare",
+        elapsed: started.elapsed(),
+    });
     Ok(out)
 }

@@ -60,19 +60,10 @@ impl BuildError {
     }
 }
 
-/// Which WIM writer renders the prestaged media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Writer {
-    /// wimlib's own writer (reference and baseline).
-    #[default]
-    Wimlib,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     /// Worker threads; 0 = one per core.
     pub jobs: usize,
-    pub writer: Writer,
 }
 
 /// One artefact produced.
@@ -101,7 +92,6 @@ pub(crate) struct Ctx<'a> {
     pub rep: &'a dyn Reporter,
     pub cancel: &'a Cancel,
     pub password: Option<Secret>,
-    pub writer: Writer,
 }
 
 impl Ctx<'_> {
@@ -160,10 +150,11 @@ fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildErr
             key: key.into(),
             source: SecretError::NoSource,
         })?;
-        sref.resolve(&plan.dir).map_err(|source| BuildError::Secret {
-            key: key.into(),
-            source,
-        })
+        sref.resolve(&plan.dir)
+            .map_err(|source| BuildError::Secret {
+                key: key.into(),
+                source,
+            })
     };
     let password = match &r.security.password {
         Some(_) => Some(secret_for("security.password")?),
@@ -193,7 +184,9 @@ pub fn build(
     cancel: &Cancel,
 ) -> Result<BuildReport, BuildError> {
     let jobs = if opts.jobs == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         opts.jobs
     };
@@ -204,13 +197,15 @@ pub fn build(
     let mut phases = Vec::new();
     let t = Instant::now();
     let (vars, password) = resolve_vars(plan)?;
-    std::fs::create_dir_all(&plan.out_dir).map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
+    std::fs::create_dir_all(&plan.out_dir)
+        .map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
     let staging = TempPath::new(plan.out_dir.join(format!(
         ".mediabuild-staging-{}-{}",
         plan.media_name,
         std::process::id()
     )));
-    std::fs::create_dir_all(staging.path()).map_err(|e| BuildError::io("create", staging.path(), e))?;
+    std::fs::create_dir_all(staging.path())
+        .map_err(|e| BuildError::io("create", staging.path(), e))?;
     let ctx = Ctx {
         plan,
         staging: staging.path().to_path_buf(),
@@ -218,7 +213,6 @@ pub fn build(
         rep,
         cancel,
         password,
-        writer: opts.writer,
     };
     let members = materialize::materialize(&ctx, &vars)?;
     phases.push(("prepare".to_string(), t.elapsed()));
@@ -251,7 +245,9 @@ pub fn build(
     let t = Instant::now();
     let mut outputs = Vec::new();
     for (out, tmp) in rendered {
-        outputs.push(finalize::finalize(&ctx, out, tmp, &members, &hashes, &inputs)?);
+        outputs.push(finalize::finalize(
+            &ctx, out, tmp, &members, &hashes, &inputs,
+        )?);
     }
     finalize::update_sums(&plan.out_dir, &outputs)?;
     phases.push(("finalize".to_string(), t.elapsed()));

@@ -34,7 +34,10 @@ impl Reporter for Draw {
                 let Ok(mut bar) = bar.lock() else { return };
                 match e {
                     Event::Begin { phase, total } => {
-                        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                        let b = ProgressBar::with_draw_target(
+                            Some(total),
+                            ProgressDrawTarget::stderr(),
+                        );
                         b.set_style(
                             ProgressStyle::with_template(
                                 "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -71,11 +74,13 @@ impl Reporter for Draw {
                     Event::Progress { phase, done, total } => {
                         if st.0.elapsed() >= Duration::from_secs(5) {
                             st.0 = Instant::now();
-                            let pct = if total > 0 { done * 100 / total } else { 0 };
+                            let pct = (done * 100).checked_div(total).unwrap_or(0);
                             eprintln!("{phase}: {} of {} ({pct}%)", human(done), human(total));
                         }
                     }
-                    Event::End { phase, elapsed } => eprintln!("{phase}: done in {:.2} s", elapsed.as_secs_f64()),
+                    Event::End { phase, elapsed } => {
+                        eprintln!("{phase}: done in {:.2} s", elapsed.as_secs_f64())
+                    }
                     Event::Warning(w) => eprintln!("warning: {w}"),
                 }
             }

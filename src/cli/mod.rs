@@ -80,7 +80,14 @@ struct BuildArgs {
 }
 
 fn version() -> &'static str {
-    Box::leak(format!("{} (wimlib {})", env!("CARGO_PKG_VERSION"), mediabuild::wim::version()).into_boxed_str())
+    Box::leak(
+        format!(
+            "{} (wimlib {})",
+            env!("CARGO_PKG_VERSION"),
+            mediabuild::wim::version()
+        )
+        .into_boxed_str(),
+    )
 }
 
 pub fn run() -> Result<i32> {
@@ -93,7 +100,12 @@ pub fn run() -> Result<i32> {
         Some(Command::Build { recipe, build }) => cmd_build(&recipe, &build),
         Some(Command::Check { recipe, json }) => cmd_check(&recipe, json),
         Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json),
-        Some(Command::Demo { dir, size, no_build, build }) => cmd_demo(&dir, &size, no_build, &build),
+        Some(Command::Demo {
+            dir,
+            size,
+            no_build,
+            build,
+        }) => cmd_demo(&dir, &size, no_build, &build),
         None => match cli.recipe {
             Some(r) => cmd_build(&r, &cli.build),
             None => {
@@ -114,7 +126,10 @@ fn print_diags(c: &Checked) {
 fn summary(c: &Checked) -> String {
     let errors = c.diags.iter().filter(|d| d.is_error()).count();
     let warnings = c.diags.len() - errors;
-    format!("{}: {errors} error(s), {warnings} warning(s)", c.file.display())
+    format!(
+        "{}: {errors} error(s), {warnings} warning(s)",
+        c.file.display()
+    )
 }
 
 fn cmd_check(recipe: &Path, json: bool) -> Result<i32> {
@@ -160,7 +175,6 @@ fn cmd_build(recipe: &Path, args: &BuildArgs) -> Result<i32> {
     };
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or(0),
-        ..Default::default()
     };
     let drawer = draw::Draw::new(args.quiet);
     let started = std::time::Instant::now();
@@ -172,7 +186,13 @@ fn cmd_build(recipe: &Path, args: &BuildArgs) -> Result<i32> {
 fn print_report(plan: &Plan, r: &BuildReport, total: std::time::Duration) {
     println!("built {} in {:.2} s", plan.media_name, total.as_secs_f64());
     for o in &r.outputs {
-        println!("  {:?} {} ({}, sha256 {})", o.kind, o.path.display(), units::human(o.size), o.sha256);
+        println!(
+            "  {:?} {} ({}, sha256 {})",
+            o.kind,
+            o.path.display(),
+            units::human(o.size),
+            o.sha256
+        );
         println!("      manifest {}", o.manifest.display());
     }
     println!("phases:");
@@ -189,7 +209,8 @@ fn print_report(plan: &Plan, r: &BuildReport, total: std::time::Duration) {
 }
 
 fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<i32> {
-    let size = units::parse_size(size).with_context(|| format!("--size {size:?}: write e.g. 8MiB or 1GiB"))?;
+    let size = units::parse_size(size)
+        .with_context(|| format!("--size {size:?}: write e.g. 8MiB or 1GiB"))?;
     let opts = DemoOptions {
         size,
         ..Default::default()
@@ -197,8 +218,13 @@ fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<
     if !args.quiet {
         eprintln!("writing demo inputs to {} …", dir.display());
     }
-    let rep = demo::generate(dir, &opts).with_context(|| format!("cannot write the demo into {}", dir.display()))?;
-    println!("demo inputs in {} ({}):", dir.display(), units::human(rep.bytes));
+    let rep = demo::generate(dir, &opts)
+        .with_context(|| format!("cannot write the demo into {}", dir.display()))?;
+    println!(
+        "demo inputs in {} ({}):",
+        dir.display(),
+        units::human(rep.bytes)
+    );
     for (kind, bytes) in &rep.mix {
         println!("  {kind:<40} {:>10}", units::human(*bytes));
     }

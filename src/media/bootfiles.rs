@@ -48,7 +48,11 @@ pub fn mapping(files: &[DirEntry], arch: Arch) -> Vec<(String, String, u64)> {
         if let Some(rest) = lower.strip_prefix("windows/boot/fonts/") {
             let name = &f.path[f.path.len() - rest.len()..];
             out.push((format!("boot/fonts/{name}"), f.path.clone(), f.size));
-            out.push((format!("EFI/Microsoft/Boot/fonts/{name}"), f.path.clone(), f.size));
+            out.push((
+                format!("EFI/Microsoft/Boot/fonts/{name}"),
+                f.path.clone(),
+                f.size,
+            ));
         } else if lower == "windows/boot/resources/bootres.dll" {
             out.push(("boot/resources/bootres.dll".into(), f.path.clone(), f.size));
         }

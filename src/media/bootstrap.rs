@@ -16,6 +16,9 @@ mod tests {
     #[test]
     fn ini_shape() {
         let s = super::tsm_bootstrap(true, false);
-        assert_eq!(s, "[MediaInfo]\r\nMediaType=OEMMedia\r\nPasswordRequired=true\r\nUnattended=false\r\n");
+        assert_eq!(
+            s,
+            "[MediaInfo]\r\nMediaType=OEMMedia\r\nPasswordRequired=true\r\nUnattended=false\r\n"
+        );
     }
 }

@@ -21,9 +21,17 @@ pub enum Source {
     /// A file on disk (content folders, prestart files).
     File { path: PathBuf },
     /// A file inside a WIM image (boot files).
-    WimFile { wim: PathBuf, index: u32, path: String },
+    WimFile {
+        wim: PathBuf,
+        index: u32,
+        path: String,
+    },
     /// One image of a WIM, exported alone (boot.wim, the OS image).
-    WimExport { wim: PathBuf, index: u32, bootable: bool },
+    WimExport {
+        wim: PathBuf,
+        index: u32,
+        bootable: bool,
+    },
     /// Bytes generated from the recipe.
     Generated {
         what: String,
@@ -94,15 +102,19 @@ pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
     let mut v = vec![
         lit("_SMSTSMediaType", "OEMMedia"),
         lit("_SMSTSLaunchMode", "HD"),
-        lit("_SMSMediaGuid", ids::guid_string(&ids::derive16(digest, "media-guid"))),
+        lit(
+            "_SMSMediaGuid",
+            ids::guid_string(&ids::derive16(digest, "media-guid")),
+        ),
         lit("_SMSTSSiteCode", &m.site_code),
         lit("_SMSTSBootMediaPackageID", &r.boot_image.id),
         lit("_SMSTSPackageID", &m.task_sequence),
     ];
     match m.management.mode {
-        ManagementMode::SiteBased => {
-            v.push(lit("SMSTSMP", m.management.points.first().cloned().unwrap_or_default()))
-        }
+        ManagementMode::SiteBased => v.push(lit(
+            "SMSTSMP",
+            m.management.points.first().cloned().unwrap_or_default(),
+        )),
         ManagementMode::Dynamic => v.push(lit("SMSTSLocationMPs", m.management.points.join("*"))),
     }
     if let Some(d) = &m.deployment_id {
@@ -213,11 +225,17 @@ pub fn build_tree(
                 size: f.size,
                 estimated: false,
                 group: id.to_string(),
-                source: Source::File { path: f.abs.clone() },
+                source: Source::File {
+                    path: f.abs.clone(),
+                },
             });
         }
     }
-    let label = r.media.label.clone().unwrap_or_else(|| r.media.name.clone());
+    let label = r
+        .media
+        .label
+        .clone()
+        .unwrap_or_else(|| r.media.name.clone());
     let generated = [
         (
             "SMS/data/TsmBootstrap.ini",
@@ -256,7 +274,10 @@ pub fn build_tree(
             errs.push(
                 Diagnostic::error(
                     "",
-                    format!("media paths collide on a case-insensitive volume: {prev} and {}", m.path),
+                    format!(
+                        "media paths collide on a case-insensitive volume: {prev} and {}",
+                        m.path
+                    ),
                 )
                 .fix("rename one of the files in its source folder"),
             );
@@ -267,7 +288,11 @@ pub fn build_tree(
     }
     let mut tree = MediaTree { members, variables };
     let est = variables::estimate_size(&tree.variables);
-    if let Some(m) = tree.members.iter_mut().find(|m| matches!(m.source, Source::MediaVariables)) {
+    if let Some(m) = tree
+        .members
+        .iter_mut()
+        .find(|m| matches!(m.source, Source::MediaVariables))
+    {
         m.size = est;
     }
     Ok(tree)

@@ -27,7 +27,11 @@ pub struct MediaVar {
 
 impl std::fmt::Debug for MediaVar {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let v = if self.secret { "<redacted>" } else { &self.value };
+        let v = if self.secret {
+            "<redacted>"
+        } else {
+            &self.value
+        };
         write!(f, "{}={v}", self.name)
     }
 }
@@ -59,7 +63,9 @@ fn escape(s: &str) -> String {
 
 /// The plaintext XML (as a Rust string; encoded to UTF-16LE for encryption).
 pub fn xml(vars: &[MediaVar]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList Version=\"4.00.5345.0000\">");
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList Version=\"4.00.5345.0000\">",
+    );
     for v in vars {
         s.push_str(&format!(
             "<var name=\"{}\">{}</var>",
@@ -81,7 +87,14 @@ pub fn encrypt_plain(plain: &[u8], password: &str) -> Vec<u8> {
     let key = derive_key(password);
     let ct = Enc::new(&key.into(), &[0u8; 16].into()).encrypt_padded_vec_mut::<Pkcs7>(plain);
     let mut out = Vec::with_capacity(HEADER + ct.len() + TRAILER);
-    for v in [MAGIC, 20, plain.len() as u32, ct.len() as u32, CALG_AES_128, 0] {
+    for v in [
+        MAGIC,
+        20,
+        plain.len() as u32,
+        ct.len() as u32,
+        CALG_AES_128,
+        0,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&ct);
@@ -116,7 +129,8 @@ pub fn decode(bytes: &[u8], password: Option<&str>) -> Result<String, DecodeErro
     if bytes.len() < HEADER {
         return Err(DecodeError::Header);
     }
-    let word = |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+    let word =
+        |i: usize| u32::from_le_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap_or_default());
     let (plain_len, ct_len) = (word(2) as usize, word(3) as usize);
     if word(0) != MAGIC || word(4) != CALG_AES_128 || bytes.len() < HEADER + ct_len {
         return Err(DecodeError::Header);
@@ -128,7 +142,10 @@ pub fn decode(bytes: &[u8], password: Option<&str>) -> Result<String, DecodeErro
     if pt.len() != plain_len || pt.len() % 2 != 0 {
         return Err(DecodeError::Decrypt);
     }
-    let units: Vec<u16> = pt.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let units: Vec<u16> = pt
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
     String::from_utf16(&units).map_err(|_| DecodeError::Decrypt)
 }
 
@@ -174,7 +191,10 @@ mod tests {
             assert_eq!(&bytes[bytes.len() - 8..], &[0u8; 8]);
         }
         let bytes = encode(&vars, Some("right password"));
-        assert_eq!(decode(&bytes, Some("wrong password")), Err(DecodeError::Decrypt));
+        assert_eq!(
+            decode(&bytes, Some("wrong password")),
+            Err(DecodeError::Decrypt)
+        );
     }
 
     /// Vector computed independently with Python's `cryptography` (see
@@ -184,7 +204,10 @@ mod tests {
         let plain = utf16le("<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList><var name=\"A\">1</var></MediaVarList>");
         let got = encrypt_plain(&plain, "Pa55word!Media");
         let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, include_str!("../../tests/vectors/variables_dat.hex").trim());
+        assert_eq!(
+            hex,
+            include_str!("../../tests/vectors/variables_dat.hex").trim()
+        );
         assert_eq!(
             derive_key("Pa55word!Media")
                 .iter()

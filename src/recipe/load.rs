@@ -31,10 +31,23 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 
 const REQUIRED: &[&str] = &["mediabuild", "media", "boot_image", "os_image", "outputs"];
 
-/// Parses `text`. Returns the recipe when every section parsed, and all diagnostics.
-pub fn parse(text: &str, locs: &Locations) -> (Option<Recipe>, Vec<Diagnostic>) {
+/// A parsed recipe. Sections that failed to parse (or are missing) hold their
+/// defaults and are listed in `failed`, so validation can still check the rest.
+pub struct Parsed {
+    pub recipe: Recipe,
+    pub failed: Vec<String>,
+}
+
+impl Parsed {
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Parses `text`. Returns None only when the text is not a YAML mapping at all.
+pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
-    let value: Value = match serde_yaml::from_str(text) {
+    let mut value: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let pos = e.location().map(|l| super::locate::Pos {
@@ -52,6 +65,7 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Recipe>, Vec<Diagnostic>) 
             return (None, diags);
         }
     };
+    super::schema::strip_unknown(&mut value, locs, &mut diags);
     let Some(map) = value.as_mapping() else {
         diags.push(
             Diagnostic::error("", "a recipe must be a YAML mapping of sections")
@@ -61,12 +75,11 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Recipe>, Vec<Diagnostic>) 
     };
 
     let mut r = Recipe::default();
-    let mut ok = true;
+    let mut failed = Vec::new();
     let mut seen = Vec::new();
     for (k, v) in map {
         let Some(key) = k.as_str() else {
             diags.push(Diagnostic::error("", "a top-level key must be a string").value(show(k)));
-            ok = false;
             continue;
         };
         seen.push(key.to_string());
@@ -91,18 +104,21 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Recipe>, Vec<Diagnostic>) 
                 false
             }
         };
-        ok &= good;
+        if !good {
+            failed.push(key.to_string());
+        }
     }
     for req in REQUIRED {
         if !seen.iter().any(|s| s == req) {
-            ok = false;
+            failed.push(req.to_string());
             diags.push(
-                Diagnostic::error(*req, "required section is missing")
-                    .fix(format!("add `{req}:` (see the recipe reference in README.md)")),
+                Diagnostic::error(*req, "required section is missing").fix(format!(
+                    "add `{req}:` (see the recipe reference in README.md)"
+                )),
             );
         }
     }
-    (ok.then_some(r), diags)
+    (Some(Parsed { recipe: r, failed }), diags)
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) -> bool {
@@ -258,9 +274,14 @@ fn serde_diag(path: &str, msg: &str, locs: &Locations) -> Diagnostic {
     } else {
         "see the recipe reference in README.md for this key's type"
     };
-    Diagnostic::error(path, msg.to_string())
+    let d = Diagnostic::error(path, msg.to_string())
         .at(locs.value(path))
-        .fix(fix)
+        .fix(fix);
+    if msg.contains(super::secret::LITERAL_SECRET) {
+        d.secret()
+    } else {
+        d
+    }
 }
 
 /// A short rendering of a YAML value for messages.
@@ -279,7 +300,7 @@ pub fn show(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn run(text: &str) -> (Option<Recipe>, Vec<Diagnostic>) {
+    fn run(text: &str) -> (Option<Parsed>, Vec<Diagnostic>) {
         parse(text, &Locations::index(text))
     }
 
@@ -287,11 +308,16 @@ mod tests {
     fn unknown_key_points_at_key_with_suggestion() {
         let t = "mediabuild: 1\nos_image:\n  id: PS100010\n  source: a.wim\n  indx: 3\n";
         let (_, d) = run(t);
-        let u = d.iter().find(|d| d.key == "os_image.indx").expect("unknown key diag");
+        let u = d
+            .iter()
+            .find(|d| d.key == "os_image.indx")
+            .expect("unknown key diag");
         assert_eq!(u.pos.map(|p| (p.line, p.col)), Some((5, 3)));
         assert_eq!(u.fix.as_deref(), Some("did you mean `index`?"));
         // Required sections are reported too, all at once.
-        assert!(d.iter().any(|d| d.key == "media" && d.message.contains("missing")));
+        assert!(d
+            .iter()
+            .any(|d| d.key == "media" && d.message.contains("missing")));
         assert!(d.iter().any(|d| d.key == "outputs"));
     }
 
@@ -299,9 +325,16 @@ mod tests {
     fn type_errors_in_several_sections_all_reported() {
         let t = "mediabuild: one\ncompression: zstd\napplications:\n  - { id: A, name: a, source: x }\n  - { id: B, name: b, source: y, colour: red }\n";
         let (_, d) = run(t);
-        assert!(d.iter().any(|d| d.key == "mediabuild" && d.message.contains("invalid type")));
-        assert!(d.iter().any(|d| d.key == "compression" && d.message.contains("unknown variant")));
-        let c = d.iter().find(|d| d.key == "applications[1].colour").expect("item diag");
+        assert!(d
+            .iter()
+            .any(|d| d.key == "mediabuild" && d.message.contains("invalid type")));
+        assert!(d
+            .iter()
+            .any(|d| d.key == "compression" && d.message.contains("unknown variant")));
+        let c = d
+            .iter()
+            .find(|d| d.key == "applications[1].colour")
+            .expect("item diag");
         assert_eq!(c.pos.map(|p| p.line), Some(5));
     }
 
@@ -317,7 +350,10 @@ mod tests {
     fn literal_secret_variable_is_refused_without_echo() {
         let t = "security:\n  password: hunter2hunter2\n";
         let (_, d) = run(t);
-        let s = d.iter().find(|d| d.key == "security.password").expect("diag");
+        let s = d
+            .iter()
+            .find(|d| d.key == "security.password")
+            .expect("diag");
         assert!(s.message.contains("must not be written"));
         assert!(s.value.is_none());
         assert!(!format!("{d:?}").contains("hunter2"));

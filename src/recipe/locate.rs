@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn finds_nested_keys_and_values() {
-        let text = "a: 1\nos_image:\n  id: X\n  index: 5\nlist:\n  - id: A\n  - { id: B, name: n }\n";
+        let text =
+            "a: 1\nos_image:\n  id: X\n  index: 5\nlist:\n  - id: A\n  - { id: B, name: n }\n";
         let l = Locations::index(text);
         assert_eq!(l.value("os_image.index"), Some(Pos { line: 4, col: 10 }));
         assert_eq!(l.key("os_image.index"), Some(Pos { line: 4, col: 3 }));

@@ -4,6 +4,7 @@
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod schema;
 pub mod secret;
 
 pub use model::*;

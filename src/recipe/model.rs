@@ -406,7 +406,9 @@ impl<'de> Deserialize<'de> for VariableValue {
             }
             // Task-sequence variables are strings; YAML booleans keep ConfigMgr's spelling.
             fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<VariableValue, E> {
-                Ok(VariableValue::Literal(if v { "True" } else { "False" }.into()))
+                Ok(VariableValue::Literal(
+                    if v { "True" } else { "False" }.into(),
+                ))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,

@@ -74,9 +74,7 @@ pub(crate) fn secret_ref_from_map<'de, A: MapAccess<'de>>(
         }
     }
     match (&r.env, &r.file) {
-        (Some(_), Some(_)) => Err(de::Error::custom(
-            "give either `env` or `file`, not both",
-        )),
+        (Some(_), Some(_)) => Err(de::Error::custom("give either `env` or `file`, not both")),
         (None, None) => Err(de::Error::custom(
             "a secret reference needs `env: NAME` or `file: PATH`",
         )),
@@ -115,7 +113,8 @@ impl SecretRef {
                 }
             }
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| SecretError::File(path.clone(), e))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| SecretError::File(path.clone(), e))?;
         let value = text.trim_end_matches(['\r', '\n']).to_string();
         if value.is_empty() {
             return Err(SecretError::EmptyFile(path));

@@ -10,11 +10,20 @@ use std::path::Path;
 
 pub(crate) use crate::build::Ctx;
 
+/// Whether this build renders `outputs.disk`.
+pub(crate) const DISK_SUPPORTED: bool = false;
+
 /// One output format.
 pub(crate) trait Renderer: Sync {
     fn name(&self) -> &'static str;
     /// Writes the artefact for `out` to `tmp`.
-    fn render(&self, ctx: &Ctx, members: &[Resolved], out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError>;
+    fn render(
+        &self,
+        ctx: &Ctx,
+        members: &[Resolved],
+        out: &PlannedOutput,
+        tmp: &Path,
+    ) -> Result<(), BuildError>;
     /// Checks the artefact at `tmp` with an independent reader.
     fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError>;
 }

@@ -21,7 +21,13 @@ impl Renderer for WimRenderer {
         "wim"
     }
 
-    fn render(&self, ctx: &Ctx, members: &[Resolved], _out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError> {
+    fn render(
+        &self,
+        ctx: &Ctx,
+        members: &[Resolved],
+        _out: &PlannedOutput,
+        tmp: &Path,
+    ) -> Result<(), BuildError> {
         let tree = ctx.tree_dir();
         for m in members.iter().filter(|m| !m.in_tree) {
             ctx.check_cancel()?;
@@ -31,7 +37,8 @@ impl Renderer for WimRenderer {
             }
             std::fs::copy(&m.file, &dst).map_err(|e| BuildError::io("copy", &m.file, e))?;
         }
-        set_tree_times(&tree, ctx.plan.epoch).map_err(|e| BuildError::io("set times in", &tree, e))?;
+        set_tree_times(&tree, ctx.plan.epoch)
+            .map_err(|e| BuildError::io("set times in", &tree, e))?;
         let plan = ctx.plan;
         let mut wim = Wim::create(plan.compression)?;
         let idx = wim.add_image_from_dir(&tree, &plan.media_name)?;
@@ -41,19 +48,43 @@ impl Renderer for WimRenderer {
         wim.set_guid_boot(ids::derive16(&plan.digest, "wim-guid"), 0)?;
         let total: u64 = members.iter().map(|m| m.size).sum();
         let started = Instant::now();
-        ctx.rep.event(Event::Begin { phase: "write wim", total });
-        let mut report = |done: u64, t: u64| ctx.rep.event(Event::Progress { phase: "write wim", done, total: t });
-        wim.write_deterministic(tmp, plan.epoch, ctx.jobs as u32, &mut report, ctx.cancel.flag())?;
-        ctx.rep.event(Event::End { phase: "write wim", elapsed: started.elapsed() });
+        ctx.rep.event(Event::Begin {
+            phase: "write wim",
+            total,
+        });
+        let mut report = |done: u64, t: u64| {
+            ctx.rep.event(Event::Progress {
+                phase: "write wim",
+                done,
+                total: t,
+            })
+        };
+        wim.write_deterministic(
+            tmp,
+            plan.epoch,
+            ctx.jobs as u32,
+            &mut report,
+            ctx.cancel.flag(),
+        )?;
+        ctx.rep.event(Event::End {
+            phase: "write wim",
+            elapsed: started.elapsed(),
+        });
         Ok(())
     }
 
     fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {
         let started = Instant::now();
-        ctx.rep.event(Event::Begin { phase: "verify wim", total: 0 });
+        ctx.rep.event(Event::Begin {
+            phase: "verify wim",
+            total: 0,
+        });
         let mut w = Wim::open(tmp)?;
         w.verify().map_err(|e| BuildError::Verify(e.to_string()))?;
-        ctx.rep.event(Event::End { phase: "verify wim", elapsed: started.elapsed() });
+        ctx.rep.event(Event::End {
+            phase: "verify wim",
+            elapsed: started.elapsed(),
+        });
         Ok(())
     }
 }

@@ -91,7 +91,11 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
     for (key, f) in [
         (
             "security.certificate.pki.file",
-            r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()).map(|p| &p.file),
+            r.security
+                .certificate
+                .as_ref()
+                .and_then(|c| c.pki.as_ref())
+                .map(|p| &p.file),
         ),
         (
             "outputs.creator_package.creator",
@@ -159,7 +163,9 @@ fn summaries(w: &Wim) -> Vec<ImageSummary> {
                 .property(i, "WINDOWS/ARCH")
                 .map(|a| wim::arch_name(&a).to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            edition: w.property(i, "WINDOWS/EDITIONID").or_else(|| w.property(i, "FLAGS")),
+            edition: w
+                .property(i, "WINDOWS/EDITIONID")
+                .or_else(|| w.property(i, "FLAGS")),
         })
         .collect()
 }
@@ -172,11 +178,20 @@ fn listing(images: &[ImageSummary]) -> String {
         .join(", ")
 }
 
-fn facts(w: &Wim, index: u32, images: Vec<ImageSummary>, d: &mut Vec<Diagnostic>, key: &str) -> Option<ImageFacts> {
+fn facts(
+    w: &Wim,
+    index: u32,
+    images: Vec<ImageSummary>,
+    d: &mut Vec<Diagnostic>,
+    key: &str,
+) -> Option<ImageFacts> {
     let files = match w.list(index) {
         Ok(f) => f,
         Err(e) => {
-            d.push(Diagnostic::error(key, format!("cannot list the image: {e}")));
+            d.push(Diagnostic::error(
+                key,
+                format!("cannot list the image: {e}"),
+            ));
             return None;
         }
     };
@@ -199,18 +214,27 @@ fn boot_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFa
     let images = summaries(&w);
     if b.index == 0 || b.index as usize > images.len() {
         d.push(
-            Diagnostic::error("boot_image.index", format!("{} has no image {}", b.source.display(), b.index))
-                .value(b.index)
-                .fix(format!("choose one of: {}", listing(&images))),
+            Diagnostic::error(
+                "boot_image.index",
+                format!("{} has no image {}", b.source.display(), b.index),
+            )
+            .value(b.index)
+            .fix(format!("choose one of: {}", listing(&images))),
         );
         return None;
     }
     let f = facts(&w, b.index, images, d, "boot_image.index")?;
     if f.arch != b.arch.as_str() {
         d.push(
-            Diagnostic::error("boot_image.arch", format!("the boot image is {} (WINDOWS/ARCH in the WIM)", f.arch))
-                .value(b.arch.as_str())
-                .fix(format!("write `arch: {}` or choose a boot image of the intended architecture", f.arch)),
+            Diagnostic::error(
+                "boot_image.arch",
+                format!("the boot image is {} (WINDOWS/ARCH in the WIM)", f.arch),
+            )
+            .value(b.arch.as_str())
+            .fix(format!(
+                "write `arch: {}` or choose a boot image of the intended architecture",
+                f.arch
+            )),
         );
     }
     let fw = r.media.target_firmware;
@@ -236,9 +260,12 @@ fn boot_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFa
     }
     for missing in bootfiles::missing(&f.files, b.arch) {
         d.push(
-            Diagnostic::error("boot_image.source", format!("the boot image lacks {missing}"))
-                .value(b.source.display())
-                .fix("use a WinPE boot image that carries the boot files (Windows/Boot/…)"),
+            Diagnostic::error(
+                "boot_image.source",
+                format!("the boot image lacks {missing}"),
+            )
+            .value(b.source.display())
+            .fix("use a WinPE boot image that carries the boot files (Windows/Boot/…)"),
         );
     }
     Some(f)
@@ -262,9 +289,12 @@ fn os_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFact
     let chosen = if let Some(i) = o.index {
         if i == 0 || i as usize > images.len() {
             d.push(
-                Diagnostic::error("os_image.index", format!("{} has no image {i}", o.source.display()))
-                    .value(i)
-                    .fix(format!("choose one of: {}", listing(&images))),
+                Diagnostic::error(
+                    "os_image.index",
+                    format!("{} has no image {i}", o.source.display()),
+                )
+                .value(i)
+                .fix(format!("choose one of: {}", listing(&images))),
             );
             return None;
         }
@@ -275,9 +305,12 @@ fn os_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFact
             Some(s) => s.index,
             None => {
                 d.push(
-                    Diagnostic::error("os_image.image", format!("{} has no image named {name:?}", o.source.display()))
-                        .value(format!("{name:?}"))
-                        .fix(format!("choose one of: {}", listing(&images))),
+                    Diagnostic::error(
+                        "os_image.image",
+                        format!("{} has no image named {name:?}", o.source.display()),
+                    )
+                    .value(format!("{name:?}"))
+                    .fix(format!("choose one of: {}", listing(&images))),
                 );
                 return None;
             }

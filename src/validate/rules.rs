@@ -17,6 +17,40 @@ pub(super) fn check(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>)
     secrets(r, dir, mode, d);
     prestart_bitlocker(r, d);
     outputs(r, d);
+    not_built_yet(r, d);
+}
+
+/// Keys the recipe format accepts but this version cannot build yet: an error,
+/// never silently ignored.
+fn not_built_yet(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    let mut keys = Vec::new();
+    if r.security.certificate.is_some() {
+        keys.push((
+            "security.certificate",
+            "the media certificate (_SMSTSMediaPFX)",
+        ));
+    }
+    if r.outputs.creator_package.is_some() {
+        keys.push((
+            "outputs.creator_package",
+            "the Windows To Go Creator package",
+        ));
+    }
+    if r.outputs.disk.is_some() && !crate::render::DISK_SUPPORTED {
+        keys.push(("outputs.disk", "raw disk images"));
+    }
+    for (key, what) in keys {
+        d.push(
+            Diagnostic::error(
+                key,
+                format!(
+                    "{what} is not built by mediabuild {} yet",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            )
+            .fix("remove this key for now; the media would otherwise silently lack it"),
+        );
+    }
 }
 
 fn version(r: &Recipe, d: &mut Vec<Diagnostic>) {
@@ -36,7 +70,9 @@ fn too_long(d: &mut Vec<Diagnostic>, key: &str, v: &Option<String>, max: usize) 
             d.push(
                 Diagnostic::error(key, format!("{n} characters, at most {max} allowed"))
                     .value(format!("{s:?}"))
-                    .fix(format!("shorten it to {max} characters (ConfigMgr's limit)")),
+                    .fix(format!(
+                        "shorten it to {max} characters (ConfigMgr's limit)"
+                    )),
             );
         }
     }
@@ -51,16 +87,22 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         d.push(
-            Diagnostic::error("media.name", "must be non-empty and use only letters, digits, `-`, `_`, `.`")
-                .value(format!("{:?}", m.name))
-                .fix("use a short file-name-safe name such as `finance-wtg`"),
+            Diagnostic::error(
+                "media.name",
+                "must be non-empty and use only letters, digits, `-`, `_`, `.`",
+            )
+            .value(format!("{:?}", m.name))
+            .fix("use a short file-name-safe name such as `finance-wtg`"),
         );
     }
     too_long(d, "media.created_by", &m.created_by, 50);
     too_long(d, "media.version", &m.version, 32);
     too_long(d, "media.comment", &m.comment, 127);
     if let Some(l) = &m.label {
-        if l.is_empty() || l.chars().any(|c| c.is_control() || "\"*+,./:;<=>?[\\]|".contains(c)) {
+        if l.is_empty()
+            || l.chars()
+                .any(|c| c.is_control() || "\"*+,./:;<=>?[\\]|".contains(c))
+        {
             d.push(
                 Diagnostic::error("media.label", "not a valid volume label")
                     .value(format!("{l:?}"))
@@ -88,13 +130,19 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
     let mg = &m.management;
     match mg.mode {
         ManagementMode::Dynamic if mg.points.is_empty() => d.push(
-            Diagnostic::error("media.management.points", "dynamic media need at least one management point")
-                .fix("list the management points in priority order, e.g. `[http://mp1.corp.example]`"),
+            Diagnostic::error(
+                "media.management.points",
+                "dynamic media need at least one management point",
+            )
+            .fix("list the management points in priority order, e.g. `[http://mp1.corp.example]`"),
         ),
         ManagementMode::SiteBased if mg.points.len() != 1 => d.push(
             Diagnostic::error(
                 "media.management.points",
-                format!("site-based media use exactly one management point of a primary site, {} given", mg.points.len()),
+                format!(
+                    "site-based media use exactly one management point of a primary site, {} given",
+                    mg.points.len()
+                ),
             )
             .value(format!("{:?}", mg.points))
             .fix("keep one point, or use `mode: dynamic` for a prioritised list"),
@@ -126,14 +174,18 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
 }
 
 fn is_site_code(s: &str) -> bool {
-    s.len() == 3 && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    s.len() == 3
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// ConfigMgr object IDs: site code + 5 hex digits, e.g. `PS100042`.
 pub(crate) fn is_package_id(s: &str) -> bool {
     s.len() == 8
         && is_site_code(&s[..3])
-        && s[3..].chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+        && s[3..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
 }
 
 fn package_ids(r: &Recipe, d: &mut Vec<Diagnostic>) {
@@ -165,7 +217,14 @@ fn package_ids(r: &Recipe, d: &mut Vec<Diagnostic>) {
             d.push(
                 Diagnostic::error(key.clone(), "not a ConfigMgr ID (site code + 5 hex digits)")
                     .value(format!("{id:?}"))
-                    .fix(format!("write it like `{}00042` (upper case)", r.media.site_code)),
+                    .fix(format!(
+                        "write it like `{}00042` (upper case)",
+                        if is_site_code(&r.media.site_code) {
+                            r.media.site_code.as_str()
+                        } else {
+                            "PS1"
+                        }
+                    )),
             );
         }
     }
@@ -175,7 +234,9 @@ fn package_ids(r: &Recipe, d: &mut Vec<Diagnostic>) {
             d.push(
                 Diagnostic::error(key.clone(), format!("package ID already used by {prev}"))
                     .value(id)
-                    .fix("each package goes to its own SMS/PKG/<id>/ folder: give it a distinct ID"),
+                    .fix(
+                        "each package goes to its own SMS/PKG/<id>/ folder: give it a distinct ID",
+                    ),
             );
         } else {
             first.insert(id, key);
@@ -195,8 +256,16 @@ fn certificate(r: &Recipe, d: &mut Vec<Diagnostic>) {
         _ => {}
     }
     if let Some(s) = &c.self_signed {
-        let from = date(d, "security.certificate.self_signed.valid_from", &s.valid_from);
-        let until = date(d, "security.certificate.self_signed.valid_until", &s.valid_until);
+        let from = date(
+            d,
+            "security.certificate.self_signed.valid_from",
+            &s.valid_from,
+        );
+        let until = date(
+            d,
+            "security.certificate.self_signed.valid_until",
+            &s.valid_until,
+        );
         if let (Some(f), Some(u)) = (from, until) {
             if u <= f {
                 d.push(
@@ -209,14 +278,20 @@ fn certificate(r: &Recipe, d: &mut Vec<Diagnostic>) {
                 );
             } else if u < units::today() {
                 d.push(
-                    Diagnostic::error("security.certificate.self_signed.valid_until", "the certificate has already expired")
-                        .value(&s.valid_until)
-                        .fix("choose a future expiry date"),
+                    Diagnostic::error(
+                        "security.certificate.self_signed.valid_until",
+                        "the certificate has already expired",
+                    )
+                    .value(&s.valid_until)
+                    .fix("choose a future expiry date"),
                 );
             } else if u < units::today() + 30 {
                 d.push(
-                    Diagnostic::warning("security.certificate.self_signed.valid_until", "the certificate expires within 30 days")
-                        .value(&s.valid_until),
+                    Diagnostic::warning(
+                        "security.certificate.self_signed.valid_until",
+                        "the certificate expires within 30 days",
+                    )
+                    .value(&s.valid_until),
                 );
             }
         }
@@ -246,7 +321,10 @@ const OWNED: &[(&str, &str)] = &[
 /// Names whose values are secrets: a literal value is refused.
 pub(crate) fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n == "osdbitlockerpin" || n.contains("password") || n.contains("passphrase") || n.ends_with("pin")
+    n == "osdbitlockerpin"
+        || n.contains("password")
+        || n.contains("passphrase")
+        || n.ends_with("pin")
 }
 
 fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
@@ -261,13 +339,20 @@ fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
             } else {
                 "use letters, digits and `_`, starting with a letter"
             };
-            d.push(Diagnostic::error(&key, "invalid variable name").value(name).fix(fix));
+            d.push(
+                Diagnostic::error(&key, "invalid variable name")
+                    .value(name)
+                    .fix(fix),
+            );
         }
         if let Some((_, owner)) = OWNED.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             d.push(
-                Diagnostic::error(&key, format!("mediabuild sets this variable from `{owner}`"))
-                    .value(name)
-                    .fix(format!("remove it here and set `{owner}` instead")),
+                Diagnostic::error(
+                    &key,
+                    format!("mediabuild sets this variable from `{owner}`"),
+                )
+                .value(name)
+                .fix(format!("remove it here and set `{owner}` instead")),
             );
         }
         if name.eq_ignore_ascii_case("OSDBitLockerPIN") && r.bitlocker.is_some() {
@@ -280,8 +365,12 @@ fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
             if is_secret_name(name) {
                 // Never echo the value: it is a secret.
                 d.push(
-                    Diagnostic::error(&key, "this variable holds a secret; a literal value is not allowed")
-                        .fix("write `{ env: NAME }` or `{ file: PATH }`"),
+                    Diagnostic::error(
+                        &key,
+                        "this variable holds a secret; a literal value is not allowed",
+                    )
+                    .fix("write `{ env: NAME }` or `{ file: PATH }`")
+                    .secret(),
                 );
             } else if name.eq_ignore_ascii_case("SMSTSUDAUsers") && !uda_users_ok(v) {
                 d.push(
@@ -299,7 +388,10 @@ pub(crate) fn uda_users_ok(v: &str) -> bool {
         && v.split(',').all(|u| {
             let mut p = u.trim().splitn(2, '\\');
             let (dom, user) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
-            !dom.is_empty() && !user.is_empty() && !user.contains('\\') && !u.contains(char::is_whitespace)
+            !dom.is_empty()
+                && !user.is_empty()
+                && !user.contains('\\')
+                && !u.contains(char::is_whitespace)
         })
 }
 
@@ -327,7 +419,11 @@ fn secrets(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
     for (key, s) in secret_refs(r) {
         if let Some(e) = &s.env {
             if e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                d.push(Diagnostic::error(&key, "invalid environment variable name").value(e).fix("use letters, digits and `_`"));
+                d.push(
+                    Diagnostic::error(&key, "invalid environment variable name")
+                        .value(e)
+                        .fix("use letters, digits and `_`"),
+                );
                 continue;
             }
         }
@@ -340,7 +436,9 @@ fn secrets(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
         }
     }
     let has_secret_vars = r.bitlocker.is_some()
-        || r.variables.iter().any(|(n, v)| matches!(v, VariableValue::Secret(_)) || is_secret_name(n));
+        || r.variables
+            .iter()
+            .any(|(n, v)| matches!(v, VariableValue::Secret(_)) || is_secret_name(n));
     if has_secret_vars && r.security.password.is_none() {
         d.push(
             Diagnostic::warning(
@@ -355,7 +453,10 @@ fn secrets(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
 fn prestart_bitlocker(r: &Recipe, d: &mut Vec<Diagnostic>) {
     if let Some(p) = &r.prestart {
         if p.command.trim().is_empty() {
-            d.push(Diagnostic::error("prestart.command", "empty command line").fix("give the command to run, e.g. `cmd /c ask-user.cmd`"));
+            d.push(
+                Diagnostic::error("prestart.command", "empty command line")
+                    .fix("give the command to run, e.g. `cmd /c ask-user.cmd`"),
+            );
         }
         if p.files.is_some() && p.id.is_none() {
             d.push(
@@ -437,7 +538,9 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
         // Each artefact also gets NAME.manifest.json beside it.
         let manifest = n.with_file_name(format!(
             "{}.manifest.json",
-            n.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+            n.file_name()
+                .map(|f| f.to_string_lossy())
+                .unwrap_or_default()
         ));
         for q in [n.clone(), manifest] {
             let lower = PathBuf::from(q.to_string_lossy().to_lowercase());
@@ -452,7 +555,10 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
             seen.insert(lower, key.clone());
         }
         if n.as_os_str().eq_ignore_ascii_case("SHA256SUMS") {
-            d.push(Diagnostic::error(key.clone(), "SHA256SUMS is reserved for the checksums file").value(p.display()));
+            d.push(
+                Diagnostic::error(key.clone(), "SHA256SUMS is reserved for the checksums file")
+                    .value(p.display()),
+            );
         }
     }
     // A path that is a prefix of another (a file used as a folder).
@@ -492,7 +598,10 @@ mod tests {
 
     #[test]
     fn inside_rejects_escapes() {
-        assert_eq!(inside(Path::new("a/../b.wim")), Some(PathBuf::from("b.wim")));
+        assert_eq!(
+            inside(Path::new("a/../b.wim")),
+            Some(PathBuf::from("b.wim"))
+        );
         assert_eq!(inside(Path::new("../b.wim")), None);
         assert_eq!(inside(Path::new("/etc/x")), None);
     }

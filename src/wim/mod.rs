@@ -46,7 +46,8 @@ pub enum WimError {
     Cancelled,
 }
 
-const ERR_ABORTED_BY_PROGRESS: c_int = sys::wimlib_error_code_WIMLIB_ERR_ABORTED_BY_PROGRESS as c_int;
+const ERR_ABORTED_BY_PROGRESS: c_int =
+    sys::wimlib_error_code_WIMLIB_ERR_ABORTED_BY_PROGRESS as c_int;
 
 fn init() {
     static INIT: Once = Once::new();
@@ -131,6 +132,18 @@ pub struct DirEntry {
     pub sha1: [u8; 20],
     /// Compressed size of the file's blob in the WIM.
     pub stored_size: u64,
+}
+
+/// How to write an exported image.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportSpec {
+    /// Mark the image bootable (boot index 1).
+    pub bootable: bool,
+    pub guid: [u8; 16],
+    /// Unix time for the XML creation/modification times.
+    pub epoch: i64,
+    /// wimlib threads (0 = one per CPU).
+    pub threads: u32,
 }
 
 /// An open WIM file.
@@ -296,7 +309,11 @@ impl Wim {
             out.push(DirEntry {
                 path: full.trim_start_matches('/').to_string(),
                 is_dir,
-                size: if is_dir { 0 } else { s0.resource.uncompressed_size },
+                size: if is_dir {
+                    0
+                } else {
+                    s0.resource.uncompressed_size
+                },
                 sha1: s0.resource.sha1_hash,
                 stored_size: s0.resource.compressed_size,
             });
@@ -352,13 +369,16 @@ impl Wim {
         &self,
         index: u32,
         dest: &Path,
-        bootable: bool,
-        guid: [u8; 16],
-        epoch: i64,
-        threads: u32,
+        spec: &ExportSpec,
         report: &mut dyn FnMut(u64, u64),
         cancel: &AtomicBool,
     ) -> Result<(), WimError> {
+        let ExportSpec {
+            bootable,
+            guid,
+            epoch,
+            threads,
+        } = *spec;
         self.check_index(index)?;
         let info = self.info();
         let mut out = Wim::create(info.compression)?;
@@ -418,9 +438,8 @@ impl Wim {
             w.set_times(i, epoch)?;
         }
         // SAFETY: valid WIM opened with write access; rewrites only the XML.
-        let code = unsafe {
-            sys::wimlib_overwrite(w.raw, sys::WIMLIB_WRITE_FLAG_RETAIN_GUID as c_int, 1)
-        };
+        let code =
+            unsafe { sys::wimlib_overwrite(w.raw, sys::WIMLIB_WRITE_FLAG_RETAIN_GUID as c_int, 1) };
         check(code, "finish", dest)
     }
 
@@ -451,7 +470,13 @@ impl Wim {
         let flags = sys::WIMLIB_ADD_FLAG_NO_ACLS;
         // SAFETY: valid WIM and C strings; NULL config = default capture config.
         let code = unsafe {
-            sys::wimlib_add_image(self.raw, d.as_ptr(), n.as_ptr(), ptr::null(), flags as c_int)
+            sys::wimlib_add_image(
+                self.raw,
+                d.as_ptr(),
+                n.as_ptr(),
+                ptr::null(),
+                flags as c_int,
+            )
         };
         check(code, "capture", dir)?;
         Ok(self.info().image_count)
