@@ -429,8 +429,11 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         set_private(&p).map_err(io_at(&p))?;
     }
 
+    // The disk image must hold the media: 1 GiB, or the next power of two above 2x the inputs.
+    let disk = (2 * s).next_power_of_two().max(1 << 30);
+    let text = DEMO_RECIPE.replacen("size: 1GiB", &format!("size: {}MiB", disk >> 20), 1);
     let recipe = dir.join("recipe.yaml");
-    write_file(&recipe, DEMO_RECIPE.as_bytes()).map_err(io_at(&recipe))?;
+    write_file(&recipe, text.as_bytes()).map_err(io_at(&recipe))?;
 
     let mut mix = vec![
         (

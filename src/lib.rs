@@ -7,6 +7,8 @@
 pub mod build;
 pub mod demo;
 pub mod diag;
+pub mod disk;
+pub mod fat32;
 pub mod fsutil;
 pub mod ids;
 pub mod media;

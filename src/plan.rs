@@ -174,7 +174,12 @@ pub fn check(file: &Path, mode: Mode) -> Checked {
                 out.diags = diags;
                 return out;
             };
-            out.plan = Some(make_plan(file, &dir, recipe, digest, tree, boot, os));
+            let plan = make_plan(file, &dir, recipe, digest, tree, boot, os);
+            diags.extend(crate::render::disk::check(&plan).into_iter().map(|d| {
+                let pos = locs.value(&d.key);
+                d.at(pos)
+            }));
+            out.plan = Some(plan);
         }
         Err(errs) => diags.extend(errs),
     }

@@ -5,6 +5,7 @@
 use super::{hash::sha256_file, BuildError, BuiltOutput, Ctx, Resolved, TempPath};
 use crate::ids::hex;
 use crate::plan::{OutputKind, PlannedOutput};
+use crate::render::ArtefactMember;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,7 @@ pub(super) fn finalize(
     tmp: TempPath,
     members: &[Resolved],
     hashes: &[[u8; 32]],
+    listed: &[ArtefactMember],
     inputs: &BTreeMap<PathBuf, [u8; 32]>,
 ) -> Result<BuiltOutput, BuildError> {
     let plan = ctx.plan;
@@ -179,16 +181,27 @@ pub(super) fn finalize(
             .iter()
             .map(|v| v.name.clone())
             .collect(),
-        members: members
-            .iter()
-            .zip(hashes)
-            .map(|(m, d)| ManifestMember {
-                path: m.path.clone(),
-                size: m.size,
-                sha256: hex(d),
-                group: m.group.clone(),
-            })
-            .collect(),
+        members: {
+            let by_path: BTreeMap<&str, &[u8; 32]> = members
+                .iter()
+                .map(|m| m.path.as_str())
+                .zip(hashes)
+                .collect();
+            listed
+                .iter()
+                .map(|m| ManifestMember {
+                    path: m.path.clone(),
+                    size: m.size,
+                    sha256: m
+                        .sha256
+                        .as_ref()
+                        .or(by_path.get(m.path.as_str()).copied())
+                        .map(|h| hex(h))
+                        .unwrap_or_default(),
+                    group: m.group.clone(),
+                })
+                .collect()
+        },
     };
     let mpath = manifest_path(&out.path);
     let mtmp = TempPath::new(super::partial_path(&mpath));

@@ -4,7 +4,7 @@
 //! folder and partial files; a previous artefact at the target is untouched.
 
 mod finalize;
-mod hash;
+pub(crate) mod hash;
 pub mod materialize;
 
 pub use finalize::Manifest;
@@ -233,20 +233,22 @@ pub fn build(
         if let Some(p) = out.path.parent() {
             std::fs::create_dir_all(p).map_err(|e| BuildError::io("create output folder", p, e))?;
         }
-        pool.install(|| r.render(&ctx, &members, out, tmp.path()))?;
+        let listed = pool.install(|| r.render(&ctx, &members, out, tmp.path()))?;
         fault("after-render")?;
         r.verify(&ctx, tmp.path())?;
         phases.push((format!("render {}", r.name()), t.elapsed()));
-        rendered.push((out, tmp));
+        let listed =
+            listed.unwrap_or_else(|| members.iter().map(render::ArtefactMember::same).collect());
+        rendered.push((out, tmp, listed));
     }
     fault("before-finalize")?;
 
     // Finalize: only now do the targets change.
     let t = Instant::now();
     let mut outputs = Vec::new();
-    for (out, tmp) in rendered {
+    for (out, tmp, listed) in rendered {
         outputs.push(finalize::finalize(
-            &ctx, out, tmp, &members, &hashes, &inputs,
+            &ctx, out, tmp, &members, &hashes, &listed, &inputs,
         )?);
     }
     finalize::update_sums(&plan.out_dir, &outputs)?;

@@ -2,6 +2,7 @@
 //! A renderer writes its artefact to a temporary path and verifies it; the
 //! build renames it into place. Registered in [`for_output`].
 
+pub mod disk;
 mod wim;
 
 use crate::build::{BuildError, Resolved};
@@ -10,8 +11,27 @@ use std::path::Path;
 
 pub(crate) use crate::build::Ctx;
 
-/// Whether this build renders `outputs.disk`.
-pub(crate) const DISK_SUPPORTED: bool = false;
+/// A file of an artefact as the manifest lists it, when it differs from the
+/// media tree (e.g. `.swm` parts on a disk image).
+#[derive(Debug, Clone)]
+pub(crate) struct ArtefactMember {
+    pub path: String,
+    pub size: u64,
+    /// None: the same bytes as the media member at `path` (hash known already).
+    pub sha256: Option<[u8; 32]>,
+    pub group: String,
+}
+
+impl ArtefactMember {
+    pub fn same(m: &Resolved) -> ArtefactMember {
+        ArtefactMember {
+            path: m.path.clone(),
+            size: m.size,
+            sha256: None,
+            group: m.group.clone(),
+        }
+    }
+}
 
 /// One output format.
 pub(crate) trait Renderer: Sync {
@@ -23,7 +43,7 @@ pub(crate) trait Renderer: Sync {
         members: &[Resolved],
         out: &PlannedOutput,
         tmp: &Path,
-    ) -> Result<(), BuildError>;
+    ) -> Result<Option<Vec<ArtefactMember>>, BuildError>;
     /// Checks the artefact at `tmp` with an independent reader.
     fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError>;
 }
@@ -32,6 +52,7 @@ pub(crate) trait Renderer: Sync {
 pub(crate) fn for_output(kind: OutputKind) -> Result<Box<dyn Renderer>, BuildError> {
     match kind {
         OutputKind::Wim => Ok(Box::new(wim::WimRenderer)),
+        OutputKind::Disk => Ok(Box::new(disk::DiskRenderer)),
         other => Err(BuildError::Render(format!(
             "output kind {other:?} is not implemented in this version of mediabuild"
         ))),

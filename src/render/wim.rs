@@ -27,7 +27,7 @@ impl Renderer for WimRenderer {
         members: &[Resolved],
         _out: &PlannedOutput,
         tmp: &Path,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Option<Vec<super::ArtefactMember>>, BuildError> {
         let tree = ctx.tree_dir();
         for m in members.iter().filter(|m| !m.in_tree) {
             ctx.check_cancel()?;
@@ -70,7 +70,7 @@ impl Renderer for WimRenderer {
             phase: "write wim",
             elapsed: started.elapsed(),
         });
-        Ok(())
+        Ok(None)
     }
 
     fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {

@@ -36,9 +36,6 @@ fn not_built_yet(r: &Recipe, d: &mut Vec<Diagnostic>) {
             "the Windows To Go Creator package",
         ));
     }
-    if r.outputs.disk.is_some() && !crate::render::DISK_SUPPORTED {
-        keys.push(("outputs.disk", "raw disk images"));
-    }
     for (key, what) in keys {
         d.push(
             Diagnostic::error(

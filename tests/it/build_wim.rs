@@ -248,7 +248,14 @@ fn assert_clean_out(d: &Demo, previous: Option<&str>) {
         .unwrap_or_default();
     for n in &names {
         assert!(
-            ["demo-wtg.wim", "demo-wtg.wim.manifest.json", "SHA256SUMS"].contains(&n.as_str()),
+            [
+                "demo-wtg.wim",
+                "demo-wtg.wim.manifest.json",
+                "demo-wtg.img",
+                "demo-wtg.img.manifest.json",
+                "SHA256SUMS"
+            ]
+            .contains(&n.as_str()),
             "left behind: {n} (all: {names:?})"
         );
     }

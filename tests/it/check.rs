@@ -357,10 +357,7 @@ fn output_escapes_folder() {
 fn outputs_collide() {
     fails(
         "collide",
-        &[(
-            "wim: demo-wtg.wim",
-            "wim: demo-wtg.wim\n  disk: { path: DEMO-WTG.wim, size: 1GiB }",
-        )],
+        &[("path: demo-wtg.img", "path: DEMO-WTG.wim")],
         &["error: outputs.disk.path: output collides with outputs.wim"],
     );
 }

@@ -2,7 +2,11 @@
 //! would and judge its outputs with independent tools.
 
 mod support;
+/// The disk tool helpers, shared with the crate's unit tests.
+#[path = "../../src/disk/testutil.rs"]
+mod testutil;
 
+mod build_disk;
 mod build_wim;
 mod check;
 mod plan;

@@ -18,11 +18,21 @@ impl Demo {
     }
 
     pub fn with_loader(efi: Option<PathBuf>) -> Demo {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let opts = mediabuild::demo::DemoOptions {
+        Demo::with(mediabuild::demo::DemoOptions {
             efi_loader: efi,
             ..Default::default()
-        };
+        })
+    }
+
+    pub fn with_size(size: u64) -> Demo {
+        Demo::with(mediabuild::demo::DemoOptions {
+            size,
+            ..Default::default()
+        })
+    }
+
+    fn with(opts: mediabuild::demo::DemoOptions) -> Demo {
+        let tmp = tempfile::tempdir().expect("tempdir");
         mediabuild::demo::generate(tmp.path(), &opts).expect("demo generates");
         Demo { tmp }
     }
@@ -98,9 +108,8 @@ pub fn sh(cmd: &str) -> Output {
 
 pub fn sha256(p: &Path) -> String {
     use sha2::{Digest, Sha256};
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    h.finalize().iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -1,0 +1,184 @@
+//! Partition tables: a classic MBR through `mbrman`, or a protective MBR plus primary
+//! and backup GPT through `gpt`, every identifier taken from [`DiskIds`].
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Cursor, Seek, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use mbrman::{MBRHeader, MBRPartitionEntry, CHS};
+
+use super::{guid_string, DiskError, DiskIds, DiskLayout, Scheme};
+
+/// MBR partition type: FAT32 with LBA addressing.
+pub const MBR_PARTITION_TYPE: u8 = 0x0C;
+/// GPT partition type: Microsoft basic data (see the module docs of `disk` for why).
+pub const GPT_PARTITION_TYPE: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
+/// GPT partition name.
+pub const GPT_PARTITION_NAME: &str = "MEDIA";
+
+/// CHS translation used by BIOSes for LBA disks: 255 heads, 63 sectors per track.
+const HEADS: u64 = 255;
+const SECTORS_PER_TRACK: u64 = 63;
+
+/// Writes the partition table of `layout` into the image `file`, which already has its
+/// final size (the backup GPT goes at its end).
+pub(crate) fn write_table(
+    file: &mut File,
+    path: &Path,
+    layout: &DiskLayout,
+    ids: &DiskIds,
+) -> Result<(), DiskError> {
+    let fail = |message: String| DiskError::PartitionTable {
+        scheme: layout.scheme,
+        path: path.to_path_buf(),
+        message,
+    };
+    match layout.scheme {
+        Scheme::Mbr => {
+            let sector = mbr_sector(
+                layout.partition_start_lba(),
+                layout.partition_sectors(),
+                MBR_PARTITION_TYPE,
+                true,
+                ids.mbr_signature,
+            )
+            .map_err(fail)?;
+            write_at(file, path, 0, &sector)
+        }
+        Scheme::Gpt => write_gpt(file, layout, ids).map_err(fail),
+    }
+}
+
+/// A whole MBR sector with one primary partition, CHS fields filled in as fdisk does.
+pub(crate) fn mbr_sector(
+    start_lba: u64,
+    sectors: u64,
+    partition_type: u8,
+    active: bool,
+    signature: u32,
+) -> Result<[u8; 512], String> {
+    let too_large = || format!("partition {start_lba}+{sectors} exceeds 32-bit sector numbers");
+    let start = u32::try_from(start_lba).map_err(|_| too_large())?;
+    let count = u32::try_from(sectors).map_err(|_| too_large())?;
+    let mut header = MBRHeader::new(signature.to_le_bytes());
+    header.partition_1 = MBRPartitionEntry {
+        boot: if active { 0x80 } else { 0x00 },
+        first_chs: chs(start_lba),
+        sys: partition_type,
+        last_chs: chs(start_lba + sectors - 1),
+        starting_lba: start,
+        sectors: count,
+    };
+    let mut cursor = Cursor::new(vec![0u8; 512]);
+    header.write_into(&mut cursor).map_err(|e| e.to_string())?;
+    let bytes = cursor.into_inner();
+    let mut sector = [0u8; 512];
+    sector.copy_from_slice(&bytes[..512]);
+    Ok(sector)
+}
+
+/// CHS address of an LBA with 255×63 translation; beyond cylinder 1023 the conventional
+/// "too large" value 1023/254/63.
+fn chs(lba: u64) -> CHS {
+    let per_cylinder = HEADS * SECTORS_PER_TRACK;
+    let cylinder = lba / per_cylinder;
+    if cylinder > 1023 {
+        return CHS::new(1023, 254, 63);
+    }
+    let rest = lba % per_cylinder;
+    CHS::new(
+        cylinder as u16,
+        (rest / SECTORS_PER_TRACK) as u8,
+        (rest % SECTORS_PER_TRACK + 1) as u8,
+    )
+}
+
+/// Protective MBR, primary GPT (LBA 1–33) and backup GPT (last 33 sectors).
+fn write_gpt(file: &mut File, layout: &DiskLayout, ids: &DiskIds) -> Result<(), String> {
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .create_from_device(&mut *file, Some(parse_guid(&ids.disk_guid)?))
+        .map_err(|e| e.to_string())?;
+    let partition = gpt::partition::Partition {
+        part_type_guid: gpt::partition_types::BASIC,
+        // Set here, not by `add_partition`, which would draw a random GUID.
+        part_guid: parse_guid(&ids.partition_guid)?,
+        first_lba: layout.partition_start_lba(),
+        last_lba: layout.partition_start_lba() + layout.partition_sectors() - 1,
+        flags: 0,
+        name: GPT_PARTITION_NAME.to_string(),
+    };
+    debug_assert_eq!(
+        partition.part_type_guid.guid.to_string().to_uppercase(),
+        GPT_PARTITION_TYPE
+    );
+    disk.update_partitions(BTreeMap::from([(1, partition)]))
+        .map_err(|e| e.to_string())?;
+    disk.write().map_err(|e| e.to_string())?;
+    // `GptDisk::write` leaves LBA 0 alone: add the protective MBR covering the disk.
+    let covered = u32::try_from(layout.disk_sectors() - 1).unwrap_or(u32::MAX);
+    let mut mbr = gpt::mbr::ProtectiveMBR::with_lb_size(covered);
+    mbr.set_disk_signature(ids.mbr_signature.to_le_bytes());
+    mbr.overwrite_lba0(file).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The `gpt` crate's GUID type, built from its text form so that this crate needs no
+/// direct dependency on `uuid`.
+fn parse_guid<T: FromStr>(bytes: &[u8; 16]) -> Result<T, String> {
+    let text = guid_string(bytes);
+    text.parse()
+        .map_err(|_| format!("cannot parse GUID {text}"))
+}
+
+fn write_at(file: &mut File, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+    let io = |source| DiskError::Io {
+        action: "write the partition table to",
+        path: path.to_path_buf(),
+        source,
+    };
+    file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
+    file.write_all(data).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn worked_example_mbr_is_golden() {
+        // fat32-format.md §13: type 0xEF, not active, 2048 + 614 400, signature 0x1234ABCD.
+        let sector = mbr_sector(2048, 614_400, 0xEF, false, 0x1234_ABCD).unwrap();
+        assert_eq!(&sector[440..444], &[0xCD, 0xAB, 0x34, 0x12]);
+        assert_eq!(
+            &sector[446..462],
+            &[
+                0x00, 0x20, 0x21, 0x00, 0xEF, 0x5E, 0x38, 0x26, 0x00, 0x08, 0x00, 0x00, 0x00, 0x60,
+                0x09, 0x00
+            ]
+        );
+        let hash: String = Sha256::digest(sector)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hash,
+            "b0e062e39223a2fc87ade864585c650e2aa94aef5fb52b72e8f1f48f6c6603fb"
+        );
+    }
+
+    #[test]
+    fn media_mbr_entry() {
+        let sector = mbr_sector(2048, 67_106_816, MBR_PARTITION_TYPE, true, 7).unwrap();
+        assert_eq!(sector[446], 0x80);
+        assert_eq!(sector[450], 0x0C);
+        // End beyond cylinder 1023: CHS 1023/254/63 = FE FF FF.
+        assert_eq!(&sector[451..454], &[0xFE, 0xFF, 0xFF]);
+        assert_eq!(&sector[510..], &[0x55, 0xAA]);
+        assert!(mbr_sector(2048, 1 << 32, 0x0C, true, 0).is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! The raw disk image (`outputs.disk`, layout `single`): one FAT32 partition
+//! holding the whole media tree, MBR (0x0C, active) or GPT (Microsoft basic
+//! data), written sparse by our own FAT32 writer (`crate::fat32`, `crate::disk`).
+//!
+//! FAT32 cannot hold a file of 4 GiB or more: such a member (the OS image) is
+//! split with wimlib into `.swm` parts of at most 4095 MiB — `install.swm`,
+//! `install2.swm`, `install3.swm`, … in the same folder — and the manifest
+//! lists the parts instead of the whole file.
+
+use super::{ArtefactMember, Ctx, Renderer};
+use crate::build::{hash::sha256_file, BuildError, Resolved};
+use crate::diag::Diagnostic;
+use crate::disk::{self, DiskIds, DiskLayout};
+use crate::fat32::{self, FatFile, FatParams};
+use crate::ids;
+use crate::media::Source;
+use crate::plan::{OutputKind, Plan, PlannedOutput};
+use crate::progress::Event;
+use crate::recipe::Scheme;
+use crate::units::human;
+use crate::wim::Wim;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Largest `.swm` part we ask wimlib for: 4095 MiB (a single resource larger
+/// than that still makes a larger part, which the FAT writer then refuses).
+pub const SWM_PART_BYTES: u64 = 4095 << 20;
+
+/// Members above this size are split. FAT32's limit is 4 GiB − 1; tests may
+/// lower it (and the part size with it) to exercise splitting on small inputs.
+fn split_threshold() -> u64 {
+    std::env::var("MEDIABUILD_TEST_SPLIT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fat32::MAX_FILE_SIZE)
+}
+
+fn part_bytes() -> u64 {
+    std::env::var("MEDIABUILD_TEST_SPLIT_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|v| v / 2)
+        .unwrap_or(SWM_PART_BYTES)
+}
+
+fn scheme(s: Scheme) -> disk::Scheme {
+    match s {
+        Scheme::Mbr => disk::Scheme::Mbr,
+        Scheme::Gpt => disk::Scheme::Gpt,
+    }
+}
+
+fn params(plan: &Plan) -> FatParams {
+    let v = ids::derive16(&plan.digest, "fat-volume-id");
+    FatParams {
+        volume_id: u32::from_le_bytes([v[0], v[1], v[2], v[3]]),
+        label: plan.label.clone(),
+        hidden_sectors: 0,
+        epoch: plan.epoch,
+    }
+}
+
+/// `a/b/install.wim` → `a/b/install` (the stem the `.swm` parts are named after).
+fn swm_stem(path: &str) -> String {
+    path.strip_suffix(".wim")
+        .or_else(|| path.strip_suffix(".WIM"))
+        .unwrap_or(path)
+        .to_string()
+}
+
+/// Name of part `n` (1-based) as wimlib writes them: `x.swm`, `x2.swm`, …
+fn part_name(stem: &str, n: u64) -> String {
+    if n == 1 {
+        format!("{stem}.swm")
+    } else {
+        format!("{stem}{n}.swm")
+    }
+}
+
+/// Validation of a planned disk output: files FAT32 cannot hold, and whether
+/// the content (with estimated image sizes) fits the disk size.
+pub fn check(plan: &Plan) -> Vec<Diagnostic> {
+    let Some(d) = &plan.recipe.outputs.disk else {
+        return Vec::new();
+    };
+    let Some(disk_bytes) = crate::units::parse_size(&d.size) else {
+        return Vec::new();
+    };
+    let mut diags = Vec::new();
+    let mut files = Vec::new();
+    for m in &plan.media.members {
+        if m.size > split_threshold() {
+            if !matches!(m.source, Source::WimExport { .. }) {
+                diags.push(
+                    Diagnostic::error(
+                        "outputs.disk",
+                        format!(
+                            "{} is {} — FAT32 cannot hold a file of 4 GiB or more",
+                            m.path,
+                            human(m.size)
+                        ),
+                    )
+                    .fix("split the file in its source folder, or build only `outputs.wim`"),
+                );
+                continue;
+            }
+            let stem = swm_stem(&m.path);
+            let parts = m.size.div_ceil(part_bytes()) + 1;
+            for n in 1..=parts {
+                files.push(FatFile::from_path(
+                    part_name(&stem, n),
+                    PathBuf::new(),
+                    m.size / parts + (1 << 20),
+                ));
+            }
+        } else {
+            // Only sizes matter for planning; exported images are estimates, so
+            // leave a margin for their metadata and XML.
+            let size = if m.estimated {
+                m.size + m.size / 100 + (1 << 20)
+            } else {
+                m.size
+            };
+            files.push(FatFile::from_path(m.path.clone(), PathBuf::new(), size));
+        }
+    }
+    let s = scheme(d.scheme);
+    let layout = match disk::layout(s, disk_bytes) {
+        Ok(l) => l,
+        Err(e) => {
+            diags.push(Diagnostic::error("outputs.disk.size", e.to_string()).value(&d.size));
+            return diags;
+        }
+    };
+    match disk::plan_image(s, &layout, &files, &params(plan)) {
+        Ok(_) => {}
+        Err(disk::DiskError::DoesNotFit {
+            short_by,
+            min_disk_bytes,
+            ..
+        }) => diags.push(
+            Diagnostic::error(
+                "outputs.disk.size",
+                format!(
+                    "the media ({}) does not fit: the disk is short by {}",
+                    human(plan.total_size),
+                    human(short_by)
+                ),
+            )
+            .value(&d.size)
+            .fix(format!(
+                "use at least `size: {}MiB`",
+                min_disk_bytes.div_ceil(1 << 20)
+            )),
+        ),
+        Err(e) => diags.push(Diagnostic::error("outputs.disk", e.to_string()).value(&d.size)),
+    }
+    diags
+}
+
+pub(crate) struct DiskRenderer;
+
+impl DiskRenderer {
+    /// Splits members too large for FAT32 into `.swm` parts in the staging folder.
+    fn files(
+        &self,
+        ctx: &Ctx,
+        members: &[Resolved],
+    ) -> Result<(Vec<FatFile>, Vec<ArtefactMember>), BuildError> {
+        let mut files = Vec::new();
+        let mut listed = Vec::new();
+        for m in members {
+            if m.size <= split_threshold() {
+                files.push(FatFile::from_path(m.path.clone(), m.file.clone(), m.size));
+                listed.push(ArtefactMember::same(m));
+                continue;
+            }
+            ctx.check_cancel()?;
+            let dir = ctx.staging.join("swm").join(&m.group);
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io("create", &dir, e))?;
+            let stem = swm_stem(&m.path);
+            let base = Path::new(&stem)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let first = dir.join(format!("{base}.swm"));
+            let started = Instant::now();
+            ctx.rep.event(Event::Begin {
+                phase: "split",
+                total: m.size,
+            });
+            Wim::open(&m.file)?.split(&first, part_bytes())?;
+            ctx.rep.event(Event::End {
+                phase: "split",
+                elapsed: started.elapsed(),
+            });
+            for n in 1.. {
+                let file: PathBuf = dir.join(part_name(&base, n));
+                let Ok(md) = std::fs::metadata(&file) else {
+                    break;
+                };
+                let path = part_name(&stem, n);
+                let sha = sha256_file(&file, &|_| {}, &|| ctx.cancel.is_cancelled())?;
+                files.push(FatFile::from_path(path.clone(), file, md.len()));
+                listed.push(ArtefactMember {
+                    path,
+                    size: md.len(),
+                    sha256: Some(sha),
+                    group: m.group.clone(),
+                });
+            }
+        }
+        Ok((files, listed))
+    }
+}
+
+impl Renderer for DiskRenderer {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn render(
+        &self,
+        ctx: &Ctx,
+        members: &[Resolved],
+        out: &PlannedOutput,
+        tmp: &Path,
+    ) -> Result<Option<Vec<ArtefactMember>>, BuildError> {
+        let plan = ctx.plan;
+        let d = plan
+            .recipe
+            .outputs
+            .disk
+            .as_ref()
+            .ok_or_else(|| BuildError::Render("no outputs.disk".into()))?;
+        debug_assert_eq!(out.kind, OutputKind::Disk);
+        let disk_bytes = out.disk_size.ok_or_else(|| {
+            BuildError::Render(format!("outputs.disk.size: {:?} is not a size", d.size))
+        })?;
+        let (files, listed) = self.files(ctx, members)?;
+        let s = scheme(d.scheme);
+        let layout = disk::layout(s, disk_bytes)
+            .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
+        let ids = DiskIds::from_seed(&plan.digest);
+        let total: u64 = files.iter().map(|f| f.size).sum();
+        let started = Instant::now();
+        ctx.rep.event(Event::Begin {
+            phase: "write disk",
+            total,
+        });
+        let mut report = |done: u64| {
+            ctx.rep.event(Event::Progress {
+                phase: "write disk",
+                done,
+                total,
+            })
+        };
+        disk::write_image(tmp, s, &layout, &ids, &files, &params(plan), &mut report)
+            .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
+        ctx.rep.event(Event::End {
+            phase: "write disk",
+            elapsed: started.elapsed(),
+        });
+        Ok(Some(listed))
+    }
+
+    fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {
+        let d = ctx
+            .plan
+            .recipe
+            .outputs
+            .disk
+            .as_ref()
+            .ok_or_else(|| BuildError::Render("no outputs.disk".into()))?;
+        let disk_bytes = crate::units::parse_size(&d.size).unwrap_or(0);
+        let layout = disk::layout(scheme(d.scheme), disk_bytes)
+            .map_err(|e| BuildError::Verify(e.to_string()))?;
+        let started = Instant::now();
+        ctx.rep.event(Event::Begin {
+            phase: "verify disk",
+            total: 0,
+        });
+        read_back(tmp, &layout).map_err(BuildError::Verify)?;
+        ctx.rep.event(Event::End {
+            phase: "verify disk",
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+}
+
+/// A window onto the partition of an image file, for the `fatfs` reader.
+struct Window {
+    f: std::fs::File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        self.f.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.f.read(&mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Window {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "read-only check",
+        ))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = match to {
+            SeekFrom::Start(p) => p,
+            SeekFrom::End(d) => (self.len as i64 + d) as u64,
+            SeekFrom::Current(d) => (self.pos as i64 + d) as u64,
+        };
+        Ok(self.pos)
+    }
+}
+
+/// Reads the written volume back with an independent FAT reader (the `fatfs`
+/// crate): every directory can be walked and the boot loader is there.
+fn read_back(image: &Path, layout: &DiskLayout) -> Result<(), String> {
+    let f = std::fs::File::open(image).map_err(|e| e.to_string())?;
+    let w = Window {
+        f,
+        start: layout.partition_start,
+        len: layout.partition_bytes,
+        pos: 0,
+    };
+    let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())
+        .map_err(|e| format!("not a FAT volume: {e}"))?;
+    fn walk<T: fatfs::ReadWriteSeek>(
+        dir: fatfs::Dir<T>,
+        depth: usize,
+        n: &mut usize,
+    ) -> Result<(), String> {
+        for e in dir.iter() {
+            let e = e.map_err(|e| e.to_string())?;
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            *n += 1;
+            if e.is_dir() && depth < 64 {
+                walk(e.to_dir(), depth + 1, n)?;
+            }
+        }
+        Ok(())
+    }
+    let mut n = 0;
+    walk(fs.root_dir(), 0, &mut n)?;
+    let root = fs.root_dir();
+    let efi = root
+        .open_dir("EFI/Boot")
+        .map_err(|e| format!("EFI/Boot: {e}"))?;
+    let has_loader = efi.iter().filter_map(Result::ok).any(|e| {
+        e.file_name().to_ascii_lowercase().starts_with("boot")
+            && e.file_name().to_ascii_lowercase().ends_with(".efi")
+    });
+    if !has_loader {
+        return Err("no EFI/Boot/boot*.efi on the volume".into());
+    }
+    if n == 0 {
+        return Err("empty volume".into());
+    }
+    Ok(())
+}
