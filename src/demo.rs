@@ -37,6 +37,8 @@ pub enum DemoError {
     Io(PathBuf, io::Error),
     #[error(transparent)]
     Wim(#[from] WimError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 fn io_at(p: &Path) -> impl FnOnce(io::Error) -> DemoError + '_ {
@@ -428,6 +430,16 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         write_file(&p, value.as_bytes()).map_err(io_at(&p))?;
         set_private(&p).map_err(io_at(&p))?;
     }
+    demo_pki(&sec)?;
+
+    // The Windows To Go Creator tool is the admin's: a clearly fake stand-in
+    // (with the "MZ" of a Windows program, so that validation accepts it).
+    let wtg = dir.join("tools/WTGCreator.exe");
+    write_file(
+        &wtg,
+        b"MZ - MEDIABUILD FAKE WTGCreator.exe - not a real Windows program; stands in for the admin-supplied Windows To Go Creator\r\n",
+    )
+    .map_err(io_at(&wtg))?;
 
     // The disk image must hold the media: 1 GiB, or the next power of two above 2x the inputs.
     let disk = (2 * s).next_power_of_two().max(1 << 30);
@@ -458,6 +470,44 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
     mix.push(("text (inf/xml)".into(), text));
     let bytes = mix.iter().map(|(_, b)| b).sum();
     Ok(DemoReport { recipe, bytes, mix })
+}
+
+/// Password of the demo PKI certificate (`secrets/pki-password.txt`).
+pub const DEMO_PKI_PASSWORD: &str = "demo-PKI-Pfx-Passw0rd-2026";
+
+/// A demo "PKI" certificate for recipes that try `security.certificate.pki`:
+/// `secrets/media-pki.pfx` (RSA key and certificate valid 2025-11-28 to
+/// 2035-11-27, from a fixed seed: synthetic, not secret) and its password in
+/// `secrets/pki-password.txt`.
+fn demo_pki(sec: &Path) -> Result<(), DemoError> {
+    use crate::security::{cert, pfx, SecurityError};
+    let day = |s| crate::units::parse_date(s).unwrap_or_default();
+    let chain = cert::self_signed(
+        "demo-pki",
+        "PS1",
+        day("2025-11-28"),
+        day("2035-11-27"),
+        &[0x5A; 32],
+    )?;
+    let salts = pfx::Salts {
+        certs: [0x11; 8],
+        key: [0x22; 8],
+        mac: [0x33; 8],
+    };
+    let bytes = pfx::write(&chain.certs, &chain.key, DEMO_PKI_PASSWORD, &salts)
+        .map_err(SecurityError::Pfx)?;
+    for (name, value) in [
+        ("media-pki.pfx", bytes),
+        (
+            "pki-password.txt",
+            format!("{DEMO_PKI_PASSWORD}\n").into_bytes(),
+        ),
+    ] {
+        let p = sec.join(name);
+        write_file(&p, &value).map_err(io_at(&p))?;
+        set_private(&p).map_err(io_at(&p))?;
+    }
+    Ok(())
 }
 
 fn size_of(p: &Path) -> u64 {

@@ -81,10 +81,21 @@ pub(super) fn finalize(
 ) -> Result<BuiltOutput, BuildError> {
     let plan = ctx.plan;
     let r = &plan.recipe;
-    let size = std::fs::metadata(tmp.path())
-        .map_err(|e| BuildError::io("read", tmp.path(), e))?
-        .len();
-    let digest = sha256_file(tmp.path(), &|_| {}, &|| ctx.cancel.is_cancelled())?;
+    // A folder artefact (the creator package) is hashed as a tree of files.
+    let folder = if tmp.path().is_dir() {
+        Some(folder_files(ctx, tmp.path())?)
+    } else {
+        None
+    };
+    let (size, digest) = match &folder {
+        Some(files) => tree_digest(files),
+        None => (
+            std::fs::metadata(tmp.path())
+                .map_err(|e| BuildError::io("read", tmp.path(), e))?
+                .len(),
+            sha256_file(tmp.path(), &|_| {}, &|| ctx.cancel.is_cancelled())?,
+        ),
+    };
 
     let mut ins = Vec::new();
     for (role, img) in [
@@ -181,26 +192,43 @@ pub(super) fn finalize(
             .iter()
             .map(|v| v.name.clone())
             .collect(),
-        members: {
-            let by_path: BTreeMap<&str, &[u8; 32]> = members
-                .iter()
-                .map(|m| m.path.as_str())
-                .zip(hashes)
-                .collect();
-            listed
-                .iter()
-                .map(|m| ManifestMember {
-                    path: m.path.clone(),
-                    size: m.size,
-                    sha256: m
-                        .sha256
-                        .as_ref()
-                        .or(by_path.get(m.path.as_str()).copied())
-                        .map(|h| hex(h))
-                        .unwrap_or_default(),
-                    group: m.group.clone(),
-                })
-                .collect()
+        members: match folder {
+            Some(files) => {
+                let group: BTreeMap<&str, &str> = listed
+                    .iter()
+                    .map(|m| (m.path.as_str(), m.group.as_str()))
+                    .collect();
+                files
+                    .into_iter()
+                    .map(|(path, size, h)| ManifestMember {
+                        group: group.get(path.as_str()).unwrap_or(&"package").to_string(),
+                        path,
+                        size,
+                        sha256: hex(&h),
+                    })
+                    .collect()
+            }
+            None => {
+                let by_path: BTreeMap<&str, &[u8; 32]> = members
+                    .iter()
+                    .map(|m| m.path.as_str())
+                    .zip(hashes)
+                    .collect();
+                listed
+                    .iter()
+                    .map(|m| ManifestMember {
+                        path: m.path.clone(),
+                        size: m.size,
+                        sha256: m
+                            .sha256
+                            .as_ref()
+                            .or(by_path.get(m.path.as_str()).copied())
+                            .map(|h| hex(h))
+                            .unwrap_or_default(),
+                        group: m.group.clone(),
+                    })
+                    .collect()
+            }
         },
     };
     let mpath = manifest_path(&out.path);
@@ -210,10 +238,7 @@ pub(super) fn finalize(
         + "\n";
     std::fs::write(mtmp.path(), json).map_err(|e| BuildError::io("write", mtmp.path(), e))?;
     let t = tmp.keep();
-    std::fs::rename(&t, &out.path).map_err(|e| {
-        let _ = std::fs::remove_file(&t);
-        BuildError::io("rename into place", &out.path, e)
-    })?;
+    rename_into_place(&t, &out.path)?;
     let m = mtmp.keep();
     std::fs::rename(&m, &mpath).map_err(|e| BuildError::io("rename into place", &mpath, e))?;
     Ok(BuiltOutput {
@@ -223,6 +248,54 @@ pub(super) fn finalize(
         sha256: hex(&digest),
         manifest: mpath,
     })
+}
+
+/// Every file of a folder artefact: (relative path, size, sha256), sorted.
+fn folder_files(ctx: &Ctx, dir: &Path) -> Result<Vec<(String, u64, [u8; 32])>, BuildError> {
+    let walked = crate::fsutil::walk(dir).map_err(|e| BuildError::io("read", dir, e))?;
+    let mut out = Vec::with_capacity(walked.len());
+    for w in walked {
+        let h = sha256_file(&w.abs, &|_| {}, &|| ctx.cancel.is_cancelled())?;
+        out.push((w.rel, w.size, h));
+    }
+    Ok(out)
+}
+
+/// Total size, and SHA-256 over `path\0size\0sha256\n` of every file (as for folder inputs).
+fn tree_digest(files: &[(String, u64, [u8; 32])]) -> (u64, [u8; 32]) {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (p, size, d) in files {
+        h.update(format!("{p}\0{size}\0{}\n", hex(d)).as_bytes());
+    }
+    (files.iter().map(|f| f.1).sum(), h.finalize().into())
+}
+
+/// Renames `from` to `to`. A folder cannot replace an existing path in one
+/// rename: the old one is moved aside first, put back if the second rename
+/// fails, and removed after it succeeds.
+fn rename_into_place(from: &Path, to: &Path) -> Result<(), BuildError> {
+    let fail = |e| {
+        let _ = std::fs::remove_dir_all(from);
+        let _ = std::fs::remove_file(from);
+        BuildError::io("rename into place", to, e)
+    };
+    if !(from.is_dir() && to.symlink_metadata().is_ok()) {
+        return std::fs::rename(from, to).map_err(fail);
+    }
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = to.with_file_name(format!(".{name}.old-{}", std::process::id()));
+    std::fs::rename(to, &aside).map_err(fail)?;
+    if let Err(e) = std::fs::rename(from, to) {
+        let _ = std::fs::rename(&aside, to);
+        return Err(fail(e));
+    }
+    let _ = std::fs::remove_dir_all(&aside);
+    let _ = std::fs::remove_file(&aside);
+    Ok(())
 }
 
 /// Rewrites `out_dir/SHA256SUMS`: our artefacts' lines replaced, others kept, sorted.
@@ -237,8 +310,21 @@ pub(super) fn update_sums(out_dir: &Path, outputs: &[BuiltOutput]) -> Result<(),
         }
     }
     for o in outputs {
-        lines.insert(rel(out_dir, &o.path), o.sha256.clone());
-        if let Ok(b) = std::fs::read(&o.manifest) {
+        let name = rel(out_dir, &o.path);
+        let manifest = std::fs::read(&o.manifest).ok();
+        if o.path.is_dir() {
+            // `sha256sum -c` checks files: one line per file of a folder artefact.
+            lines.retain(|n, _| n != &name && !n.starts_with(&format!("{name}/")));
+            let m: Option<Manifest> = manifest
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok());
+            for f in m.map(|m| m.members).unwrap_or_default() {
+                lines.insert(format!("{name}/{}", f.path), f.sha256);
+            }
+        } else {
+            lines.insert(name, o.sha256.clone());
+        }
+        if let Some(b) = manifest {
             use sha2::Digest;
             lines.insert(rel(out_dir, &o.manifest), hex(&sha2::Sha256::digest(b)));
         }

@@ -15,6 +15,7 @@ use crate::plan::{OutputKind, Plan};
 use crate::progress::{Cancel, Event, Reporter};
 use crate::recipe::secret::{Secret, SecretError};
 use crate::render;
+pub use crate::render::wim::WimWriter;
 use crate::wim::WimError;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ pub enum BuildError {
     Cancelled,
     #[error("fault injected at {0} (MEDIABUILD_FAULT_INJECT)")]
     Fault(String),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 impl From<WimError> for BuildError {
@@ -64,6 +67,10 @@ impl BuildError {
 pub struct BuildOptions {
     /// Worker threads; 0 = one per core.
     pub jobs: usize,
+    /// Which WIM writer renders `outputs.wim`.
+    pub writer: WimWriter,
+    /// Build even if the media password breaks the policy (reported as a warning).
+    pub allow_weak_password: bool,
 }
 
 /// One artefact produced.
@@ -92,6 +99,7 @@ pub(crate) struct Ctx<'a> {
     pub rep: &'a dyn Reporter,
     pub cancel: &'a Cancel,
     pub password: Option<Secret>,
+    pub writer: WimWriter,
 }
 
 impl Ctx<'_> {
@@ -164,6 +172,10 @@ fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildErr
     for v in &plan.media.variables {
         let (value, secret) = match (&v.value, &v.secret_from) {
             (Some(val), _) => (val.clone(), false),
+            (None, Some(from)) if from == crate::security::PFX_SOURCE => (
+                crate::security::media_pfx_hex(plan, password.as_ref())?,
+                true,
+            ),
             (None, Some(from)) => (secret_for(from)?.expose().to_string(), true),
             (None, None) => (String::new(), false),
         };
@@ -197,6 +209,7 @@ pub fn build(
     let mut phases = Vec::new();
     let t = Instant::now();
     let (vars, password) = resolve_vars(plan)?;
+    let weak = crate::security::enforce_password(password.as_ref(), opts.allow_weak_password)?;
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
     let staging = TempPath::new(plan.out_dir.join(format!(
@@ -213,18 +226,16 @@ pub fn build(
         rep,
         cancel,
         password,
+        writer: opts.writer,
     };
     let members = materialize::materialize(&ctx, &vars)?;
     phases.push(("prepare".to_string(), t.elapsed()));
     fault("after-prepare")?;
 
-    let t = Instant::now();
-    let hashes = pool.install(|| hash::hash_members(&ctx, &members))?;
-    let inputs = pool.install(|| hash::hash_inputs(&ctx))?;
-    phases.push(("hash".to_string(), t.elapsed()));
-
-    // Render every output to a temporary file beside its target.
+    // Render every output to a temporary file beside its target. A writer
+    // that hashes as it reads (ours) saves the separate hashing pass.
     let mut rendered = Vec::new();
+    let mut hashes: Option<Vec<[u8; 32]>> = None;
     for out in &plan.outputs {
         ctx.check_cancel()?;
         let t = Instant::now();
@@ -239,8 +250,18 @@ pub fn build(
         phases.push((format!("render {}", r.name()), t.elapsed()));
         let listed =
             listed.unwrap_or_else(|| members.iter().map(render::ArtefactMember::same).collect());
+        if hashes.is_none() {
+            hashes = render::member_hashes(&members, &listed);
+        }
         rendered.push((out, tmp, listed));
     }
+    let t = Instant::now();
+    let hashes = match hashes {
+        Some(h) => h,
+        None => pool.install(|| hash::hash_members(&ctx, &members))?,
+    };
+    let inputs = pool.install(|| hash::hash_inputs(&ctx))?;
+    phases.push(("hash".to_string(), t.elapsed()));
     fault("before-finalize")?;
 
     // Finalize: only now do the targets change.
@@ -254,7 +275,7 @@ pub fn build(
     finalize::update_sums(&plan.out_dir, &outputs)?;
     phases.push(("finalize".to_string(), t.elapsed()));
     drop(staging);
-    let mut warnings: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = weak.into_iter().collect();
     if plan.recipe.security.password.is_none() && vars.iter().any(|v| v.secret) {
         warnings.push("secret variables are in media without a password (Variables.dat uses the public default key)".into());
     }
@@ -268,8 +289,31 @@ pub fn build(
     })
 }
 
+/// Materializes the whole media tree of `plan` as a folder at `dest` (every
+/// member a real file, times at the build epoch). Used by the benchmark.
+pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
+    let staging = TempPath::new(dest.with_extension("staging"));
+    std::fs::create_dir_all(staging.path())
+        .map_err(|e| BuildError::io("create", staging.path(), e))?;
+    let cancel = Cancel::new();
+    let (vars, password) = resolve_vars(plan)?;
+    let ctx = Ctx {
+        plan,
+        staging: staging.path().to_path_buf(),
+        jobs: 1,
+        rep: &crate::progress::Silent,
+        cancel: &cancel,
+        password,
+        writer: WimWriter::Wimlib,
+    };
+    let members = materialize::materialize(&ctx, &vars)?;
+    let tree = render::wim::complete_tree(&ctx, &members)?;
+    std::fs::rename(&tree, dest).map_err(|e| BuildError::io("rename", dest, e))?;
+    Ok(members.iter().map(|m| m.size).sum())
+}
+
 /// `dir/.NAME.partial-PID` beside `target`.
-fn partial_path(target: &Path) -> PathBuf {
+pub(crate) fn partial_path(target: &Path) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -5,10 +5,12 @@ mod draw;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use mediabuild::build::{self, BuildOptions, BuildReport};
+use mediabuild::bench::{self, BenchOptions};
+use mediabuild::build::{self, BuildOptions, BuildReport, WimWriter};
 use mediabuild::demo::{self, DemoOptions};
 use mediabuild::plan::{self, Checked, Plan};
 use mediabuild::progress::Cancel;
+use mediabuild::recipe::Compression;
 use mediabuild::units;
 use mediabuild::validate::Mode;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark the WIM writers side by side on a generated media tree (see README).
+    Bench {
+        /// Working folder (inputs, tree and outputs; reused between runs).
+        #[arg(long, default_value = "bench-work")]
+        dir: PathBuf,
+        /// Size of the generated content.
+        #[arg(long, default_value = "1GiB")]
+        size: String,
+        /// `mixed` (shaped like real media) or `compressible` (binaries and text only).
+        #[arg(long, default_value = "mixed")]
+        content: String,
+        /// Writers to compare (comma-separated): mediabuild, wimlib, imagex.
+        #[arg(long, default_value = "mediabuild,wimlib,imagex")]
+        writers: String,
+        /// Compressions (comma-separated).
+        #[arg(long, default_value = "lzx,xpress")]
+        compressions: String,
+        /// Thread counts (comma-separated).
+        #[arg(long, default_value = "1,2")]
+        threads: String,
+    },
+    /// (internal) Write a folder as a WIM with one writer; used by `bench`.
+    #[command(hide = true)]
+    BenchWrite {
+        #[arg(long)]
+        writer: String,
+        #[arg(long)]
+        compression: String,
+        tree: PathBuf,
+        out: PathBuf,
+    },
     /// Write synthetic demo inputs and a recipe into DIR, then build it.
     Demo {
         /// Folder for the demo (default ./demo).
@@ -77,6 +110,21 @@ struct BuildArgs {
     /// No progress output.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// WIM writer: `native` (mediabuild's own, default) or `wimlib` (wimlib's writer, the reference).
+    #[arg(long, global = true, value_parser = ["native", "wimlib"])]
+    writer: Option<String>,
+    /// Build even if the media password breaks the policy (≥ 12 characters, ≥ 6 different). Warns loudly.
+    #[arg(long, global = true)]
+    allow_weak_password: bool,
+}
+
+impl BuildArgs {
+    fn writer(&self) -> WimWriter {
+        match self.writer.as_deref() {
+            Some("wimlib") => WimWriter::Wimlib,
+            _ => WimWriter::Native,
+        }
+    }
 }
 
 fn version() -> &'static str {
@@ -106,6 +154,29 @@ pub fn run() -> Result<i32> {
             no_build,
             build,
         }) => cmd_demo(&dir, &size, no_build, &build),
+        Some(Command::Bench {
+            dir,
+            size,
+            content,
+            writers,
+            compressions,
+            threads,
+        }) => cmd_bench(dir, &size, &content, &writers, &compressions, &threads),
+        Some(Command::BenchWrite {
+            writer,
+            compression,
+            tree,
+            out,
+        }) => {
+            let w = if writer == "wimlib" {
+                WimWriter::Wimlib
+            } else {
+                WimWriter::Native
+            };
+            let c = compression_arg(&compression)?;
+            mediabuild::render_wim_tree(w, &tree, &out, c, cli.build.jobs.unwrap_or(0))?;
+            Ok(0)
+        }
         None => match cli.recipe {
             Some(r) => cmd_build(&r, &cli.build),
             None => {
@@ -158,8 +229,11 @@ fn cmd_plan(recipe: &Path, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn checked_plan(recipe: &Path) -> Option<Plan> {
-    let c = plan::check(recipe, Mode::Build);
+fn checked_plan(recipe: &Path, args: &BuildArgs) -> Option<Plan> {
+    let opts = mediabuild::validate::Options {
+        allow_weak_password: args.allow_weak_password,
+    };
+    let c = plan::check_with(recipe, Mode::Build, opts);
     print_diags(&c);
     if c.has_errors() {
         eprintln!("{}", summary(&c));
@@ -170,11 +244,13 @@ fn checked_plan(recipe: &Path) -> Option<Plan> {
 }
 
 fn cmd_build(recipe: &Path, args: &BuildArgs) -> Result<i32> {
-    let Some(plan) = checked_plan(recipe) else {
+    let Some(plan) = checked_plan(recipe, args) else {
         return Ok(2);
     };
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or(0),
+        writer: args.writer(),
+        allow_weak_password: args.allow_weak_password,
     };
     let drawer = draw::Draw::new(args.quiet);
     let started = std::time::Instant::now();
@@ -233,4 +309,64 @@ fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<
         return Ok(0);
     }
     cmd_build(&rep.recipe, args)
+}
+
+fn compression_arg(s: &str) -> Result<Compression> {
+    Ok(match s {
+        "none" => Compression::None,
+        "xpress" => Compression::Xpress,
+        "lzx" => Compression::Lzx,
+        "lzms" => Compression::Lzms,
+        other => anyhow::bail!("unknown compression {other:?}: use none, xpress, lzx or lzms"),
+    })
+}
+
+fn cmd_bench(
+    dir: PathBuf,
+    size: &str,
+    content: &str,
+    writers: &str,
+    comps: &str,
+    threads: &str,
+) -> Result<i32> {
+    let size =
+        units::parse_size(size).with_context(|| format!("--size {size:?}: write e.g. 1GiB"))?;
+    let content = match content {
+        "mixed" => bench::Content::Mixed,
+        "compressible" => bench::Content::Compressible,
+        other => anyhow::bail!("--content {other:?}: use mixed or compressible"),
+    };
+    let writers = writers
+        .split(',')
+        .map(|w| match w.trim() {
+            "mediabuild" | "native" => Ok(bench::Writer::Native),
+            "wimlib" => Ok(bench::Writer::Wimlib),
+            "imagex" | "wimlib-imagex" => Ok(bench::Writer::Imagex),
+            other => anyhow::bail!("--writers: unknown writer {other:?}"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let compressions = comps
+        .split(',')
+        .map(|c| compression_arg(c.trim()))
+        .collect::<Result<Vec<_>>>()?;
+    let threads = threads
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--threads: {t:?} is not a number"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opts = BenchOptions {
+        dir,
+        size,
+        content,
+        writers,
+        compressions,
+        threads,
+        exe: std::env::current_exe()?,
+    };
+    let report = bench::run(&opts, &mut |line| eprintln!("{line}"))?;
+    print!("{}", report.render());
+    Ok(if report.all_ok() { 0 } else { 1 })
 }

@@ -106,10 +106,18 @@ pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
             "_SMSMediaGuid",
             ids::guid_string(&ids::derive16(digest, "media-guid")),
         ),
+    ];
+    if r.security.certificate.is_some() {
+        v.push(secret(
+            crate::security::PFX_VARIABLE,
+            crate::security::PFX_SOURCE,
+        ));
+    }
+    v.extend([
         lit("_SMSTSSiteCode", &m.site_code),
         lit("_SMSTSBootMediaPackageID", &r.boot_image.id),
         lit("_SMSTSPackageID", &m.task_sequence),
-    ];
+    ]);
     match m.management.mode {
         ManagementMode::SiteBased => v.push(lit(
             "SMSTSMP",

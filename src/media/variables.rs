@@ -108,7 +108,15 @@ pub fn estimate_size(planned: &[super::PlannedVar]) -> u64 {
         .iter()
         .map(|p| MediaVar {
             name: p.name.clone(),
-            value: p.value.clone().unwrap_or_else(|| "x".repeat(16)),
+            // A media certificate's PFX is a few KiB of hex; other secrets are short.
+            value: p.value.clone().unwrap_or_else(|| {
+                let n = if p.name == crate::security::PFX_VARIABLE {
+                    8192
+                } else {
+                    16
+                };
+                "x".repeat(n)
+            }),
             secret: p.value.is_none(),
         })
         .collect();

@@ -2,8 +2,10 @@
 //! A renderer writes its artefact to a temporary path and verifies it; the
 //! build renames it into place. Registered in [`for_output`].
 
+pub mod creator;
 pub mod disk;
-mod wim;
+mod native;
+pub(crate) mod wim;
 
 use crate::build::{BuildError, Resolved};
 use crate::plan::{OutputKind, PlannedOutput};
@@ -20,6 +22,22 @@ pub(crate) struct ArtefactMember {
     /// None: the same bytes as the media member at `path` (hash known already).
     pub sha256: Option<[u8; 32]>,
     pub group: String,
+}
+
+/// The members' SHA-256s when an artefact lists exactly the media members,
+/// each with a digest computed while writing it.
+pub(crate) fn member_hashes(
+    members: &[Resolved],
+    listed: &[ArtefactMember],
+) -> Option<Vec<[u8; 32]>> {
+    if members.len() != listed.len() {
+        return None;
+    }
+    members
+        .iter()
+        .zip(listed)
+        .map(|(m, l)| (m.path == l.path).then_some(l.sha256).flatten())
+        .collect()
 }
 
 impl ArtefactMember {
@@ -53,8 +71,6 @@ pub(crate) fn for_output(kind: OutputKind) -> Result<Box<dyn Renderer>, BuildErr
     match kind {
         OutputKind::Wim => Ok(Box::new(wim::WimRenderer)),
         OutputKind::Disk => Ok(Box::new(disk::DiskRenderer)),
-        other => Err(BuildError::Render(format!(
-            "output kind {other:?} is not implemented in this version of mediabuild"
-        ))),
+        OutputKind::CreatorPackage => Ok(Box::new(creator::CreatorRenderer)),
     }
 }

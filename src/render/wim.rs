@@ -16,6 +16,25 @@ use std::time::Instant;
 
 pub(crate) struct WimRenderer;
 
+/// Completes the staging tree with copies of the content files (which stay
+/// outside it until now) and sets every time to the build epoch; returns it.
+pub(crate) fn complete_tree(
+    ctx: &Ctx,
+    members: &[Resolved],
+) -> Result<std::path::PathBuf, BuildError> {
+    let tree = ctx.tree_dir();
+    for m in members.iter().filter(|m| !m.in_tree) {
+        ctx.check_cancel()?;
+        let dst = tree.join(&m.path);
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(|e| BuildError::io("create", p, e))?;
+        }
+        std::fs::copy(&m.file, &dst).map_err(|e| BuildError::io("copy", &m.file, e))?;
+    }
+    set_tree_times(&tree, ctx.plan.epoch).map_err(|e| BuildError::io("set times in", &tree, e))?;
+    Ok(tree)
+}
+
 impl Renderer for WimRenderer {
     fn name(&self) -> &'static str {
         "wim"
@@ -28,24 +47,7 @@ impl Renderer for WimRenderer {
         _out: &PlannedOutput,
         tmp: &Path,
     ) -> Result<Option<Vec<super::ArtefactMember>>, BuildError> {
-        let tree = ctx.tree_dir();
-        for m in members.iter().filter(|m| !m.in_tree) {
-            ctx.check_cancel()?;
-            let dst = tree.join(&m.path);
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(|e| BuildError::io("create", p, e))?;
-            }
-            std::fs::copy(&m.file, &dst).map_err(|e| BuildError::io("copy", &m.file, e))?;
-        }
-        set_tree_times(&tree, ctx.plan.epoch)
-            .map_err(|e| BuildError::io("set times in", &tree, e))?;
         let plan = ctx.plan;
-        let mut wim = Wim::create(plan.compression)?;
-        let idx = wim.add_image_from_dir(&tree, &plan.media_name)?;
-        if let Some(c) = &plan.recipe.media.comment {
-            wim.set_property(idx, "DESCRIPTION", c)?;
-        }
-        wim.set_guid_boot(ids::derive16(&plan.digest, "wim-guid"), 0)?;
         let total: u64 = members.iter().map(|m| m.size).sum();
         let started = Instant::now();
         ctx.rep.event(Event::Begin {
@@ -59,18 +61,58 @@ impl Renderer for WimRenderer {
                 total: t,
             })
         };
-        wim.write_deterministic(
-            tmp,
-            plan.epoch,
-            ctx.jobs as u32,
-            &mut report,
-            ctx.cancel.flag(),
-        )?;
+        let guid = ids::derive16(&plan.digest, "wim-guid");
+        let listed = match ctx.writer {
+            WimWriter::Native => {
+                let spec = super::native::NativeSpec {
+                    compression: plan.compression,
+                    threads: ctx.jobs,
+                    guid,
+                    epoch: plan.epoch,
+                    name: &plan.media_name,
+                    description: plan.recipe.media.comment.as_deref(),
+                };
+                let entries = super::native::entries(members);
+                let rep =
+                    super::native::write(&entries, tmp, &spec, &mut report, ctx.cancel.flag())?;
+                let by_path: std::collections::BTreeMap<&str, [u8; 32]> = rep
+                    .files
+                    .iter()
+                    .map(|f| (f.path.as_str(), f.sha256))
+                    .collect();
+                Some(
+                    members
+                        .iter()
+                        .map(|m| super::ArtefactMember {
+                            sha256: by_path.get(m.path.as_str()).copied(),
+                            ..super::ArtefactMember::same(m)
+                        })
+                        .collect(),
+                )
+            }
+            WimWriter::Wimlib => {
+                let tree = complete_tree(ctx, members)?;
+                let mut wim = Wim::create(plan.compression)?;
+                let idx = wim.add_image_from_dir(&tree, &plan.media_name)?;
+                if let Some(c) = &plan.recipe.media.comment {
+                    wim.set_property(idx, "DESCRIPTION", c)?;
+                }
+                wim.set_guid_boot(guid, 0)?;
+                wim.write_deterministic(
+                    tmp,
+                    plan.epoch,
+                    ctx.jobs as u32,
+                    &mut report,
+                    ctx.cancel.flag(),
+                )?;
+                None
+            }
+        };
         ctx.rep.event(Event::End {
             phase: "write wim",
             elapsed: started.elapsed(),
         });
-        Ok(None)
+        Ok(listed)
     }
 
     fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {
@@ -86,5 +128,54 @@ impl Renderer for WimRenderer {
             elapsed: started.elapsed(),
         });
         Ok(())
+    }
+}
+
+/// Which WIM writer writes the prestaged media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WimWriter {
+    /// mediabuild's own parallel writer (the default).
+    #[default]
+    Native,
+    /// wimlib's own writer: the reference and the benchmark baseline.
+    Wimlib,
+}
+
+/// Writes the folder `tree` as a one-image WIM at `out` with `writer` (the
+/// benchmark's unit of work; the build goes through the renderer).
+pub fn write_tree(
+    writer: WimWriter,
+    tree: &Path,
+    out: &Path,
+    compression: crate::recipe::Compression,
+    threads: usize,
+) -> Result<(), BuildError> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    match writer {
+        WimWriter::Wimlib => {
+            let mut wim = Wim::create(compression)?;
+            wim.add_image_from_dir(tree, "media")?;
+            wim.set_guid_boot([0x4D; 16], 0)?;
+            wim.write_deterministic(
+                out,
+                crate::ids::DEFAULT_EPOCH,
+                threads as u32,
+                &mut |_, _| {},
+                &never,
+            )?;
+            Ok(())
+        }
+        WimWriter::Native => {
+            let entries = super::native::entries_from_dir(tree)?;
+            let spec = super::native::NativeSpec {
+                compression,
+                threads,
+                guid: [0x4D; 16],
+                epoch: crate::ids::DEFAULT_EPOCH,
+                name: "media",
+                description: None,
+            };
+            super::native::write(&entries, out, &spec, &mut |_, _| {}, &never).map(|_| ())
+        }
     }
 }

@@ -112,6 +112,8 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
             }
         }
     }
+    creator_tool(r, dir, d);
+    pki_certificate(r, dir, d);
     if let Some(b) = &r.bitlocker {
         if let Some(p) = r.packages.iter().find(|p| p.id == b.package) {
             if let Some(files) = facts.trees.get(&p.source) {
@@ -129,6 +131,90 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
         }
     }
     facts
+}
+
+/// `outputs.creator_package.creator` must be a Windows program (an unreadable
+/// one is reported above).
+fn creator_tool(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
+    use std::io::Read;
+    let Some(c) = &r.outputs.creator_package else {
+        return;
+    };
+    let key = "outputs.creator_package.creator";
+    let path = dir.join(&c.creator);
+    if path.is_dir() {
+        d.push(
+            Diagnostic::error(key, "a folder, not the creator tool")
+                .value(c.creator.display())
+                .fix("give the path of WTGCreator.exe itself"),
+        );
+        return;
+    }
+    let mut magic = [0u8; 2];
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return;
+    };
+    if f.read_exact(&mut magic).is_err() || &magic != b"MZ" {
+        d.push(
+            Diagnostic::error(key, "not a Windows program (no MZ header)")
+                .value(c.creator.display())
+                .fix("give the WTGCreator.exe supplied with your Windows To Go tooling"),
+        );
+    }
+}
+
+/// `security.certificate.pki`: the .pfx opens with its password, holds an
+/// RSA private key and its certificate, and the certificate's dates suit
+/// today. Skipped when the password is not available yet (`secrets` says so).
+fn pki_certificate(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
+    use crate::security::{cert, SecurityError};
+    let Some(p) = r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()) else {
+        return;
+    };
+    if p.password.resolve(dir).is_err() || std::fs::File::open(dir.join(&p.file)).is_err() {
+        return;
+    }
+    let file = "security.certificate.pki.file";
+    match crate::security::import_pki(r, dir) {
+        Ok(Some(chain)) => {
+            let (f, u) = (chain.not_before_days, chain.not_after_days);
+            let values = (cert::ymd(f), cert::ymd(u));
+            if let Some(diag) =
+                super::rules::date_diags("security.certificate.pki", f, u, (&values.0, &values.1))
+            {
+                let msg = format!("{} ({})", diag.message, chain.subject);
+                d.push(
+                    Diagnostic {
+                        message: msg,
+                        ..diag
+                    }
+                    .value(p.file.display()),
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let (key, fix) = match &e {
+                SecurityError::Pfx(crate::security::pfx::PfxError::WrongPassword) => (
+                    "security.certificate.pki.password",
+                    "give the password the .pfx was exported with",
+                ),
+                SecurityError::NoPrivateKey | SecurityError::KeyMismatch => (
+                    file,
+                    "export the certificate again from the certificate store with \"Yes, export the private key\"",
+                ),
+                SecurityError::NotRsa(_) => (file, "request a client authentication certificate with an RSA key"),
+                _ => (file, "give a PKCS#12 (.pfx) file exported with its private key"),
+            };
+            let mut diag = Diagnostic::error(key, e.to_string()).fix(fix);
+            diag = if key == file {
+                diag.value(p.file.display())
+            } else {
+                diag.secret()
+            };
+            d.push(diag);
+        }
+    }
 }
 
 fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<Wim> {

@@ -22,6 +22,13 @@ pub enum Mode {
     Build,
 }
 
+/// Rules relaxed on request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// A media password that breaks the policy is a warning instead of an error.
+    pub allow_weak_password: bool,
+}
+
 /// The outcome of validation: diagnostics plus what was learnt about the inputs.
 pub struct Validated {
     pub diags: Vec<Diagnostic>,
@@ -36,8 +43,19 @@ impl Validated {
 
 /// Runs every rule. `dir` is the recipe's folder (paths are relative to it).
 pub fn validate(recipe: &Recipe, dir: &Path, locs: &Locations, mode: Mode) -> Validated {
+    validate_with(recipe, dir, locs, mode, Options::default())
+}
+
+/// [`validate`] with relaxed rules.
+pub fn validate_with(
+    recipe: &Recipe,
+    dir: &Path,
+    locs: &Locations,
+    mode: Mode,
+    opts: Options,
+) -> Validated {
     let mut diags = Vec::new();
-    rules::check(recipe, dir, mode, &mut diags);
+    rules::check(recipe, dir, mode, opts, &mut diags);
     let facts = inputs::check(recipe, dir, &mut diags);
     for d in &mut diags {
         if d.pos.is_none() && !d.key.is_empty() {

@@ -1,6 +1,6 @@
 //! Rules that need only the recipe itself (no input is opened here).
 
-use super::Mode;
+use super::{Mode, Options};
 use crate::diag::Diagnostic;
 use crate::recipe::secret::SecretRef;
 use crate::recipe::*;
@@ -8,46 +8,16 @@ use crate::units;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-pub(super) fn check(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
+pub(super) fn check(r: &Recipe, dir: &Path, mode: Mode, opts: Options, d: &mut Vec<Diagnostic>) {
     version(r, d);
     media(r, d);
     package_ids(r, d);
     certificate(r, d);
     variables(r, d);
     secrets(r, dir, mode, d);
+    password_strength(r, dir, opts, d);
     prestart_bitlocker(r, d);
     outputs(r, d);
-    not_built_yet(r, d);
-}
-
-/// Keys the recipe format accepts but this version cannot build yet: an error,
-/// never silently ignored.
-fn not_built_yet(r: &Recipe, d: &mut Vec<Diagnostic>) {
-    let mut keys = Vec::new();
-    if r.security.certificate.is_some() {
-        keys.push((
-            "security.certificate",
-            "the media certificate (_SMSTSMediaPFX)",
-        ));
-    }
-    if r.outputs.creator_package.is_some() {
-        keys.push((
-            "outputs.creator_package",
-            "the Windows To Go Creator package",
-        ));
-    }
-    for (key, what) in keys {
-        d.push(
-            Diagnostic::error(
-                key,
-                format!(
-                    "{what} is not built by mediabuild {} yet",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            )
-            .fix("remove this key for now; the media would otherwise silently lack it"),
-        );
-    }
 }
 
 fn version(r: &Recipe, d: &mut Vec<Diagnostic>) {
@@ -253,46 +223,82 @@ fn certificate(r: &Recipe, d: &mut Vec<Diagnostic>) {
         _ => {}
     }
     if let Some(s) = &c.self_signed {
-        let from = date(
-            d,
-            "security.certificate.self_signed.valid_from",
-            &s.valid_from,
-        );
-        let until = date(
-            d,
-            "security.certificate.self_signed.valid_until",
-            &s.valid_until,
-        );
+        let key = "security.certificate.self_signed";
+        let from = date(d, &format!("{key}.valid_from"), &s.valid_from);
+        let until = date(d, &format!("{key}.valid_until"), &s.valid_until);
         if let (Some(f), Some(u)) = (from, until) {
-            if u <= f {
+            if f < 0 {
                 d.push(
                     Diagnostic::error(
-                        "security.certificate.self_signed.valid_until",
-                        format!("ends on or before valid_from ({})", s.valid_from),
+                        format!("{key}.valid_from"),
+                        "dates before 1970 are not supported",
                     )
-                    .value(&s.valid_until)
-                    .fix("the certificate must end after it starts"),
-                );
-            } else if u < units::today() {
-                d.push(
-                    Diagnostic::error(
-                        "security.certificate.self_signed.valid_until",
-                        "the certificate has already expired",
-                    )
-                    .value(&s.valid_until)
-                    .fix("choose a future expiry date"),
-                );
-            } else if u < units::today() + 30 {
-                d.push(
-                    Diagnostic::warning(
-                        "security.certificate.self_signed.valid_until",
-                        "the certificate expires within 30 days",
-                    )
-                    .value(&s.valid_until),
+                    .value(&s.valid_from)
+                    .fix("choose the day the media starts being used"),
                 );
             }
+            let values = (s.valid_from.as_str(), s.valid_until.as_str());
+            d.extend(date_diags(key, f, u, values));
+        }
+        if r.security.password.is_none() {
+            d.push(
+                Diagnostic::error(
+                    key,
+                    "a self-signed media certificate needs `security.password`: its private key is derived from that secret (never from the public recipe alone) and travels in Variables.dat, which only the password protects",
+                )
+                .fix("set `security.password: { env: MEDIA_PASSWORD }` (or `{ file: PATH }`)"),
+            );
         }
     }
+}
+
+/// Diagnostics for a certificate valid from day `f` to day `u` (inclusive),
+/// under `key` (`….self_signed` or `….pki`); `values` are the dates as written.
+pub(crate) fn date_diags(key: &str, f: i64, u: i64, values: (&str, &str)) -> Option<Diagnostic> {
+    use crate::security::cert::{date_problem, DateProblem};
+    let today = units::today();
+    let (from_key, until_key) = if key.ends_with(".pki") {
+        (format!("{key}.file"), format!("{key}.file"))
+    } else {
+        (format!("{key}.valid_from"), format!("{key}.valid_until"))
+    };
+    Some(match date_problem(f, u, today)? {
+        DateProblem::Inverted => Diagnostic::error(
+            until_key,
+            format!("the certificate ends on or before it starts ({})", values.0),
+        )
+        .value(values.1)
+        .fix("the certificate must end after it starts"),
+        DateProblem::Expired => Diagnostic::error(
+            until_key,
+            format!("the certificate has already expired (on {})", values.1),
+        )
+        .value(values.1)
+        .fix(if key.ends_with(".pki") {
+            "renew the certificate and export it again"
+        } else {
+            "choose a future expiry date"
+        }),
+        DateProblem::NotYetValid => Diagnostic::error(
+            from_key,
+            format!(
+                "the certificate is not valid yet (from {}); management points refuse the media until then",
+                values.0
+            ),
+        )
+        .value(values.0)
+        .fix(if key.ends_with(".pki") {
+            "use a certificate that is valid today"
+        } else {
+            "choose a start date no later than today"
+        }),
+        DateProblem::ExpiresSoon => Diagnostic::warning(
+            until_key,
+            format!("the certificate expires within 30 days (on {})", values.1),
+        )
+        .value(values.1)
+        .fix("media stop working when it expires: choose a later date or plan to rebuild"),
+    })
 }
 
 fn date(d: &mut Vec<Diagnostic>, key: &str, s: &str) -> Option<i64> {
@@ -447,6 +453,33 @@ fn secrets(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
     }
 }
 
+/// The media password policy (`crate::security::password`), when the password
+/// can be read now (a missing one is reported by `secrets`).
+fn password_strength(r: &Recipe, dir: &Path, opts: Options, d: &mut Vec<Diagnostic>) {
+    let Some(pw) = r
+        .security
+        .password
+        .as_ref()
+        .and_then(|p| p.resolve(dir).ok())
+    else {
+        return;
+    };
+    let Some(why) = crate::security::password::weakness(pw.expose()) else {
+        return;
+    };
+    d.push(if opts.allow_weak_password {
+        Diagnostic::warning(
+            "security.password",
+            format!("{why} — building anyway because of --allow-weak-password: anyone holding the media can recover it by offline guessing"),
+        )
+        .secret()
+    } else {
+        Diagnostic::error("security.password", why)
+            .fix(crate::security::password::FIX)
+            .secret()
+    });
+}
+
 fn prestart_bitlocker(r: &Recipe, d: &mut Vec<Diagnostic>) {
     if let Some(p) = &r.prestart {
         if p.command.trim().is_empty() {
@@ -515,6 +548,21 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
     }
     if let Some(c) = &o.creator_package {
         paths.push(("outputs.creator_package.path".into(), c.path.clone()));
+        let range = crate::render::creator::RUN_TIME_RANGE;
+        if let Some(m) = c.max_run_time_minutes.filter(|m| !range.contains(m)) {
+            d.push(
+                Diagnostic::error(
+                    "outputs.creator_package.max_run_time_minutes",
+                    format!(
+                        "a program's maximum run time is {} to {} minutes",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+                .value(m)
+                .fix("the default is 120; ConfigMgr's \"Unknown\" means 720"),
+            );
+        }
     }
     if paths.is_empty() {
         d.push(

@@ -6,7 +6,7 @@
 //! (`reference/wimlib.md`). A [`Wim`] is neither `Send` nor `Sync`, like
 //! wimlib's `WIMStruct`: use each on one thread; separate ones run in parallel.
 
-// pub mod compressor; (native writer, wired in with the WIM writer)
+pub mod compressor;
 
 use crate::recipe::Compression;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};

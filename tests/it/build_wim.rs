@@ -253,6 +253,8 @@ fn assert_clean_out(d: &Demo, previous: Option<&str>) {
                 "demo-wtg.wim.manifest.json",
                 "demo-wtg.img",
                 "demo-wtg.img.manifest.json",
+                "demo-wtg-creator",
+                "demo-wtg-creator.manifest.json",
                 "SHA256SUMS"
             ]
             .contains(&n.as_str()),

@@ -35,7 +35,9 @@ fn example_recipes_pass_against_demo_inputs() {
     // The repository's recipes point at ./demo; check them against a demo there.
     let root = env!("CARGO_MANIFEST_DIR");
     let demo_dir = std::path::Path::new(root).join("demo");
-    if !demo_dir.join("images/install.wim").exists() {
+    if !demo_dir.join("images/install.wim").exists()
+        || !demo_dir.join("tools/WTGCreator.exe").exists()
+    {
         mediabuild::demo::generate(&demo_dir, &Default::default()).unwrap();
     }
     for r in ["minimal.yaml", "windows-to-go.yaml"] {
@@ -248,29 +250,24 @@ fn length_limits() {
 
 #[test]
 fn certificate_dates() {
+    let line = "valid_from: 2025-11-28, valid_until: 2035-11-27";
     fails(
         "certdates",
-        &[(
-            "  user_device_affinity: auto",
-            "  user_device_affinity: auto\n  certificate: { self_signed: { valid_from: 2026-11-01, valid_until: 2026-10-01 } }",
-        )],
-        &["error: security.certificate.self_signed.valid_until: ends on or before valid_from (2026-11-01)"],
+        &[(line, "valid_from: 2026-11-01, valid_until: 2026-10-01")],
+        &["error: security.certificate.self_signed.valid_until: the certificate ends on or before it starts (2026-11-01)"],
     );
     fails(
         "certexpired",
-        &[(
-            "  user_device_affinity: auto",
-            "  user_device_affinity: auto\n  certificate: { self_signed: { valid_from: 2001-01-01, valid_until: 2002-01-01 } }",
-        )],
-        &["error: security.certificate.self_signed.valid_until: the certificate has already expired"],
+        &[(line, "valid_from: 2001-01-01, valid_until: 2002-01-01")],
+        &["error: security.certificate.self_signed.valid_until: the certificate has already expired (on 2002-01-01)"],
     );
     fails(
         "certbaddate",
-        &[(
-            "  user_device_affinity: auto",
-            "  user_device_affinity: auto\n  certificate: { self_signed: { valid_from: 1st of May, valid_until: 2030-01-01 } }",
-        )],
-        &["error: security.certificate.self_signed.valid_from: not a date", "write YYYY-MM-DD"],
+        &[(line, "valid_from: 1st of May, valid_until: 2030-01-01")],
+        &[
+            "error: security.certificate.self_signed.valid_from: not a date",
+            "write YYYY-MM-DD",
+        ],
     );
 }
 
@@ -424,7 +421,7 @@ fn five_mistakes_five_diagnostics_and_no_output() {
         assert!(t.contains(&format!("error: {key}:")), "{key} in {t}");
     }
     assert_eq!(t.matches("= value:").count(), 5, "each with its value: {t}");
-    assert!(t.contains("five.yaml:27:61"), "with line:column: {t}");
+    assert!(t.contains("five.yaml:31:61"), "with line:column: {t}");
     // A build of the same recipe writes nothing at all.
     let o = run(&["build", p.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2));

@@ -11,3 +11,4 @@ mod build_wim;
 mod check;
 mod plan;
 mod readme;
+mod security;

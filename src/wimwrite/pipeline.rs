@@ -1,0 +1,459 @@
+//! The parallel data pipeline: read + hash → probe + compress → write.
+//!
+//! ```text
+//!  producer thread            rayon pool (N workers)          caller's thread
+//!  ───────────────            ──────────────────────          ───────────────
+//!  for each file in order:    per chunk: probe, then          reorder by seq,
+//!   read a chunk into a Buf   compress with this worker's  →  SHA-256,
+//!   SHA-1 it                  own compressor                  BlobAssembler,
+//!   spawn job(seq, Buf)  ──▶  send (seq, result)              Sink (+integrity),
+//!                                                             return Buf ──┐
+//!   ▲                                                                      │
+//!   └────────────── fixed pool of Bufs (the in-flight window) ◀────────────┘
+//! ```
+//!
+//! * **Determinism**: every message carries a sequence number assigned by
+//!   the single producer; the writer applies them strictly in that order, so
+//!   the output never depends on which worker finished first. Compressor
+//!   output depends only on the input chunk.
+//! * **Bounded memory**: a chunk can only be read into one of a fixed number
+//!   of `Buf`s, which the writer returns after writing. Peak memory is that
+//!   pool (window + in-flight chunks, ~26 MiB at 32 KiB chunks) plus the
+//!   per-blob chunk-size list, whatever the input size.
+//! * **One pass over the bytes**: SHA-1 (for the WIM) is computed by the
+//!   producer on the buffer it hands to the compressor; SHA-256 (for the
+//!   manifest) by the writer on the same buffer when it comes back in order.
+//!   Splitting the two keeps the producer (hashing is sequential per file)
+//!   from becoming the bottleneck on incompressible data.
+//! * **Single instancing**: a file can only duplicate an earlier one of the
+//!   same size. A file with no earlier same-size file is streamed straight
+//!   away. Otherwise its hash must be known first: files up to
+//!   `small_limit` are read into buffers, hashed and then either dropped as
+//!   duplicates or submitted from those buffers (still one read); larger
+//!   ones are hashed in a first pass and read again only if they turn out
+//!   unique (a duplicate costs one read, as it must; a large unique file
+//!   that happens to share its size costs two).
+//! * **Cancellation**: the producer checks `cancel` before every chunk, the
+//!   writer whenever a message arrives or every 50 ms.
+//!
+//! This file holds the shared state, the worker job and the writer loop; the
+//! producer (reading, hashing, duplicate decisions) is in `reader`.
+
+use std::collections::BTreeMap;
+use std::io::{Seek, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use rayon::ThreadPool;
+use sha2::{Digest, Sha256};
+
+use super::blobtable::BlobEntry;
+use super::error::WimWriteError;
+use super::probe;
+use super::reader::Producer;
+use super::resource::{BlobAssembler, Buf, Counters, OverflowPolicy, Stored};
+use super::sink::Sink;
+use super::tree::Tree;
+use super::WimEntry;
+use crate::wim::compressor::{Compressor, CompressorError, CompressorKind};
+
+/// How often the writer wakes up to look at `cancel` when nothing arrives.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Progress is reported at most once per this many bytes.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+/// State shared by the producer, the workers and the writer.
+pub struct Shared {
+    /// Chunk format, None for an uncompressed WIM.
+    pub kind: Option<CompressorKind>,
+    unit: usize,
+    level: u32,
+    probe: bool,
+    /// One compressor per pool thread, indexed by rayon's thread index and
+    /// created on first use: wimlib compressors are not thread-safe, and
+    /// this way each one is only ever used by its own worker.
+    compressors: Vec<Mutex<Option<Compressor>>>,
+    /// Blob id + 1 of the blob the writer committed to raw storage: workers
+    /// skip compressing its chunks (the result would be ignored).
+    raw_blob: AtomicU64,
+    /// Set when the writer gives up, so queued work drains quickly.
+    pub abort: AtomicBool,
+}
+
+impl Shared {
+    /// `kind` None = uncompressed WIM; `unit` = chunk size.
+    pub fn new(
+        kind: Option<CompressorKind>,
+        unit: usize,
+        level: u32,
+        probe: bool,
+        threads: usize,
+    ) -> Result<Shared, WimWriteError> {
+        let compressors: Vec<Mutex<Option<Compressor>>> =
+            (0..threads.max(1)).map(|_| Mutex::new(None)).collect();
+        // Create the first one now so a bad type/size fails before any I/O.
+        if let Some(k) = kind {
+            let first = Compressor::new(k, unit, level)?;
+            *lock(&compressors[0]) = Some(first);
+        }
+        Ok(Shared {
+            kind,
+            unit,
+            level,
+            probe,
+            compressors,
+            raw_blob: AtomicU64::new(0),
+            abort: AtomicBool::new(false),
+        })
+    }
+
+    /// Compresses one chunk with the calling worker's compressor.
+    fn compress(&self, raw: &[u8], out: &mut [u8]) -> Result<Option<usize>, CompressorError> {
+        let Some(kind) = self.kind else {
+            return Ok(None);
+        };
+        let idx = rayon::current_thread_index().unwrap_or(0) % self.compressors.len();
+        let mut slot = lock(&self.compressors[idx]);
+        if slot.is_none() {
+            *slot = Some(Compressor::new(kind, self.unit, self.level)?);
+        }
+        Ok(slot.as_mut().and_then(|c| c.compress(raw, out)))
+    }
+
+    /// A worker's job: decide how the chunk is stored.
+    pub fn process(&self, blob: u32, mut buf: Buf) -> Msg {
+        if self.abort.load(Ordering::Relaxed)
+            || self.raw_blob.load(Ordering::Relaxed) == u64::from(blob) + 1
+        {
+            return Msg::Chunk {
+                buf,
+                stored: Stored::Raw { probed: false },
+            };
+        }
+        if self.probe && probe::looks_incompressible(&buf.raw) {
+            return Msg::Chunk {
+                buf,
+                stored: Stored::Raw { probed: true },
+            };
+        }
+        let Buf { raw, comp } = &mut buf;
+        match self.compress(raw, comp) {
+            Ok(Some(n)) => Msg::Chunk {
+                buf,
+                stored: Stored::Compressed(n),
+            },
+            Ok(None) => Msg::Chunk {
+                buf,
+                stored: Stored::Raw { probed: false },
+            },
+            Err(e) => Msg::Failed(e.into()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned compressor slot only means a worker panicked mid-call;
+    // the compressor itself holds no invariants we rely on between calls.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Compresses an in-memory resource (the metadata) chunk by chunk on the
+/// pool. `None` entries did not shrink.
+pub fn compress_in_memory(
+    shared: &Shared,
+    pool: &ThreadPool,
+    data: &[u8],
+) -> Result<Vec<Option<Vec<u8>>>, WimWriteError> {
+    if shared.kind.is_none() {
+        return Ok(Vec::new());
+    }
+    pool.install(|| {
+        data.par_chunks(shared.unit)
+            .map(|c| {
+                let mut out = vec![0u8; c.len()];
+                let n = shared.compress(c, &mut out)?;
+                Ok(n.map(|n| {
+                    out.truncate(n);
+                    out
+                }))
+            })
+            .collect::<Result<Vec<_>, CompressorError>>()
+    })
+    .map_err(WimWriteError::from)
+}
+
+/// A file's outcome, sent by the producer after its last chunk.
+#[derive(Debug)]
+pub struct FileDone {
+    /// Index into `tree.files`.
+    pub file: usize,
+    /// Its size.
+    pub size: u64,
+    /// SHA-1 of the content.
+    pub sha1: [u8; 20],
+    /// None when the writer hashed the blob's chunks itself.
+    pub sha256: Option<[u8; 32]>,
+    /// Blob holding the content (None for empty files).
+    pub blob: Option<u32>,
+    /// True when this file's content was written now (a new blob).
+    pub new: bool,
+}
+
+/// What travels to the writer, tagged with a sequence number.
+#[derive(Debug)]
+pub enum Msg {
+    /// A new resource starts.
+    BlobBegin {
+        /// Sequential blob id.
+        blob: u32,
+        /// Uncompressed size.
+        size: u64,
+        /// The writer computes the SHA-256 from the chunks.
+        writer_sha256: bool,
+    },
+    /// The next chunk of the open resource.
+    Chunk {
+        /// Its buffers.
+        buf: Buf,
+        /// How to store it.
+        stored: Stored,
+    },
+    /// A file is resolved (written, duplicate or empty).
+    FileDone(FileDone),
+    /// Stop with this error.
+    Failed(WimWriteError),
+    /// All files done.
+    End,
+}
+
+/// Sizes of the buffer pool and windows, derived from the options.
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    /// Chunk size (the read unit; 32 KiB for an uncompressed WIM).
+    pub unit: usize,
+    /// Chunks a blob may hold undecided (see `resource`).
+    pub window_chunks: usize,
+    /// Files with an earlier same-size file, up to this many bytes, are
+    /// read into buffers and hashed before deciding.
+    pub small_limit: u64,
+    /// Total `Buf`s.
+    pub buffers: usize,
+    /// What a full window does.
+    pub overflow: OverflowPolicy,
+}
+
+/// What the data phase produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Data blob entries in file order (= blob id order = offset order).
+    pub blobs: Vec<BlobEntry>,
+    /// Per file (index into `tree.files`): SHA-1.
+    pub sha1: Vec<[u8; 20]>,
+    /// Per file: SHA-256.
+    pub sha256: Vec<[u8; 32]>,
+    /// Chunk/blob counts.
+    pub counters: Counters,
+    /// Files whose content was already stored.
+    pub duplicate_files: u64,
+    /// Their bytes.
+    pub duplicate_bytes: u64,
+    /// Bytes processed so far (for progress after this phase).
+    pub done: u64,
+}
+
+/// Everything the data phase reads.
+pub struct Input<'a> {
+    /// Caller's entries.
+    pub entries: &'a [WimEntry],
+    /// Checked tree.
+    pub tree: &'a Tree,
+    /// Per file: an earlier file has the same size.
+    pub needs_prehash: &'a [bool],
+    /// Worker pool.
+    pub pool: &'a ThreadPool,
+    /// Shared state.
+    pub shared: &'a Arc<Shared>,
+    /// Sizes.
+    pub params: Params,
+}
+
+/// Runs the data phase: writes every distinct non-empty file content as a
+/// resource at the sink's position, in `tree.files` order.
+pub fn run<W: Write + Seek>(
+    input: &Input<'_>,
+    sink: &mut Sink<'_, W>,
+    progress: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<Outcome, WimWriteError> {
+    let (tx, rx) = mpsc::channel::<(u64, Msg)>();
+    let (tok_tx, tok_rx) = mpsc::channel::<Buf>();
+    std::thread::scope(|scope| {
+        let producer = Producer::new(input, cancel, tx, tok_rx);
+        let handle = std::thread::Builder::new()
+            .name("wimwrite-reader".into())
+            .spawn_scoped(scope, move || producer.run())
+            .map_err(|e| WimWriteError::Internal(format!("cannot start reader thread: {e}")))?;
+        let result = write_loop(input, rx, tok_tx, sink, progress, cancel);
+        if result.is_err() {
+            input.shared.abort.store(true, Ordering::Relaxed);
+        }
+        // The loop has dropped its channel ends, so the producer is never
+        // left waiting for a buffer or a reader.
+        if handle.join().is_err() && result.is_ok() {
+            return Err(WimWriteError::Internal("reader thread panicked".into()));
+        }
+        result
+    })
+}
+
+fn write_loop<W: Write + Seek>(
+    input: &Input<'_>,
+    rx: Receiver<(u64, Msg)>,
+    tokens: Sender<Buf>,
+    sink: &mut Sink<'_, W>,
+    progress: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<Outcome, WimWriteError> {
+    let tree = input.tree;
+    let p = input.params;
+    let compressed = input.shared.kind.is_some();
+    let total = tree.total_bytes;
+    let mut out = Outcome {
+        sha1: vec![[0; 20]; tree.files.len()],
+        sha256: vec![[0; 32]; tree.files.len()],
+        ..Outcome::default()
+    };
+    let mut pending: BTreeMap<u64, Msg> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut current: Option<(u32, BlobAssembler)> = None;
+    let mut sha256: Option<Sha256> = None;
+    let mut free: Vec<Buf> = Vec::new();
+    let mut reported = 0u64;
+    progress(0, total);
+
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(WimWriteError::Cancelled);
+        }
+        let (seq, msg) = match rx.recv_timeout(POLL) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(WimWriteError::Internal(
+                    "reader stopped without a result".into(),
+                ))
+            }
+        };
+        pending.insert(seq, msg);
+        while let Some(msg) = pending.remove(&next) {
+            next += 1;
+            match msg {
+                Msg::BlobBegin {
+                    blob,
+                    size,
+                    writer_sha256,
+                } => {
+                    sha256 = writer_sha256.then(Sha256::new);
+                    let a = BlobAssembler::new(
+                        sink.pos(),
+                        size,
+                        p.unit as u64,
+                        compressed,
+                        p.window_chunks,
+                        p.overflow,
+                    );
+                    current = Some((blob, a));
+                }
+                Msg::Chunk { buf, stored } => {
+                    let Some((id, a)) = current.as_mut() else {
+                        return Err(WimWriteError::Internal("chunk outside a blob".into()));
+                    };
+                    out.done += buf.raw.len() as u64;
+                    if let Some(h) = &mut sha256 {
+                        h.update(&buf.raw);
+                    }
+                    let committed_raw = a
+                        .push(buf, stored, sink, &mut free, &mut out.counters)
+                        .map_err(WimWriteError::Write)?;
+                    if committed_raw {
+                        input
+                            .shared
+                            .raw_blob
+                            .store(u64::from(*id) + 1, Ordering::Relaxed);
+                    }
+                }
+                Msg::FileDone(fd) => {
+                    out.sha1[fd.file] = fd.sha1;
+                    out.sha256[fd.file] = match (fd.sha256, fd.new) {
+                        (Some(d), _) => d,
+                        (None, true) => match sha256.take() {
+                            Some(h) => h.finalize().into(),
+                            None => {
+                                return Err(WimWriteError::Internal(
+                                    "blob without a SHA-256".into(),
+                                ))
+                            }
+                        },
+                        (None, false) => {
+                            return Err(WimWriteError::Internal(
+                                "duplicate without a SHA-256".into(),
+                            ))
+                        }
+                    };
+                    match fd.blob {
+                        None => {}
+                        Some(b) if fd.new => {
+                            let Some((id, a)) = current.take() else {
+                                return Err(WimWriteError::Internal(
+                                    "file end outside a blob".into(),
+                                ));
+                            };
+                            if id != b || b as usize != out.blobs.len() {
+                                return Err(WimWriteError::Internal(format!(
+                                    "blob {b} ended while {id} was open"
+                                )));
+                            }
+                            let reshdr = a
+                                .finish(sink, &mut free, &mut out.counters)
+                                .map_err(WimWriteError::Write)?;
+                            out.blobs.push(BlobEntry {
+                                reshdr,
+                                refcnt: 1,
+                                sha1: fd.sha1,
+                            });
+                        }
+                        Some(b) => {
+                            let e = out.blobs.get_mut(b as usize).ok_or_else(|| {
+                                WimWriteError::Internal(format!("duplicate of unknown blob {b}"))
+                            })?;
+                            e.refcnt += 1;
+                            out.duplicate_files += 1;
+                            out.duplicate_bytes += fd.size;
+                            out.done += fd.size;
+                        }
+                    }
+                }
+                Msg::Failed(e) => return Err(e),
+                Msg::End => return Ok(out),
+            }
+            for b in free.drain(..) {
+                // The reader may already be gone; the buffer is then dropped.
+                let _ = tokens.send(b);
+            }
+            if out.done >= reported + PROGRESS_STEP {
+                reported = out.done;
+                progress(out.done, total);
+            }
+        }
+    }
+}
+
+/// Marks files that share their size with an earlier file in `order`: only
+/// those can be duplicates of something already written.
+pub fn needs_prehash(sizes: impl Iterator<Item = u64>) -> Vec<bool> {
+    let mut seen = std::collections::BTreeSet::new();
+    sizes.map(|s| s > 0 && !seen.insert(s)).collect()
+}

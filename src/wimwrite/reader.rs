@@ -1,0 +1,439 @@
+//! The producer side of the pipeline: reads files in tree order, computes
+//! their SHA-1, decides single instancing and hands chunks to the workers.
+//!
+//! It is the only place that assigns sequence numbers, which is what makes
+//! the output independent of worker timing (see `pipeline`). Duplicate
+//! handling: a file can only repeat an earlier file of the same size, so a
+//! file whose size is new is streamed at once (one read, hash on the fly);
+//! otherwise its SHA-1 must be known before writing. Small ones (up to
+//! `Params::small_limit`) are read into pool buffers and hashed, then the
+//! buffers are either dropped (duplicate) or submitted (still one read).
+//! Large ones get a hashing pass first and a second read only when unique;
+//! a second read is also checked against the first hash, so a file that
+//! changes in between is reported instead of silently mis-stored.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+
+use sha1::{Digest, Sha1};
+use sha2::Sha256;
+
+use super::error::WimWriteError;
+use super::pipeline::{FileDone, Input, Msg, POLL};
+use super::resource::{Buf, Stored};
+use super::tree::NodeKind;
+use super::{Content, EntryKind};
+
+/// Why the producer stopped early.
+enum Stop {
+    /// Report this error to the writer.
+    Error(WimWriteError),
+    /// The writer is gone (it failed or was cancelled); just return.
+    WriterGone,
+}
+
+impl From<WimWriteError> for Stop {
+    fn from(e: WimWriteError) -> Stop {
+        Stop::Error(e)
+    }
+}
+
+/// Where a file's bytes come from, for error messages.
+struct Origin<'a> {
+    wim_path: &'a str,
+    source: &'a Path,
+}
+
+impl Origin<'_> {
+    fn read_error(&self, error: io::Error) -> WimWriteError {
+        WimWriteError::Read {
+            path: self.wim_path.to_string(),
+            source_path: self.source.to_path_buf(),
+            error,
+        }
+    }
+
+    fn size_error(&self, expected: u64, found: String) -> WimWriteError {
+        WimWriteError::SizeChanged {
+            path: self.wim_path.to_string(),
+            source_path: self.source.to_path_buf(),
+            expected,
+            found,
+        }
+    }
+}
+
+/// Reads every file and feeds the pool; runs on its own thread.
+pub struct Producer<'a, 'i> {
+    input: &'a Input<'i>,
+    cancel: &'a AtomicBool,
+    tx: Sender<(u64, Msg)>,
+    tokens: Receiver<Buf>,
+    /// Buffers the producer got back itself (dropped duplicates).
+    spare: Vec<Buf>,
+    /// Buffers allocated so far (lazily, up to `params.buffers`).
+    created: usize,
+    seq: u64,
+    next_blob: u32,
+    /// SHA-1 → blob id of every content written so far.
+    seen: BTreeMap<[u8; 20], u32>,
+}
+
+impl<'a, 'i> Producer<'a, 'i> {
+    /// A producer sending to `tx` and drawing buffers from `tokens`.
+    pub fn new(
+        input: &'a Input<'i>,
+        cancel: &'a AtomicBool,
+        tx: Sender<(u64, Msg)>,
+        tokens: Receiver<Buf>,
+    ) -> Self {
+        Producer {
+            input,
+            cancel,
+            tx,
+            tokens,
+            spare: Vec::new(),
+            created: 0,
+            seq: 0,
+            next_blob: 0,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Processes every file, then sends `End` (or `Failed`).
+    pub fn run(mut self) {
+        match self.all_files() {
+            Ok(()) => {
+                let _ = self.send(Msg::End);
+            }
+            Err(Stop::Error(e)) => {
+                let _ = self.send(Msg::Failed(e));
+            }
+            Err(Stop::WriterGone) => {}
+        }
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<(), Stop> {
+        let seq = self.seq;
+        self.seq += 1;
+        self.tx.send((seq, msg)).map_err(|_| Stop::WriterGone)
+    }
+
+    fn check(&self) -> Result<(), Stop> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Stop::Error(WimWriteError::Cancelled));
+        }
+        if self.input.shared.abort.load(Ordering::Relaxed) {
+            return Err(Stop::WriterGone);
+        }
+        Ok(())
+    }
+
+    /// A free buffer: a returned one, a new one while under the limit, or
+    /// wait for the writer to hand one back.
+    fn take_buf(&mut self) -> Result<Buf, Stop> {
+        if let Some(b) = self.spare.pop() {
+            return Ok(b);
+        }
+        if let Ok(b) = self.tokens.try_recv() {
+            return Ok(b);
+        }
+        if self.created < self.input.params.buffers {
+            self.created += 1;
+            return Ok(Buf::new(self.input.params.unit));
+        }
+        loop {
+            self.check()?;
+            match self.tokens.recv_timeout(POLL) {
+                Ok(b) => return Ok(b),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Err(Stop::WriterGone),
+            }
+        }
+    }
+
+    /// Hands a chunk to the pool (or straight to the writer when nothing is
+    /// compressed).
+    fn submit(&mut self, blob: u32, buf: Buf) -> Result<(), Stop> {
+        let shared = self.input.shared;
+        if shared.kind.is_none() {
+            return self.send(Msg::Chunk {
+                buf,
+                stored: Stored::Raw { probed: false },
+            });
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        let tx = self.tx.clone();
+        let shared = Arc::clone(shared);
+        self.input.pool.spawn(move || {
+            let msg = shared.process(blob, buf);
+            let _ = tx.send((seq, msg));
+        });
+        Ok(())
+    }
+
+    fn all_files(&mut self) -> Result<(), Stop> {
+        let tree = self.input.tree;
+        for (fi, &node) in tree.files.iter().enumerate() {
+            self.check()?;
+            let n = &tree.nodes[node];
+            let NodeKind::File { entry, size } = n.kind else {
+                return Err(WimWriteError::Internal(format!("{} is not a file", n.path)).into());
+            };
+            let EntryKind::File { content, .. } = &self.input.entries[entry].kind else {
+                return Err(WimWriteError::Internal(format!("{} has no content", n.path)).into());
+            };
+            match content {
+                Content::Bytes(bytes) => self.bytes_file(fi, &n.path, bytes, size)?,
+                Content::Path(p) => self.path_file(fi, &n.path, p, size)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn file_done(
+        &mut self,
+        file: usize,
+        size: u64,
+        sha1: [u8; 20],
+        sha256: Option<[u8; 32]>,
+        blob: Option<u32>,
+        new: bool,
+    ) -> Result<(), Stop> {
+        self.send(Msg::FileDone(FileDone {
+            file,
+            size,
+            sha1,
+            sha256,
+            blob,
+            new,
+        }))
+    }
+
+    fn new_blob(&mut self, size: u64, writer_sha256: bool) -> Result<u32, Stop> {
+        let blob = self.next_blob;
+        self.next_blob += 1;
+        self.send(Msg::BlobBegin {
+            blob,
+            size,
+            writer_sha256,
+        })?;
+        Ok(blob)
+    }
+
+    fn bytes_file(
+        &mut self,
+        fi: usize,
+        wim_path: &str,
+        bytes: &[u8],
+        size: u64,
+    ) -> Result<(), Stop> {
+        if bytes.len() as u64 != size {
+            let origin = Origin {
+                wim_path,
+                source: Path::new("<memory>"),
+            };
+            return Err(origin
+                .size_error(size, format!("got {}", bytes.len()))
+                .into());
+        }
+        let sha1: [u8; 20] = Sha1::digest(bytes).into();
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        if size == 0 {
+            return self.file_done(fi, 0, sha1, Some(sha256), None, false);
+        }
+        if let Some(&b) = self.seen.get(&sha1) {
+            return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
+        }
+        let blob = self.new_blob(size, false)?;
+        for piece in bytes.chunks(self.input.params.unit) {
+            self.check()?;
+            let mut buf = self.take_buf()?;
+            buf.raw.clear();
+            buf.raw.extend_from_slice(piece);
+            self.submit(blob, buf)?;
+        }
+        self.seen.insert(sha1, blob);
+        self.file_done(fi, size, sha1, Some(sha256), Some(blob), true)
+    }
+
+    fn path_file(
+        &mut self,
+        fi: usize,
+        wim_path: &str,
+        source: &Path,
+        size: u64,
+    ) -> Result<(), Stop> {
+        let origin = Origin { wim_path, source };
+        let mut f = File::open(source).map_err(|e| origin.read_error(e))?;
+        if size == 0 {
+            expect_eof(&mut f, &origin, 0)?;
+            let sha1: [u8; 20] = Sha1::digest([]).into();
+            let sha256: [u8; 32] = Sha256::digest([]).into();
+            return self.file_done(fi, 0, sha1, Some(sha256), None, false);
+        }
+        if !self.input.needs_prehash[fi] {
+            // No earlier file of this size: it cannot be a duplicate.
+            let blob = self.new_blob(size, true)?;
+            let sha1 = self.stream(blob, &mut f, &origin, size)?;
+            self.seen.insert(sha1, blob);
+            return self.file_done(fi, size, sha1, None, Some(blob), true);
+        }
+        if size <= self.input.params.small_limit {
+            return self.small_suspect(fi, &mut f, &origin, size);
+        }
+        // Large file sharing its size with an earlier one: hash first.
+        let (sha1, sha256) = hash_pass(&mut f, &origin, size, self)?;
+        if let Some(&b) = self.seen.get(&sha1) {
+            return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
+        }
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| origin.read_error(e))?;
+        let blob = self.new_blob(size, false)?;
+        let again = self.stream(blob, &mut f, &origin, size)?;
+        if again != sha1 {
+            return Err(WimWriteError::ContentChanged {
+                path: wim_path.to_string(),
+                source_path: source.to_path_buf(),
+            }
+            .into());
+        }
+        self.seen.insert(sha1, blob);
+        self.file_done(fi, size, sha1, Some(sha256), Some(blob), true)
+    }
+
+    /// A small file that may duplicate an earlier one: read it into
+    /// buffers, hash, then drop or submit the buffers.
+    fn small_suspect(
+        &mut self,
+        fi: usize,
+        f: &mut File,
+        origin: &Origin<'_>,
+        size: u64,
+    ) -> Result<(), Stop> {
+        let unit = self.input.params.unit as u64;
+        let mut h1 = Sha1::new();
+        let mut h256 = Sha256::new();
+        let mut bufs = Vec::new();
+        let mut off = 0u64;
+        while off < size {
+            self.check()?;
+            let len = unit.min(size - off) as usize;
+            let mut buf = self.take_buf()?;
+            buf.raw.resize(len, 0);
+            read_exact_sized(f, &mut buf.raw, origin, off, size)?;
+            h1.update(&buf.raw);
+            h256.update(&buf.raw);
+            bufs.push(buf);
+            off += len as u64;
+        }
+        expect_eof(f, origin, size)?;
+        let sha1: [u8; 20] = h1.finalize().into();
+        let sha256: [u8; 32] = h256.finalize().into();
+        if let Some(&b) = self.seen.get(&sha1) {
+            self.spare.extend(bufs);
+            return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
+        }
+        let blob = self.new_blob(size, false)?;
+        for buf in bufs {
+            self.submit(blob, buf)?;
+        }
+        self.seen.insert(sha1, blob);
+        self.file_done(fi, size, sha1, Some(sha256), Some(blob), true)
+    }
+
+    /// Reads `size` bytes from `f` chunk by chunk, SHA-1-hashing each and
+    /// handing it to the pool as part of `blob`. Returns the SHA-1.
+    fn stream(
+        &mut self,
+        blob: u32,
+        f: &mut File,
+        origin: &Origin<'_>,
+        size: u64,
+    ) -> Result<[u8; 20], Stop> {
+        let unit = self.input.params.unit as u64;
+        let mut h1 = Sha1::new();
+        let mut off = 0u64;
+        while off < size {
+            self.check()?;
+            let len = unit.min(size - off) as usize;
+            let mut buf = self.take_buf()?;
+            buf.raw.resize(len, 0);
+            read_exact_sized(f, &mut buf.raw, origin, off, size)?;
+            h1.update(&buf.raw);
+            self.submit(blob, buf)?;
+            off += len as u64;
+        }
+        expect_eof(f, origin, size)?;
+        Ok(h1.finalize().into())
+    }
+}
+
+/// First pass over a large possible duplicate: both digests, no buffers
+/// from the pool (a private 1 MiB one).
+fn hash_pass(
+    f: &mut File,
+    origin: &Origin<'_>,
+    size: u64,
+    producer: &Producer<'_, '_>,
+) -> Result<([u8; 20], [u8; 32]), Stop> {
+    let mut h1 = Sha1::new();
+    let mut h256 = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < size {
+        producer.check()?;
+        let len = (buf.len() as u64).min(size - off) as usize;
+        read_exact_sized(f, &mut buf[..len], origin, off, size)?;
+        h1.update(&buf[..len]);
+        h256.update(&buf[..len]);
+        off += len as u64;
+    }
+    expect_eof(f, origin, size)?;
+    Ok((h1.finalize().into(), h256.finalize().into()))
+}
+
+/// Fills `buf` from `f`; hitting end-of-file first means the file shrank.
+fn read_exact_sized(
+    f: &mut File,
+    buf: &mut [u8],
+    origin: &Origin<'_>,
+    at: u64,
+    size: u64,
+) -> Result<(), Stop> {
+    let mut got = 0usize;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => {
+                let found = format!("got only {} bytes", at + got as u64);
+                return Err(origin.size_error(size, found).into());
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(origin.read_error(e).into()),
+        }
+    }
+    Ok(())
+}
+
+/// After `size` bytes the file must end; more means it grew.
+fn expect_eof(f: &mut File, origin: &Origin<'_>, size: u64) -> Result<(), Stop> {
+    let mut one = [0u8; 1];
+    loop {
+        match f.read(&mut one) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {
+                let found = format!("more than {size}");
+                return Err(origin.size_error(size, found).into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(origin.read_error(e).into()),
+        }
+    }
+}
