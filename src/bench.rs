@@ -273,7 +273,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
                     _ => {
                         let mut cmd = Command::new(&opts.exe);
                         cmd.arg("bench-write")
-                            .arg("--writer")
+                            .arg("--with")
                             .arg(if w == Writer::Native {
                                 "native"
                             } else {

@@ -142,23 +142,7 @@ pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Resu
         let n = (buf.len() as u64).min(left) as usize;
         match kind {
             Kind::Random => rng.fill(&mut buf[..n]),
-            Kind::Binary => {
-                for c in buf[..n].chunks_mut(8) {
-                    let r = rng.next_u64();
-                    let op = [0x48, 0x8B, 0x05, 0xE8, 0x89, 0x4C, 0xFF, 0x15][(r & 7) as usize];
-                    let tmpl = [
-                        op,
-                        0x8B,
-                        (r >> 8) as u8 & 0x3F,
-                        0x24,
-                        0x00,
-                        0x00,
-                        (r >> 16) as u8 & 3,
-                        0x90,
-                    ];
-                    c.copy_from_slice(&tmpl[..c.len()]);
-                }
-            }
+            Kind::Binary => fill_binary(&mut rng, &mut buf[..n]),
             Kind::Text => {
                 let mut i = 0;
                 while i < n {
@@ -181,6 +165,82 @@ pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Resu
         left -= n as u64;
     }
     f.flush()
+}
+
+/// Code-like bytes shaped after PE sections of drivers: mostly x86-64
+/// instruction streams (a skewed opcode vocabulary, ModRM bytes, small or
+/// random displacements and immediates), some data tables of small integers
+/// and pointers, some UTF-16 strings. LZX shrinks it to roughly half, as it
+/// does real `.sys`/`.dll` files.
+fn fill_binary(rng: &mut Rng, buf: &mut [u8]) {
+    const OPS: &[&[u8]] = &[
+        &[0x48, 0x8B],
+        &[0x48, 0x89],
+        &[0xE8],
+        &[0x48, 0x83, 0xEC],
+        &[0x48, 0x83, 0xC4],
+        &[0x8B],
+        &[0x89],
+        &[0x0F, 0x84],
+        &[0x0F, 0x85],
+        &[0x74],
+        &[0x75],
+        &[0xEB],
+        &[0x48, 0x8D],
+        &[0xFF, 0x15],
+        &[0x33, 0xC0],
+        &[0x85, 0xC0],
+        &[0x41, 0x8B],
+        &[0x4C, 0x8B],
+        &[0xC3],
+        &[0xCC],
+        &[0x90],
+        &[0x48, 0x85, 0xC9],
+        &[0x0F, 0xB6],
+    ];
+    let mut i = 0;
+    while i < buf.len() {
+        let r = rng.next_u64();
+        let mut emit = |bytes: &[u8]| {
+            for &b in bytes {
+                if i < buf.len() {
+                    buf[i] = b;
+                    i += 1;
+                }
+            }
+        };
+        match r % 100 {
+            // Instruction: opcode, ModRM, then a displacement/immediate.
+            0..=69 => {
+                let op = OPS[((r >> 8) % OPS.len() as u64) as usize];
+                emit(op);
+                emit(&[0x40 | ((r >> 16) as u8 & 0x3F)]);
+                match (r >> 24) % 4 {
+                    0 => emit(&[(r >> 32) as u8]),
+                    1 => emit(&((r >> 32) as u32 & 0xFFF).to_le_bytes()),
+                    2 => emit(&((r >> 32) as u32).to_le_bytes()),
+                    _ => {}
+                }
+            }
+            // Data: small integers and pointers into one image.
+            70..=89 => {
+                let v = if r & 0x100 != 0 {
+                    (r >> 32) & 0xFFFF
+                } else {
+                    0x1_4000_0000 + ((r >> 20) & 0xF_FFFF)
+                };
+                emit(&v.to_le_bytes());
+            }
+            // Strings: a UTF-16 word.
+            _ => {
+                let w = WORDS[((r >> 8) % WORDS.len() as u64) as usize];
+                for ch in w.bytes() {
+                    emit(&[ch, 0]);
+                }
+                emit(&[0, 0]);
+            }
+        }
+    }
 }
 
 fn fake(path: &Path, what: &str) -> io::Result<()> {

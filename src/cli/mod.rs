@@ -79,8 +79,9 @@ enum Command {
     /// (internal) Write a folder as a WIM with one writer; used by `bench`.
     #[command(hide = true)]
     BenchWrite {
+        /// `native` or `wimlib`.
         #[arg(long)]
-        writer: String,
+        with: String,
         #[arg(long)]
         compression: String,
         tree: PathBuf,
@@ -163,12 +164,12 @@ pub fn run() -> Result<i32> {
             threads,
         }) => cmd_bench(dir, &size, &content, &writers, &compressions, &threads),
         Some(Command::BenchWrite {
-            writer,
+            with,
             compression,
             tree,
             out,
         }) => {
-            let w = if writer == "wimlib" {
+            let w = if with == "wimlib" {
                 WimWriter::Wimlib
             } else {
                 WimWriter::Native

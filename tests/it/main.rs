@@ -12,3 +12,4 @@ mod check;
 mod plan;
 mod readme;
 mod security;
+mod writers;
