@@ -9,40 +9,8 @@
 
 use crate::wim::compressor::{Compressor, CompressorKind};
 
-/// xorshift64*: tiny, fast and good enough for fixtures.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed (any value; 0 is remapped).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform value in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        let mut words = buf.chunks_exact_mut(8);
-        for w in &mut words {
-            w.copy_from_slice(&self.next_u64().to_le_bytes());
-        }
-        let rest = words.into_remainder();
-        let last = self.next_u64().to_le_bytes();
-        rest.copy_from_slice(&last[..rest.len()]);
-    }
-}
+/// The demo generator's PRNG (xorshift64*), shared with the fixtures.
+pub use crate::demo::Rng;
 
 /// `n` bytes of incompressible noise.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
