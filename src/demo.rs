@@ -151,7 +151,7 @@ pub fn write_synthetic(path: &Path, kind: Kind, len: u64, seed: u64) -> io::Resu
                 let mut i = 0;
                 while i < n {
                     let w = WORDS[(rng.next_u64() % WORDS.len() as u64) as usize].as_bytes();
-                    let sep: &[u8] = if rng.next_u64() % 7 == 0 {
+                    let sep: &[u8] = if rng.next_u64().is_multiple_of(7) {
                         b"\r\n"
                     } else {
                         b" "

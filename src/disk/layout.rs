@@ -50,7 +50,7 @@ impl DiskLayout {
 /// The layout of a `disk_bytes` disk; errors when the disk is not whole sectors, too
 /// small for FAT32 or (MBR) larger than 2 TiB.
 pub fn layout(scheme: Scheme, disk_bytes: u64) -> Result<DiskLayout, DiskError> {
-    if disk_bytes % SECTOR != 0 {
+    if !disk_bytes.is_multiple_of(SECTOR) {
         return Err(DiskError::NotSectorMultiple { disk_bytes });
     }
     if scheme == Scheme::Mbr && disk_bytes > MBR_MAX_DISK_BYTES {

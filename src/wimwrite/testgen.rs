@@ -95,7 +95,7 @@ pub fn binary(n: usize, seed: u64) -> Vec<u8> {
                 let imm = rng.below(4096) as u32;
                 out.extend_from_slice(&imm.to_le_bytes());
             }
-            4 => out.extend(std::iter::repeat(0u8).take(rng.below(48) as usize)),
+            4 => out.extend(std::iter::repeat_n(0u8, rng.below(48) as usize)),
             5 => {
                 let v = rng.next_u64();
                 out.extend_from_slice(&v.to_le_bytes());
@@ -121,7 +121,7 @@ pub fn packed(n: usize, seed: u64) -> Vec<u8> {
     let mut buf = vec![0u8; 1 << 15];
     let mut s = seed;
     while out.len() < n {
-        let src = if s % 3 == 0 {
+        let src = if s.is_multiple_of(3) {
             binary(1 << 15, s)
         } else {
             text(1 << 15, s)
