@@ -27,21 +27,22 @@ use std::time::Instant;
 /// than that still makes a larger part, which the FAT writer then refuses).
 pub const SWM_PART_BYTES: u64 = 4095 << 20;
 
+/// The test override of the split threshold, read in one place.
+fn test_split_bytes() -> Option<u64> {
+    std::env::var("MEDIABUILD_TEST_SPLIT_BYTES")
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Members above this size are split. FAT32's limit is 4 GiB − 1; tests may
 /// lower it (and the part size with it) to exercise splitting on small inputs.
 fn split_threshold() -> u64 {
-    std::env::var("MEDIABUILD_TEST_SPLIT_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(fat32::MAX_FILE_SIZE)
+    test_split_bytes().unwrap_or(fat32::MAX_FILE_SIZE)
 }
 
 fn part_bytes() -> u64 {
-    std::env::var("MEDIABUILD_TEST_SPLIT_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|v| v / 2)
-        .unwrap_or(SWM_PART_BYTES)
+    test_split_bytes().map(|v| v / 2).unwrap_or(SWM_PART_BYTES)
 }
 
 fn scheme(s: Scheme) -> disk::Scheme {
