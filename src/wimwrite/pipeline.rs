@@ -35,6 +35,11 @@
 //!   that happens to share its size costs two).
 //! * **Cancellation**: the producer checks `cancel` before every chunk, the
 //!   writer whenever a message arrives or every 50 ms.
+//! * **One thread means one thread**: with a single worker the same
+//!   producer and writer run on the caller's thread, chunk by chunk
+//!   (`Inline` route), so `--jobs 1` is serial and its bytes are those of any
+//!   other thread count. Chunks of a blob already committed to raw storage
+//!   skip the pool and go straight to the writer.
 //!
 //! This file holds the shared state, the worker job and the writer loop; the
 //! producer (reading, hashing, duplicate decisions) is in `reader`.
@@ -282,21 +287,54 @@ pub struct Input<'a> {
 
 /// Runs the data phase: writes every distinct non-empty file content as a
 /// resource at the sink's position, in `tree.files` order.
+///
+/// With one thread everything runs on the caller's thread, in order (read,
+/// hash, probe, compress, write) — the same code serially, as `--jobs 1`
+/// promises. With more, the producer gets its own thread and chunks go to
+/// the pool.
 pub fn run<W: Write + Seek>(
     input: &Input<'_>,
     sink: &mut Sink<'_, W>,
     progress: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
 ) -> Result<Outcome, WimWriteError> {
+    let mut state = WriteState::new(input, sink, progress);
+    if input.pool.current_num_threads() <= 1 {
+        let route = Inline {
+            state: &mut state,
+            shared: input.shared,
+            unit: input.params.unit,
+        };
+        let mut producer = Producer::new(input, cancel, route);
+        return match producer.all_files() {
+            Ok(()) => {
+                producer.finish()?;
+                Ok(state.into_outcome())
+            }
+            Err(Stop::Error(e)) => Err(e),
+            Err(Stop::WriterGone) => Err(WimWriteError::Internal(
+                "writer stopped without a result".into(),
+            )),
+        };
+    }
     let (tx, rx) = mpsc::channel::<(u64, Msg)>();
     let (tok_tx, tok_rx) = mpsc::channel::<Buf>();
     std::thread::scope(|scope| {
-        let producer = Producer::new(input, cancel, tx, tok_rx);
+        let route = Threaded {
+            tx,
+            tokens: tok_rx,
+            pool: input.pool,
+            shared: input.shared,
+            unit: input.params.unit,
+            created: 0,
+            limit: input.params.buffers,
+        };
+        let producer = Producer::new(input, cancel, route);
         let handle = std::thread::Builder::new()
             .name("wimwrite-reader".into())
             .spawn_scoped(scope, move || producer.run())
             .map_err(|e| WimWriteError::Internal(format!("cannot start reader thread: {e}")))?;
-        let result = write_loop(input, rx, tok_tx, sink, progress, cancel);
+        let result = write_loop(&mut state, rx, tok_tx, cancel);
         if result.is_err() {
             input.shared.abort.store(true, Ordering::Relaxed);
         }
@@ -307,33 +345,17 @@ pub fn run<W: Write + Seek>(
         }
         result
     })
+    .map(|()| state.into_outcome())
 }
 
+/// The writer's loop when the producer runs on its own thread: receive,
+/// apply in sequence order, hand freed buffers back.
 fn write_loop<W: Write + Seek>(
-    input: &Input<'_>,
+    state: &mut WriteState<'_, '_, '_, W>,
     rx: Receiver<(u64, Msg)>,
     tokens: Sender<Buf>,
-    sink: &mut Sink<'_, W>,
-    progress: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
-) -> Result<Outcome, WimWriteError> {
-    let tree = input.tree;
-    let p = input.params;
-    let compressed = input.shared.kind.is_some();
-    let total = tree.total_bytes;
-    let mut out = Outcome {
-        sha1: vec![[0; 20]; tree.files.len()],
-        sha256: vec![[0; 32]; tree.files.len()],
-        ..Outcome::default()
-    };
-    let mut pending: BTreeMap<u64, Msg> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut current: Option<(u32, BlobAssembler)> = None;
-    let mut sha256: Option<Sha256> = None;
-    let mut free: Vec<Buf> = Vec::new();
-    let mut reported = 0u64;
-    progress(0, total);
-
+) -> Result<(), WimWriteError> {
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(WimWriteError::Cancelled);
@@ -347,107 +369,296 @@ fn write_loop<W: Write + Seek>(
                 ))
             }
         };
-        pending.insert(seq, msg);
-        while let Some(msg) = pending.remove(&next) {
-            next += 1;
-            match msg {
-                Msg::BlobBegin {
-                    blob,
-                    size,
-                    writer_sha256,
-                } => {
-                    sha256 = writer_sha256.then(Sha256::new);
-                    let a = BlobAssembler::new(
-                        sink.pos(),
-                        size,
-                        p.unit as u64,
-                        compressed,
-                        p.window_chunks,
-                        p.overflow,
-                    );
-                    current = Some((blob, a));
-                }
-                Msg::Chunk { buf, stored } => {
-                    let Some((id, a)) = current.as_mut() else {
-                        return Err(WimWriteError::Internal("chunk outside a blob".into()));
-                    };
-                    out.done += buf.raw.len() as u64;
-                    if let Some(h) = &mut sha256 {
-                        h.update(&buf.raw);
-                    }
-                    let committed_raw = a
-                        .push(buf, stored, sink, &mut free, &mut out.counters)
-                        .map_err(WimWriteError::Write)?;
-                    if committed_raw {
-                        input
-                            .shared
-                            .raw_blob
-                            .store(u64::from(*id) + 1, Ordering::Relaxed);
-                    }
-                }
-                Msg::FileDone(fd) => {
-                    out.sha1[fd.file] = fd.sha1;
-                    out.sha256[fd.file] = match (fd.sha256, fd.new) {
-                        (Some(d), _) => d,
-                        (None, true) => match sha256.take() {
-                            Some(h) => h.finalize().into(),
-                            None => {
-                                return Err(WimWriteError::Internal(
-                                    "blob without a SHA-256".into(),
-                                ))
-                            }
-                        },
-                        (None, false) => {
-                            return Err(WimWriteError::Internal(
-                                "duplicate without a SHA-256".into(),
-                            ))
-                        }
-                    };
-                    match fd.blob {
-                        None => {}
-                        Some(b) if fd.new => {
-                            let Some((id, a)) = current.take() else {
-                                return Err(WimWriteError::Internal(
-                                    "file end outside a blob".into(),
-                                ));
-                            };
-                            if id != b || b as usize != out.blobs.len() {
-                                return Err(WimWriteError::Internal(format!(
-                                    "blob {b} ended while {id} was open"
-                                )));
-                            }
-                            let reshdr = a
-                                .finish(sink, &mut free, &mut out.counters)
-                                .map_err(WimWriteError::Write)?;
-                            out.blobs.push(BlobEntry {
-                                reshdr,
-                                refcnt: 1,
-                                sha1: fd.sha1,
-                            });
-                        }
-                        Some(b) => {
-                            let e = out.blobs.get_mut(b as usize).ok_or_else(|| {
-                                WimWriteError::Internal(format!("duplicate of unknown blob {b}"))
-                            })?;
-                            e.refcnt += 1;
-                            out.duplicate_files += 1;
-                            out.duplicate_bytes += fd.size;
-                            out.done += fd.size;
-                        }
-                    }
-                }
-                Msg::Failed(e) => return Err(e),
-                Msg::End => return Ok(out),
-            }
-            for b in free.drain(..) {
-                // The reader may already be gone; the buffer is then dropped.
-                let _ = tokens.send(b);
-            }
-            if out.done >= reported + PROGRESS_STEP {
-                reported = out.done;
-                progress(out.done, total);
+        let ended = state.accept(seq, msg)?;
+        for b in state.free.drain(..) {
+            // The reader may already be gone; the buffer is then dropped.
+            let _ = tokens.send(b);
+        }
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
+/// Where the producer's messages and chunks go (see `reader::Producer`).
+pub trait Route {
+    /// Delivers a message that needs no worker.
+    fn send(&mut self, seq: u64, msg: Msg) -> Result<(), Stop>;
+    /// Has a chunk of `blob` probed/compressed, then delivered.
+    fn submit(&mut self, seq: u64, blob: u32, buf: Buf) -> Result<(), Stop>;
+    /// A free buffer; may wait for the writer to return one.
+    fn take_buf(&mut self, check: &dyn Fn() -> Result<(), Stop>) -> Result<Buf, Stop>;
+}
+
+/// Why the producer stopped early.
+pub enum Stop {
+    /// Report this error to the writer.
+    Error(WimWriteError),
+    /// The writer is gone (it failed or was cancelled); just return.
+    WriterGone,
+}
+
+impl From<WimWriteError> for Stop {
+    fn from(e: WimWriteError) -> Stop {
+        Stop::Error(e)
+    }
+}
+
+/// Producer on its own thread, workers on the pool, writer on the caller's
+/// thread.
+struct Threaded<'a> {
+    tx: Sender<(u64, Msg)>,
+    tokens: Receiver<Buf>,
+    pool: &'a ThreadPool,
+    shared: &'a Arc<Shared>,
+    unit: usize,
+    /// Buffers allocated so far (lazily, up to `limit`).
+    created: usize,
+    limit: usize,
+}
+
+impl Route for Threaded<'_> {
+    fn send(&mut self, seq: u64, msg: Msg) -> Result<(), Stop> {
+        self.tx.send((seq, msg)).map_err(|_| Stop::WriterGone)
+    }
+
+    fn submit(&mut self, seq: u64, blob: u32, buf: Buf) -> Result<(), Stop> {
+        // Nothing to decide for an uncompressed WIM or a blob the writer
+        // already committed to raw storage: skip the hop through the pool
+        // (the worker would return exactly this).
+        if self.shared.kind.is_none()
+            || self.shared.raw_blob.load(Ordering::Relaxed) == u64::from(blob) + 1
+        {
+            let stored = Stored::Raw { probed: false };
+            return self.send(seq, Msg::Chunk { buf, stored });
+        }
+        let tx = self.tx.clone();
+        let shared = Arc::clone(self.shared);
+        self.pool.spawn(move || {
+            let msg = shared.process(blob, buf);
+            let _ = tx.send((seq, msg));
+        });
+        Ok(())
+    }
+
+    fn take_buf(&mut self, check: &dyn Fn() -> Result<(), Stop>) -> Result<Buf, Stop> {
+        if let Ok(b) = self.tokens.try_recv() {
+            return Ok(b);
+        }
+        if self.created < self.limit {
+            self.created += 1;
+            return Ok(Buf::new(self.unit));
+        }
+        loop {
+            check()?;
+            match self.tokens.recv_timeout(POLL) {
+                Ok(b) => return Ok(b),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Err(Stop::WriterGone),
             }
         }
+    }
+}
+
+/// Everything on the caller's thread: each chunk is processed and written
+/// as soon as it is read. Buffers come back to `state.free` at once, so the
+/// pool stays as small as the window the assembler holds.
+struct Inline<'s, 'a, 'i, 'w, W: Write + Seek> {
+    state: &'s mut WriteState<'a, 'i, 'w, W>,
+    shared: &'s Arc<Shared>,
+    unit: usize,
+}
+
+impl<W: Write + Seek> Route for Inline<'_, '_, '_, '_, W> {
+    fn send(&mut self, seq: u64, msg: Msg) -> Result<(), Stop> {
+        self.state.accept(seq, msg).map(|_| ()).map_err(Stop::Error)
+    }
+
+    fn submit(&mut self, seq: u64, blob: u32, buf: Buf) -> Result<(), Stop> {
+        let msg = if self.shared.kind.is_none() {
+            Msg::Chunk {
+                buf,
+                stored: Stored::Raw { probed: false },
+            }
+        } else {
+            self.shared.process(blob, buf)
+        };
+        self.send(seq, msg)
+    }
+
+    fn take_buf(&mut self, check: &dyn Fn() -> Result<(), Stop>) -> Result<Buf, Stop> {
+        check()?;
+        Ok(self.state.free.pop().unwrap_or_else(|| Buf::new(self.unit)))
+    }
+}
+
+/// The writer: applies messages strictly in sequence order.
+struct WriteState<'a, 'i, 'w, W: Write + Seek> {
+    input: &'a Input<'i>,
+    sink: &'a mut Sink<'w, W>,
+    progress: &'a mut dyn FnMut(u64, u64),
+    compressed: bool,
+    out: Outcome,
+    pending: BTreeMap<u64, Msg>,
+    next: u64,
+    current: Option<(u32, BlobAssembler)>,
+    sha256: Option<Sha256>,
+    /// Buffers written and free again.
+    free: Vec<Buf>,
+    reported: u64,
+}
+
+impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
+    fn new(
+        input: &'a Input<'i>,
+        sink: &'a mut Sink<'w, W>,
+        progress: &'a mut dyn FnMut(u64, u64),
+    ) -> Self {
+        let files = input.tree.files.len();
+        progress(0, input.tree.total_bytes);
+        WriteState {
+            input,
+            sink,
+            progress,
+            compressed: input.shared.kind.is_some(),
+            out: Outcome {
+                sha1: vec![[0; 20]; files],
+                sha256: vec![[0; 32]; files],
+                ..Outcome::default()
+            },
+            pending: BTreeMap::new(),
+            next: 0,
+            current: None,
+            sha256: None,
+            free: Vec::new(),
+            reported: 0,
+        }
+    }
+
+    fn into_outcome(self) -> Outcome {
+        self.out
+    }
+
+    /// Takes message `seq` and applies every message that is now next in
+    /// order. True once `End` has been applied.
+    fn accept(&mut self, seq: u64, msg: Msg) -> Result<bool, WimWriteError> {
+        if seq == self.next {
+            // The common case (always, inline): no trip through the map.
+            if self.apply(msg)? {
+                return Ok(true);
+            }
+        } else {
+            self.pending.insert(seq, msg);
+        }
+        while let Some(msg) = self.pending.remove(&self.next) {
+            if self.apply(msg)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn apply(&mut self, msg: Msg) -> Result<bool, WimWriteError> {
+        self.next += 1;
+        let p = self.input.params;
+        match msg {
+            Msg::BlobBegin {
+                blob,
+                size,
+                writer_sha256,
+            } => {
+                self.sha256 = writer_sha256.then(Sha256::new);
+                let a = BlobAssembler::new(
+                    self.sink.pos(),
+                    size,
+                    p.unit as u64,
+                    self.compressed,
+                    p.window_chunks,
+                    p.overflow,
+                );
+                self.current = Some((blob, a));
+            }
+            Msg::Chunk { buf, stored } => {
+                let Some((id, a)) = self.current.as_mut() else {
+                    return Err(WimWriteError::Internal("chunk outside a blob".into()));
+                };
+                self.out.done += buf.raw.len() as u64;
+                if let Some(h) = &mut self.sha256 {
+                    h.update(&buf.raw);
+                }
+                let committed_raw = a
+                    .push(
+                        buf,
+                        stored,
+                        self.sink,
+                        &mut self.free,
+                        &mut self.out.counters,
+                    )
+                    .map_err(WimWriteError::Write)?;
+                if committed_raw {
+                    self.input
+                        .shared
+                        .raw_blob
+                        .store(u64::from(*id) + 1, Ordering::Relaxed);
+                }
+            }
+            Msg::FileDone(fd) => self.file_done(fd)?,
+            Msg::Failed(e) => return Err(e),
+            Msg::End => return Ok(true),
+        }
+        if self.out.done >= self.reported + PROGRESS_STEP {
+            self.reported = self.out.done;
+            (self.progress)(self.out.done, self.input.tree.total_bytes);
+        }
+        Ok(false)
+    }
+
+    fn file_done(&mut self, fd: FileDone) -> Result<(), WimWriteError> {
+        let out = &mut self.out;
+        out.sha1[fd.file] = fd.sha1;
+        out.sha256[fd.file] = match (fd.sha256, fd.new) {
+            (Some(d), _) => d,
+            (None, true) => match self.sha256.take() {
+                Some(h) => h.finalize().into(),
+                None => return Err(WimWriteError::Internal("blob without a SHA-256".into())),
+            },
+            (None, false) => {
+                return Err(WimWriteError::Internal(
+                    "duplicate without a SHA-256".into(),
+                ))
+            }
+        };
+        match fd.blob {
+            None => {}
+            Some(b) if fd.new => {
+                let Some((id, a)) = self.current.take() else {
+                    return Err(WimWriteError::Internal("file end outside a blob".into()));
+                };
+                if id != b || b as usize != out.blobs.len() {
+                    return Err(WimWriteError::Internal(format!(
+                        "blob {b} ended while {id} was open"
+                    )));
+                }
+                let reshdr = a
+                    .finish(self.sink, &mut self.free, &mut out.counters)
+                    .map_err(WimWriteError::Write)?;
+                out.blobs.push(BlobEntry {
+                    reshdr,
+                    refcnt: 1,
+                    sha1: fd.sha1,
+                });
+            }
+            Some(b) => {
+                let e = out.blobs.get_mut(b as usize).ok_or_else(|| {
+                    WimWriteError::Internal(format!("duplicate of unknown blob {b}"))
+                })?;
+                e.refcnt += 1;
+                out.duplicate_files += 1;
+                out.duplicate_bytes += fd.size;
+                out.done += fd.size;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -17,31 +17,15 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
 use super::error::WimWriteError;
-use super::pipeline::{FileDone, Input, Msg, POLL};
-use super::resource::{Buf, Stored};
+use super::pipeline::{FileDone, Input, Msg, Route, Stop};
+use super::resource::Buf;
 use super::tree::NodeKind;
 use super::{Content, EntryKind};
-
-/// Why the producer stopped early.
-enum Stop {
-    /// Report this error to the writer.
-    Error(WimWriteError),
-    /// The writer is gone (it failed or was cancelled); just return.
-    WriterGone,
-}
-
-impl From<WimWriteError> for Stop {
-    fn from(e: WimWriteError) -> Stop {
-        Stop::Error(e)
-    }
-}
 
 /// Where a file's bytes come from, for error messages.
 struct Origin<'a> {
@@ -68,48 +52,51 @@ impl Origin<'_> {
     }
 }
 
-/// Reads every file and feeds the pool; runs on its own thread.
-pub struct Producer<'a, 'i> {
+/// Reads every file and feeds the route (the pool and the writer, or both
+/// inline on this thread).
+pub struct Producer<'a, 'i, R: Route> {
     input: &'a Input<'i>,
     cancel: &'a AtomicBool,
-    tx: Sender<(u64, Msg)>,
-    tokens: Receiver<Buf>,
+    route: R,
     /// Buffers the producer got back itself (dropped duplicates).
     spare: Vec<Buf>,
-    /// Buffers allocated so far (lazily, up to `params.buffers`).
-    created: usize,
     seq: u64,
     next_blob: u32,
     /// SHA-1 → blob id of every content written so far.
     seen: BTreeMap<[u8; 20], u32>,
 }
 
-impl<'a, 'i> Producer<'a, 'i> {
-    /// A producer sending to `tx` and drawing buffers from `tokens`.
-    pub fn new(
-        input: &'a Input<'i>,
-        cancel: &'a AtomicBool,
-        tx: Sender<(u64, Msg)>,
-        tokens: Receiver<Buf>,
-    ) -> Self {
+/// Cancelled by the user, or the writer gave up.
+fn check(input: &Input<'_>, cancel: &AtomicBool) -> Result<(), Stop> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Stop::Error(WimWriteError::Cancelled));
+    }
+    if input.shared.abort.load(Ordering::Relaxed) {
+        return Err(Stop::WriterGone);
+    }
+    Ok(())
+}
+
+impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
+    /// A producer feeding `route`.
+    pub fn new(input: &'a Input<'i>, cancel: &'a AtomicBool, route: R) -> Self {
         Producer {
             input,
             cancel,
-            tx,
-            tokens,
+            route,
             spare: Vec::new(),
-            created: 0,
             seq: 0,
             next_blob: 0,
             seen: BTreeMap::new(),
         }
     }
 
-    /// Processes every file, then sends `End` (or `Failed`).
+    /// Processes every file, then sends `End` (or `Failed`); for the
+    /// producer's own thread.
     pub fn run(mut self) {
         match self.all_files() {
             Ok(()) => {
-                let _ = self.send(Msg::End);
+                let _ = self.finish();
             }
             Err(Stop::Error(e)) => {
                 let _ = self.send(Msg::Failed(e));
@@ -118,67 +105,45 @@ impl<'a, 'i> Producer<'a, 'i> {
         }
     }
 
-    fn send(&mut self, msg: Msg) -> Result<(), Stop> {
-        let seq = self.seq;
-        self.seq += 1;
-        self.tx.send((seq, msg)).map_err(|_| Stop::WriterGone)
-    }
-
-    fn check(&self) -> Result<(), Stop> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(Stop::Error(WimWriteError::Cancelled));
-        }
-        if self.input.shared.abort.load(Ordering::Relaxed) {
-            return Err(Stop::WriterGone);
-        }
-        Ok(())
-    }
-
-    /// A free buffer: a returned one, a new one while under the limit, or
-    /// wait for the writer to hand one back.
-    fn take_buf(&mut self) -> Result<Buf, Stop> {
-        if let Some(b) = self.spare.pop() {
-            return Ok(b);
-        }
-        if let Ok(b) = self.tokens.try_recv() {
-            return Ok(b);
-        }
-        if self.created < self.input.params.buffers {
-            self.created += 1;
-            return Ok(Buf::new(self.input.params.unit));
-        }
-        loop {
-            self.check()?;
-            match self.tokens.recv_timeout(POLL) {
-                Ok(b) => return Ok(b),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Err(Stop::WriterGone),
+    /// Sends `End` after the last file.
+    pub fn finish(&mut self) -> Result<(), WimWriteError> {
+        match self.send(Msg::End) {
+            Ok(()) => Ok(()),
+            Err(Stop::Error(e)) => Err(e),
+            Err(Stop::WriterGone) => {
+                Err(WimWriteError::Internal("writer gone before the end".into()))
             }
         }
     }
 
-    /// Hands a chunk to the pool (or straight to the writer when nothing is
-    /// compressed).
-    fn submit(&mut self, blob: u32, buf: Buf) -> Result<(), Stop> {
-        let shared = self.input.shared;
-        if shared.kind.is_none() {
-            return self.send(Msg::Chunk {
-                buf,
-                stored: Stored::Raw { probed: false },
-            });
-        }
+    fn send(&mut self, msg: Msg) -> Result<(), Stop> {
         let seq = self.seq;
         self.seq += 1;
-        let tx = self.tx.clone();
-        let shared = Arc::clone(shared);
-        self.input.pool.spawn(move || {
-            let msg = shared.process(blob, buf);
-            let _ = tx.send((seq, msg));
-        });
-        Ok(())
+        self.route.send(seq, msg)
     }
 
-    fn all_files(&mut self) -> Result<(), Stop> {
+    fn check(&self) -> Result<(), Stop> {
+        check(self.input, self.cancel)
+    }
+
+    /// A free buffer: a returned one, or one from the route (which may wait
+    /// for the writer to hand one back).
+    fn take_buf(&mut self) -> Result<Buf, Stop> {
+        if let Some(b) = self.spare.pop() {
+            return Ok(b);
+        }
+        let (input, cancel) = (self.input, self.cancel);
+        self.route.take_buf(&|| check(input, cancel))
+    }
+
+    /// Hands a chunk on to be probed/compressed and written.
+    fn submit(&mut self, blob: u32, buf: Buf) -> Result<(), Stop> {
+        let seq = self.seq;
+        self.seq += 1;
+        self.route.submit(seq, blob, buf)
+    }
+
+    pub fn all_files(&mut self) -> Result<(), Stop> {
         let tree = self.input.tree;
         for (fi, &node) in tree.files.iter().enumerate() {
             self.check()?;
@@ -381,7 +346,7 @@ fn hash_pass(
     f: &mut File,
     origin: &Origin<'_>,
     size: u64,
-    producer: &Producer<'_, '_>,
+    producer: &Producer<'_, '_, impl Route>,
 ) -> Result<([u8; 20], [u8; 32]), Stop> {
     let mut h1 = Sha1::new();
     let mut h256 = Sha256::new();
