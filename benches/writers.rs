@@ -35,6 +35,10 @@ fn main() {
         writers: vec![Writer::Native, Writer::Wimlib, Writer::Imagex],
         compressions: vec![Compression::Lzx, Compression::Xpress],
         threads: vec![1, 2],
+        repeat: std::env::var("MEDIABUILD_BENCH_REPEAT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1),
         exe: PathBuf::from(env!("CARGO_BIN_EXE_mediabuild")),
     };
     match bench::run(&opts, &mut |l| eprintln!("{l}")) {

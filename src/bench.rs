@@ -57,6 +57,9 @@ pub struct BenchOptions {
     pub writers: Vec<Writer>,
     pub compressions: Vec<Compression>,
     pub threads: Vec<usize>,
+    /// Timed runs of each write, interleaved across writers (the median is
+    /// reported): on a shared machine one run is one sample of the noise.
+    pub repeat: usize,
     /// The mediabuild executable (runs each write in its own process).
     pub exe: PathBuf,
 }
@@ -67,7 +70,10 @@ pub struct Row {
     pub writer: Writer,
     pub compression: Compression,
     pub threads: usize,
+    /// Median of `runs`.
     pub secs: f64,
+    /// Every timed run, in order.
+    pub runs: Vec<f64>,
     pub input: u64,
     pub output: u64,
     pub peak_rss: u64,
@@ -243,113 +249,177 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
     let outs = opts.dir.join("outputs");
     std::fs::create_dir_all(&outs).map_err(io(&outs))?;
     let (imagex, sevenz) = (tool("wimlib-imagex"), tool("7z"));
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut reference: Option<BTreeSet<(String, u64, [u8; 20])>> = None;
+    let repeat = opts.repeat.max(1);
     for &c in &opts.compressions {
         for &t in &opts.threads {
-            for &w in &opts.writers {
-                if w == Writer::Imagex && !imagex {
-                    log("skipping wimlib-imagex: not installed");
-                    continue;
-                }
-                let out = outs.join(format!(
-                    "{}-{}-{t}.wim",
-                    w.name().split(' ').next().unwrap_or("x"),
-                    c.as_str()
-                ));
-                let _ = std::fs::remove_file(&out);
-                let cmd = match w {
-                    Writer::Imagex => {
-                        let mut cmd = Command::new("wimlib-imagex");
-                        cmd.arg("capture")
-                            .arg(&tree)
-                            .arg(&out)
-                            .arg("media")
-                            .arg(format!("--compress={}", ctype_arg(c)))
-                            .arg(format!("--threads={t}"))
-                            .arg("--no-acls");
-                        cmd
-                    }
-                    _ => {
-                        let mut cmd = Command::new(&opts.exe);
-                        cmd.arg("bench-write")
-                            .arg("--with")
-                            .arg(if w == Writer::Native {
-                                "native"
-                            } else {
-                                "wimlib"
-                            })
-                            .arg("--compression")
-                            .arg(c.as_str())
-                            .arg("--jobs")
-                            .arg(t.to_string())
-                            .arg(&tree)
-                            .arg(&out);
-                        cmd
-                    }
-                };
-                log(&format!("{} {} {t} thread(s) …", w.name(), c.as_str()));
-                let (secs, peak_rss, _) =
-                    timed(cmd).map_err(|e| BenchError::Setup(format!("{}: {e}", w.name())))?;
-                let output = std::fs::metadata(&out).map_err(io(&out))?.len();
-                let mut problems = Vec::new();
-                // Correctness, checked on every output by tools that are not ours.
-                if imagex {
-                    let o = Command::new("wimlib-imagex")
-                        .arg("verify")
-                        .arg(&out)
-                        .output();
-                    if !o.map(|o| o.status.success()).unwrap_or(false) {
-                        problems.push("wimlib-imagex verify failed".into());
-                    }
-                }
-                if sevenz {
-                    let o = Command::new("7z").arg("t").arg(&out).output();
-                    if !o.map(|o| o.status.success()).unwrap_or(false) {
-                        problems.push("7z t failed".into());
-                    }
-                }
-                match content_of(&out) {
-                    Ok(files) => match &reference {
-                        Some(r) if *r != files => {
-                            problems.push("content differs from the reference".into())
+            let first = rows.len();
+            for rep in 0..repeat {
+                for &w in &opts.writers {
+                    if w == Writer::Imagex && !imagex {
+                        if rep == 0 {
+                            log("skipping wimlib-imagex: not installed");
                         }
-                        Some(_) => {}
-                        None => reference = Some(files),
-                    },
-                    Err(e) => problems.push(format!("cannot list: {e}")),
-                }
-                let sha256 = build::hash::sha256_file(&out, &|_| {}, &|| false)
-                    .map(|h| crate::ids::hex(&h))
-                    .unwrap_or_default();
-                let row = Row {
-                    writer: w,
-                    compression: c,
-                    threads: t,
-                    secs,
-                    input,
-                    output,
-                    peak_rss,
-                    sha256,
-                    problems,
-                };
-                log(&format!(
-                    "  {:.2} s, {:.1} MB/s, {}, peak RSS {}{}",
-                    row.secs,
-                    row.mbps(),
-                    human(row.output),
-                    human(row.peak_rss),
-                    if row.problems.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — {}", row.problems.join("; "))
+                        continue;
                     }
-                ));
-                rows.push(row);
+                    let out = outs.join(format!(
+                        "{}-{}-{t}.wim",
+                        w.name().split(' ').next().unwrap_or("x"),
+                        c.as_str()
+                    ));
+                    if rep > 0 {
+                        let row = rows[first..]
+                            .iter_mut()
+                            .find(|r| r.writer == w)
+                            .ok_or_else(|| BenchError::Setup("lost a row".into()))?;
+                        let _ = std::fs::remove_file(&out);
+                        log(&format!(
+                            "{} {} {t} thread(s), run {} …",
+                            w.name(),
+                            c.as_str(),
+                            rep + 1
+                        ));
+                        let (secs, peak_rss, _) = timed(write_command(opts, w, c, t, &tree, &out))
+                            .map_err(|e| BenchError::Setup(format!("{}: {e}", w.name())))?;
+                        row.runs.push(secs);
+                        row.peak_rss = row.peak_rss.max(peak_rss);
+                        // Same inputs, same writer: the bytes must not change
+                        // from run to run (wimlib's own writer stamps times, so
+                        // only ours is held to it).
+                        if w == Writer::Native {
+                            let sha = build::hash::sha256_file(&out, &|_| {}, &|| false)
+                                .map(|h| crate::ids::hex(&h))
+                                .unwrap_or_default();
+                            if sha != row.sha256 {
+                                row.problems
+                                    .push(format!("run {} wrote other bytes", rep + 1));
+                            }
+                        }
+                        log(&format!("  {secs:.2} s"));
+                        continue;
+                    }
+                    let _ = std::fs::remove_file(&out);
+                    let cmd = write_command(opts, w, c, t, &tree, &out);
+                    log(&format!("{} {} {t} thread(s) …", w.name(), c.as_str()));
+                    let (secs, peak_rss, _) =
+                        timed(cmd).map_err(|e| BenchError::Setup(format!("{}: {e}", w.name())))?;
+                    let output = std::fs::metadata(&out).map_err(io(&out))?.len();
+                    let mut problems = Vec::new();
+                    // Correctness, checked on every output by tools that are not ours.
+                    if imagex {
+                        let o = Command::new("wimlib-imagex")
+                            .arg("verify")
+                            .arg(&out)
+                            .output();
+                        if !o.map(|o| o.status.success()).unwrap_or(false) {
+                            problems.push("wimlib-imagex verify failed".into());
+                        }
+                    }
+                    if sevenz {
+                        let o = Command::new("7z").arg("t").arg(&out).output();
+                        if !o.map(|o| o.status.success()).unwrap_or(false) {
+                            problems.push("7z t failed".into());
+                        }
+                    }
+                    match content_of(&out) {
+                        Ok(files) => match &reference {
+                            Some(r) if *r != files => {
+                                problems.push("content differs from the reference".into())
+                            }
+                            Some(_) => {}
+                            None => reference = Some(files),
+                        },
+                        Err(e) => problems.push(format!("cannot list: {e}")),
+                    }
+                    let sha256 = build::hash::sha256_file(&out, &|_| {}, &|| false)
+                        .map(|h| crate::ids::hex(&h))
+                        .unwrap_or_default();
+                    let row = Row {
+                        writer: w,
+                        compression: c,
+                        threads: t,
+                        secs,
+                        runs: vec![secs],
+                        input,
+                        output,
+                        peak_rss,
+                        sha256,
+                        problems,
+                    };
+                    log(&format!(
+                        "  {:.2} s, {:.1} MB/s, {}, peak RSS {}{}",
+                        row.secs,
+                        row.mbps(),
+                        human(row.output),
+                        human(row.peak_rss),
+                        if row.problems.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" — {}", row.problems.join("; "))
+                        }
+                    ));
+                    rows.push(row);
+                }
+            }
+            for r in &mut rows[first..] {
+                r.secs = median(&r.runs);
             }
         }
     }
     Ok(BenchReport { mix, input, rows })
+}
+
+/// The median of a non-empty list of times.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The process that performs one write.
+fn write_command(
+    opts: &BenchOptions,
+    w: Writer,
+    c: Compression,
+    t: usize,
+    tree: &Path,
+    out: &Path,
+) -> Command {
+    match w {
+        Writer::Imagex => {
+            let mut cmd = Command::new("wimlib-imagex");
+            cmd.arg("capture")
+                .arg(tree)
+                .arg(out)
+                .arg("media")
+                .arg(format!("--compress={}", ctype_arg(c)))
+                .arg(format!("--threads={t}"))
+                .arg("--no-acls");
+            cmd
+        }
+        _ => {
+            let mut cmd = Command::new(&opts.exe);
+            cmd.arg("bench-write")
+                .arg("--with")
+                .arg(if w == Writer::Native {
+                    "native"
+                } else {
+                    "wimlib"
+                })
+                .arg("--compression")
+                .arg(c.as_str())
+                .arg("--jobs")
+                .arg(t.to_string())
+                .arg(tree)
+                .arg(out);
+            cmd
+        }
+    }
 }
 
 impl BenchReport {

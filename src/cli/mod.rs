@@ -75,6 +75,10 @@ enum Command {
         /// Thread counts (comma-separated).
         #[arg(long, default_value = "1,2")]
         threads: String,
+        /// Timed runs of each write, interleaved across writers; the median is
+        /// reported (a shared machine is noisy).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// (internal) Write a folder as a WIM with one writer; used by `bench`.
     #[command(hide = true)]
@@ -162,7 +166,16 @@ pub fn run() -> Result<i32> {
             writers,
             compressions,
             threads,
-        }) => cmd_bench(dir, &size, &content, &writers, &compressions, &threads),
+            repeat,
+        }) => cmd_bench(
+            dir,
+            &size,
+            &content,
+            &writers,
+            &compressions,
+            &threads,
+            repeat,
+        ),
         Some(Command::BenchWrite {
             with,
             compression,
@@ -329,6 +342,7 @@ fn cmd_bench(
     writers: &str,
     comps: &str,
     threads: &str,
+    repeat: usize,
 ) -> Result<i32> {
     let size =
         units::parse_size(size).with_context(|| format!("--size {size:?}: write e.g. 1GiB"))?;
@@ -365,6 +379,7 @@ fn cmd_bench(
         writers,
         compressions,
         threads,
+        repeat,
         exe: std::env::current_exe()?,
     };
     let report = bench::run(&opts, &mut |line| eprintln!("{line}"))?;
