@@ -308,7 +308,7 @@ fn checked_plan(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<
     let opts = mediabuild::validate::Options {
         allow_weak_password: args.allow_weak_password,
     };
-    let c = plan::check_with(recipe, Mode::Build, opts);
+    let c = drawer.phase("check", || plan::check_with(recipe, Mode::Build, opts));
     let errors = c.diags.iter().filter(|d| d.is_error()).count();
     if let Some(j) = drawer.json() {
         j.diagnostics(&c.diags);
@@ -421,7 +421,8 @@ fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<
         if matches!(drawer, draw::Draw::Bars(_) | draw::Draw::Lines(_)) {
             eprintln!("writing demo inputs to {} …", dir.display());
         }
-        let rep = demo::generate(dir, &opts)
+        let rep = drawer
+            .phase("generate demo", || demo::generate(dir, &opts))
             .with_context(|| format!("cannot write the demo into {}", dir.display()))?;
         println!(
             "demo inputs in {} ({}):",

@@ -187,9 +187,12 @@ fn an_invalid_recipe_gives_diagnostic_lines_and_a_failed_result() {
     assert_eq!(r["status"], "failed");
     assert_eq!(r["errors"], 1);
     assert!(r["error"].as_str().unwrap().contains("nothing was built"));
-    assert!(
-        of_type(&ls, "begin").is_empty(),
-        "nothing may start on an invalid recipe"
+    // Only the check ran: no build phase started.
+    let phases: Vec<&Value> = of_type(&ls, "begin").iter().map(|l| &l["phase"]).collect();
+    assert_eq!(
+        phases,
+        ["check"],
+        "nothing may be built from an invalid recipe"
     );
 }
 
@@ -341,4 +344,55 @@ fn check_and_plan_json_carry_the_protocol_version() {
         (Some(1), Some("plan"))
     );
     assert!(v["media"]["members"].is_array());
+}
+
+#[test]
+fn ctrl_c_is_a_json_warning_and_a_failed_result() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let d = Demo::with_size(64 << 20);
+    let mut child = Command::new(BIN)
+        .args(["build", d.recipe().to_str().unwrap(), "--jobs", "1"])
+        .args(["--progress", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut got = Vec::new();
+    let mut sent = false;
+    for l in stderr.lines() {
+        let l = l.unwrap();
+        // Interrupt once the WIM is being written.
+        if !sent && l.contains(r#""type":"progress","phase":"write wim""#) {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            sent = true;
+        }
+        got.push(l);
+    }
+    let status = child.wait().unwrap();
+    assert!(sent, "the build never wrote the WIM: {got:#?}");
+    assert_eq!(status.code(), Some(2), "{got:#?}");
+    let v = progress_validator();
+    let ls: Vec<Value> = got
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for l in &ls {
+        assert!(v.is_valid(l), "{l}");
+    }
+    assert!(
+        ls.iter()
+            .any(|l| l["type"] == "warning"
+                && l["message"].as_str().unwrap().contains("interrupted")),
+        "{got:#?}"
+    );
+    let r = ls.last().unwrap();
+    assert_eq!(
+        (r["type"].as_str(), r["status"].as_str()),
+        (Some("result"), Some("failed"))
+    );
+    assert!(r["error"].as_str().unwrap().contains("cancelled"), "{r}");
+    assert!(!d.wim().exists());
 }
