@@ -165,6 +165,10 @@ fn the_workflow_runs_nightly_caches_uploads_and_verifies() {
         .as_str()
         .unwrap()
         .starts_with("actions/upload-artifact@"));
+    assert!(step(build, "checksums")["run"]
+        .as_str()
+        .unwrap()
+        .contains("sha256sum --strict -c"));
     let verify = step(build, "verify")["run"].as_str().unwrap();
     assert!(verify.contains("mediabuild verify \"$artefact\" --manifest \"$manifest\""));
     assert!(verify.contains("exit \"$failed\""));
@@ -237,7 +241,7 @@ fn the_workflow_steps_build_and_collect_every_example_recipe() {
     for recipe in &list {
         let mut env = vec![("RECIPE", recipe.as_str())];
         env.extend_from_slice(&secrets);
-        let mut steps = vec!["check", "build"];
+        let mut steps = vec!["check", "build", "checksums"];
         if has_verify() {
             steps.push("verify");
         } else {
@@ -269,6 +273,26 @@ fn the_workflow_steps_build_and_collect_every_example_recipe() {
     }
     let summary = std::fs::read_to_string(repo.join("summary.md")).unwrap();
     assert!(summary.contains("### recipes/minimal.yaml"), "{summary}");
+
+    // A flipped byte in an artefact fails the checksums step, naming it.
+    let wim = repo.join("demo/out/minimal.wim");
+    let mut bytes = std::fs::read(&wim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::remove_file(&wim).unwrap(); // break the hard link to the collected copy
+    std::fs::write(&wim, bytes).unwrap();
+    let o = run_step(
+        job,
+        "checksums",
+        repo,
+        &[("RECIPE", "recipes/minimal.yaml")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("::error::SHA256SUMS does not match recipes/../demo/out/minimal.wim"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -292,5 +316,44 @@ fn the_workflow_steps_fail_on_a_bad_recipe_with_an_annotation() {
             "step {s}: {}",
             text(&o)
         );
+    }
+}
+
+#[test]
+fn the_workflow_shell_passes_shellcheck() {
+    if !tool("shellcheck") {
+        return;
+    }
+    let w = workflow();
+    for (job, j) in w["jobs"].as_mapping().unwrap() {
+        for s in j["steps"].as_sequence().unwrap() {
+            let Some(script) = s["run"].as_str() else {
+                continue;
+            };
+            // GitHub expressions are substituted before the shell sees the script.
+            let mut plain = String::new();
+            let mut rest = script;
+            while let Some(i) = rest.find("${{") {
+                plain.push_str(&rest[..i]);
+                plain.push('X');
+                rest = &rest[i + rest[i..].find("}}").unwrap() + 2..];
+            }
+            plain.push_str(rest);
+            let mut c = std::process::Command::new("shellcheck")
+                .args(["-s", "bash", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(plain.as_bytes()).unwrap();
+            let o = c.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "{job:?} step {:?}: {}",
+                s["name"],
+                text(&o)
+            );
+        }
     }
 }
