@@ -1,6 +1,8 @@
 //! Drawing progress events: indicatif bars on a terminal, plain lines when
-//! stderr is not a terminal (CI logs), nothing with `--quiet`.
+//! stderr is not a terminal (CI logs), JSON lines with `--progress json`
+//! (`progress_json`), nothing with `--quiet` / `--progress none`.
 
+use super::progress_json::JsonLines;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mediabuild::progress::{Event, Reporter};
 use mediabuild::units::human;
@@ -8,21 +10,60 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// `--progress`: how a build shows its progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// indicatif bars (drawn only on a terminal).
+    Bars,
+    /// A plain line per phase and at most one every 5 s within it.
+    Plain,
+    /// Versioned JSON lines (docs/progress.schema.json), for CI.
+    Json,
+    /// Nothing (same as --quiet).
+    None,
+}
+
 pub enum Draw {
     Quiet,
     Bars(Mutex<Option<ProgressBar>>),
     Lines(Mutex<(Instant, &'static str)>),
+    Json(JsonLines),
 }
 
 impl Draw {
-    pub fn new(quiet: bool) -> Draw {
-        if quiet {
-            Draw::Quiet
-        } else if std::io::stderr().is_terminal() {
-            Draw::Bars(Mutex::new(None))
-        } else {
-            Draw::Lines(Mutex::new((Instant::now(), "")))
+    pub fn new(mode: ProgressMode) -> Draw {
+        match mode {
+            ProgressMode::None => Draw::Quiet,
+            ProgressMode::Json => Draw::Json(JsonLines::new()),
+            ProgressMode::Bars => Draw::Bars(Mutex::new(None)),
+            ProgressMode::Plain => Draw::Lines(Mutex::new((Instant::now(), ""))),
+            ProgressMode::Auto if std::io::stderr().is_terminal() => Draw::Bars(Mutex::new(None)),
+            ProgressMode::Auto => Draw::Lines(Mutex::new((Instant::now(), ""))),
         }
+    }
+
+    /// The JSON-lines reporter, when that is the mode.
+    pub fn json(&self) -> Option<&JsonLines> {
+        match self {
+            Draw::Json(j) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` as a phase of its own in JSON mode, so that a reader sees what
+    /// the time before the build goes to (the other modes show the build's phases only).
+    pub fn phase<T>(&self, phase: &'static str, f: impl FnOnce() -> T) -> T {
+        let Some(j) = self.json() else { return f() };
+        let t = Instant::now();
+        j.event(Event::Begin { phase, total: 0 });
+        let r = f();
+        j.event(Event::End {
+            phase,
+            elapsed: t.elapsed(),
+        });
+        r
     }
 }
 
@@ -30,6 +71,7 @@ impl Reporter for Draw {
     fn event(&self, e: Event) {
         match self {
             Draw::Quiet => {}
+            Draw::Json(j) => j.event(e),
             Draw::Bars(bar) => {
                 let Ok(mut bar) = bar.lock() else { return };
                 match e {

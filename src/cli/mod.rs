@@ -1,10 +1,13 @@
 //! Command-line interface: clap definitions ("low" args) and the dispatch that
 //! turns them into library calls ("high" args), printing what comes back.
 
+mod docs;
 mod draw;
+mod init;
+mod progress_json;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use mediabuild::bench::{self, BenchOptions};
 use mediabuild::build::{self, BuildOptions, BuildReport, WimWriter};
 use mediabuild::demo::{self, DemoOptions};
@@ -14,6 +17,7 @@ use mediabuild::recipe::Compression;
 use mediabuild::units;
 use mediabuild::validate::Mode;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 static CANCEL: Cancel = Cancel::new();
 
@@ -91,6 +95,32 @@ enum Command {
         tree: PathBuf,
         out: PathBuf,
     },
+    /// Print the JSON Schema of the recipe format (or of `--progress json` lines).
+    Schema {
+        /// Which schema: `recipe` (the YAML recipe) or `progress` (one `--progress json` line).
+        #[arg(value_enum, default_value = "recipe")]
+        of: docs::SchemaOf,
+    },
+    /// Write a commented recipe skeleton to DIR/recipe.yaml.
+    Init {
+        /// Folder for the recipe (created if missing; default: the current folder).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite an existing DIR/recipe.yaml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder.
+    Manpage {
+        /// Write mediabuild.1 and mediabuild-COMMAND.1 into this folder instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Write synthetic demo inputs and a recipe into DIR, then build it.
     Demo {
         /// Folder for the demo (default ./demo).
@@ -112,9 +142,13 @@ struct BuildArgs {
     /// Worker threads (default: one per core). The output is the same for any value.
     #[arg(long, short = 'j', global = true)]
     jobs: Option<usize>,
-    /// No progress output.
+    /// No progress output (same as `--progress none`).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// Progress on stderr: `auto` (bars on a terminal, plain lines otherwise), `bars`, `plain`,
+    /// `json` (one JSON object per line, see `mediabuild schema progress`) or `none`.
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    progress: Option<draw::ProgressMode>,
     /// WIM writer: `native` (mediabuild's own, default) or `wimlib` (wimlib's writer, the reference).
     #[arg(long, global = true, value_parser = ["native", "wimlib"])]
     writer: Option<String>,
@@ -124,6 +158,14 @@ struct BuildArgs {
 }
 
 impl BuildArgs {
+    fn progress(&self) -> draw::ProgressMode {
+        match self.progress {
+            Some(m) => m,
+            None if self.quiet => draw::ProgressMode::None,
+            None => draw::ProgressMode::Auto,
+        }
+    }
+
     fn writer(&self) -> WimWriter {
         match self.writer.as_deref() {
             Some("wimlib") => WimWriter::Wimlib,
@@ -144,9 +186,23 @@ fn version() -> &'static str {
 }
 
 pub fn run() -> Result<i32> {
+    progress_json::started();
     let cli = Cli::parse();
-    let _ = ctrlc::set_handler(|| {
-        eprintln!("\ninterrupted: stopping and cleaning up…");
+    // In JSON mode stderr carries only JSON lines, the interruption included.
+    let json = [
+        cli.build.progress,
+        command_build_args(&cli).and_then(|b| b.progress),
+    ]
+    .contains(&Some(draw::ProgressMode::Json));
+    let _ = ctrlc::set_handler(move || {
+        if json {
+            use mediabuild::progress::Reporter;
+            progress_json::JsonLines::new().event(mediabuild::progress::Event::Warning(
+                "interrupted: stopping and cleaning up".into(),
+            ));
+        } else {
+            eprintln!("\ninterrupted: stopping and cleaning up…");
+        }
         CANCEL.cancel();
     });
     match cli.command {
@@ -159,6 +215,10 @@ pub fn run() -> Result<i32> {
             no_build,
             build,
         }) => cmd_demo(&dir, &size, no_build, &build),
+        Some(Command::Schema { of }) => docs::schema(of),
+        Some(Command::Init { dir, force }) => init::init(&dir, force),
+        Some(Command::Completions { shell }) => docs::completions(shell, Cli::command()),
+        Some(Command::Manpage { out_dir }) => docs::manpage(Cli::command(), out_dir.as_deref()),
         Some(Command::Bench {
             dir,
             size,
@@ -194,7 +254,6 @@ pub fn run() -> Result<i32> {
         None => match cli.recipe {
             Some(r) => cmd_build(&r, &cli.build),
             None => {
-                use clap::CommandFactory;
                 Cli::command().print_help()?;
                 Ok(2)
             }
@@ -220,7 +279,10 @@ fn summary(c: &Checked) -> String {
 fn cmd_check(recipe: &Path, json: bool) -> Result<i32> {
     let c = plan::check(recipe, Mode::Check);
     if json {
-        println!("{}", serde_json::to_string_pretty(&c.diags)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&progress_json::check_json(&c))?
+        );
     } else {
         print_diags(&c);
         eprintln!("{}", summary(&c));
@@ -236,44 +298,105 @@ fn cmd_plan(recipe: &Path, json: bool) -> Result<i32> {
         return Ok(2);
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(p)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&progress_json::plan_json(p))?
+        );
     } else {
         print!("{}", p.render());
     }
     Ok(0)
 }
 
-fn checked_plan(recipe: &Path, args: &BuildArgs) -> Option<Plan> {
+/// The build arguments of the subcommand, if it has them.
+fn command_build_args(cli: &Cli) -> Option<&BuildArgs> {
+    match &cli.command {
+        Some(Command::Build { build, .. } | Command::Demo { build, .. }) => Some(build),
+        _ => None,
+    }
+}
+
+/// The plan, or the number of errors in the recipe (already reported).
+fn checked_plan(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Plan, usize> {
     let opts = mediabuild::validate::Options {
         allow_weak_password: args.allow_weak_password,
     };
-    let c = plan::check_with(recipe, Mode::Build, opts);
-    print_diags(&c);
-    if c.has_errors() {
-        eprintln!("{}", summary(&c));
-        eprintln!("nothing was built");
-        return None;
+    let c = drawer.phase("check", || plan::check_with(recipe, Mode::Build, opts));
+    let errors = c.diags.iter().filter(|d| d.is_error()).count();
+    if let Some(j) = drawer.json() {
+        j.diagnostics(&c.diags);
+    } else {
+        print_diags(&c);
+        if errors > 0 {
+            eprintln!("{}", summary(&c));
+            eprintln!("nothing was built");
+        }
     }
-    c.plan
+    match c.plan {
+        Some(p) if errors == 0 => Ok(p),
+        _ => Err(errors.max(1)),
+    }
 }
 
-fn cmd_build(recipe: &Path, args: &BuildArgs) -> Result<i32> {
-    let Some(plan) = checked_plan(recipe, args) else {
-        return Ok(2);
+/// How a build command ended, before it is reported.
+enum Built {
+    /// Every output written; the report is on stdout.
+    Done(BuildReport),
+    /// The recipe has this many errors; nothing was built.
+    Invalid(usize),
+    /// Nothing to build was asked for (`demo --no-build`).
+    Nothing,
+}
+
+fn run_build(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Built> {
+    let plan = match checked_plan(recipe, args, drawer) {
+        Ok(p) => p,
+        Err(errors) => return Ok(Built::Invalid(errors)),
     };
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or(0),
         writer: args.writer(),
         allow_weak_password: args.allow_weak_password,
     };
-    let drawer = draw::Draw::new(args.quiet);
-    let started = std::time::Instant::now();
-    let report = build::build(&plan, &opts, &drawer, &CANCEL).context("build failed")?;
+    let started = Instant::now();
+    let report = build::build(&plan, &opts, drawer, &CANCEL).context("build failed")?;
     print_report(&plan, &report, started.elapsed());
-    Ok(0)
+    Ok(Built::Done(report))
 }
 
-fn print_report(plan: &Plan, r: &BuildReport, total: std::time::Duration) {
+/// Runs a build command; with `--progress json` its outcome, error included,
+/// becomes the final `result` line instead of a message.
+fn reported(
+    command: &str,
+    recipe: &Path,
+    drawer: &draw::Draw,
+    f: impl FnOnce() -> Result<Built>,
+) -> Result<i32> {
+    let Some(j) = drawer.json() else {
+        return Ok(match f()? {
+            Built::Done(_) | Built::Nothing => 0,
+            Built::Invalid(_) => 2,
+        });
+    };
+    j.start(command, recipe);
+    let outcome = match f() {
+        Ok(Built::Done(r)) => progress_json::Outcome::built(&r, j.elapsed()),
+        Ok(Built::Nothing) => progress_json::Outcome::nothing(j.elapsed()),
+        Ok(Built::Invalid(n)) => progress_json::Outcome::invalid(n, j.elapsed()),
+        Err(e) => progress_json::Outcome::failed(&e, j.elapsed()),
+    };
+    j.emit(&progress_json::Line::Result(&outcome));
+    Ok(outcome.exit_code)
+}
+
+fn cmd_build(recipe: &Path, args: &BuildArgs) -> Result<i32> {
+    let drawer = draw::Draw::new(args.progress());
+    reported("build", recipe, &drawer, || {
+        run_build(recipe, args, &drawer)
+    })
+}
+
+fn print_report(plan: &Plan, r: &BuildReport, total: Duration) {
     println!("built {} in {:.2} s", plan.media_name, total.as_secs_f64());
     for o in &r.outputs {
         println!(
@@ -305,24 +428,29 @@ fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<
         size,
         ..Default::default()
     };
-    if !args.quiet {
-        eprintln!("writing demo inputs to {} …", dir.display());
-    }
-    let rep = demo::generate(dir, &opts)
-        .with_context(|| format!("cannot write the demo into {}", dir.display()))?;
-    println!(
-        "demo inputs in {} ({}):",
-        dir.display(),
-        units::human(rep.bytes)
-    );
-    for (kind, bytes) in &rep.mix {
-        println!("  {kind:<40} {:>10}", units::human(*bytes));
-    }
-    println!("recipe: {}", rep.recipe.display());
-    if no_build {
-        return Ok(0);
-    }
-    cmd_build(&rep.recipe, args)
+    let drawer = draw::Draw::new(args.progress());
+    let recipe = dir.join("recipe.yaml");
+    reported("demo", &recipe, &drawer, || {
+        if matches!(drawer, draw::Draw::Bars(_) | draw::Draw::Lines(_)) {
+            eprintln!("writing demo inputs to {} …", dir.display());
+        }
+        let rep = drawer
+            .phase("generate demo", || demo::generate(dir, &opts))
+            .with_context(|| format!("cannot write the demo into {}", dir.display()))?;
+        println!(
+            "demo inputs in {} ({}):",
+            dir.display(),
+            units::human(rep.bytes)
+        );
+        for (kind, bytes) in &rep.mix {
+            println!("  {kind:<40} {:>10}", units::human(*bytes));
+        }
+        println!("recipe: {}", rep.recipe.display());
+        if no_build {
+            return Ok(Built::Nothing);
+        }
+        run_build(&rep.recipe, args, &drawer)
+    })
 }
 
 fn compression_arg(s: &str) -> Result<Compression> {
