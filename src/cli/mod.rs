@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions ("low" args) and the dispatch that
 //! turns them into library calls ("high" args), printing what comes back.
 
+mod cache;
 mod draw;
 
 use anyhow::{Context, Result};
@@ -87,6 +88,13 @@ enum Command {
         tree: PathBuf,
         out: PathBuf,
     },
+    /// Write RECIPE.lock: the digest of every input, and the tool versions (see `--locked`).
+    Lock { recipe: PathBuf },
+    /// The build cache: `stats` (entries and bytes per kind) or `clean` (remove every entry).
+    Cache {
+        #[arg(value_parser = ["stats", "clean"])]
+        action: String,
+    },
     /// Write synthetic demo inputs and a recipe into DIR, then build it.
     Demo {
         /// Folder for the demo (default ./demo).
@@ -117,6 +125,18 @@ struct BuildArgs {
     /// Build even if the media password breaks the policy (≥ 12 characters, ≥ 6 different). Warns loudly.
     #[arg(long, global = true)]
     allow_weak_password: bool,
+    /// Build cache folder (default: $XDG_CACHE_HOME/mediabuild, else ~/.cache/mediabuild).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Build everything from scratch: no cache read or written.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Cache size limit (e.g. 20GiB); least recently used entries go first.
+    #[arg(long, global = true, value_name = "SIZE")]
+    cache_max_size: Option<String>,
+    /// Refuse to build when an input differs from RECIPE.lock (exit 1, naming each).
+    #[arg(long, global = true)]
+    locked: bool,
 }
 
 impl BuildArgs {
@@ -148,7 +168,9 @@ pub fn run() -> Result<i32> {
     match cli.command {
         Some(Command::Build { recipe, build }) => cmd_build(&recipe, &build),
         Some(Command::Check { recipe, json }) => cmd_check(&recipe, json),
-        Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json),
+        Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json, &cli.build),
+        Some(Command::Lock { recipe }) => cache::cmd_lock(&recipe, &cli.build),
+        Some(Command::Cache { action }) => cache::cmd_cache(&action, &cli.build),
         Some(Command::Demo {
             dir,
             size,
@@ -215,17 +237,25 @@ fn cmd_check(recipe: &Path, json: bool) -> Result<i32> {
     Ok(if c.has_errors() { 2 } else { 0 })
 }
 
-fn cmd_plan(recipe: &Path, json: bool) -> Result<i32> {
+fn cmd_plan(recipe: &Path, json: bool, args: &BuildArgs) -> Result<i32> {
     let c = plan::check(recipe, Mode::Check);
     print_diags(&c);
     let Some(p) = c.plan.as_ref().filter(|_| !c.has_errors()) else {
         eprintln!("{}", summary(&c));
         return Ok(2);
     };
+    let status = cache::plan_status(p, args)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(p)?);
+        let mut v = serde_json::to_value(p)?;
+        if let Some(s) = &status {
+            v["cache"] = serde_json::to_value(s)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", p.render());
+        if let Some(s) = &status {
+            print!("{}", cache::render_status(s));
+        }
     }
     Ok(0)
 }
@@ -248,10 +278,14 @@ fn cmd_build(recipe: &Path, args: &BuildArgs) -> Result<i32> {
     let Some(plan) = checked_plan(recipe, args) else {
         return Ok(2);
     };
+    if args.locked && !cache::check_locked(&plan, args)? {
+        return Ok(1);
+    }
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or(0),
         writer: args.writer(),
         allow_weak_password: args.allow_weak_password,
+        cache: cache::settings(args)?,
     };
     let drawer = draw::Draw::new(args.quiet);
     let started = std::time::Instant::now();
@@ -278,6 +312,9 @@ fn print_report(plan: &Plan, r: &BuildReport, total: std::time::Duration) {
     }
     for w in &r.warnings {
         println!("warning: {w}");
+    }
+    if let Some(c) = &r.cache {
+        println!("{c}");
     }
     println!("still to do on the site server (not done by mediabuild):");
     for t in build::site_server_todo(plan) {

@@ -10,6 +10,7 @@ impl From<WimWriteError> for BuildError {
     fn from(e: WimWriteError) -> Self {
         match e {
             WimWriteError::Cancelled => BuildError::Cancelled,
+            WimWriteError::CacheCorrupt(id) => BuildError::CacheCorrupt(id),
             e => BuildError::Render(format!("writing the WIM: {e}")),
         }
     }
@@ -71,6 +72,79 @@ pub fn write(
     report: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
 ) -> Result<WimReport, BuildError> {
+    write_with(entries, out, spec, None, report, cancel)
+}
+
+/// The media members as a WIM at `out`, through the build cache when there
+/// is one: stored resources are reused, new ones stored after the write.
+/// A corrupted entry found while copying is dropped and the WIM written
+/// again (at most a few times; each retry has one entry fewer to trust).
+pub fn write_members(
+    cache: Option<&std::sync::Arc<crate::cache::Cache>>,
+    members: &[Resolved],
+    out: &Path,
+    spec: &NativeSpec,
+    report: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<WimReport, BuildError> {
+    use crate::cache::{hashes::Stamp, resources};
+    let entries = entries(members);
+    let Some(cache) = cache else {
+        return write(&entries, out, spec, report, cancel);
+    };
+    let known = members
+        .iter()
+        .filter_map(|m| m.known.map(|k| (m.file.clone(), k)))
+        .collect();
+    let never = members
+        .iter()
+        .filter(|m| m.never_cache)
+        .map(|m| m.file.clone())
+        .collect();
+    let never_paths = members
+        .iter()
+        .filter(|m| m.never_cache)
+        .map(|m| m.path.clone())
+        .collect();
+    // Stamps before reading: digests computed by this write are recorded
+    // only for files whose stamp did not move meanwhile.
+    let stamps: Vec<(String, std::path::PathBuf, Stamp)> = members
+        .iter()
+        .filter(|m| !m.in_tree && !m.never_cache)
+        .filter_map(|m| Some((m.path.clone(), m.file.clone(), Stamp::of(&m.file).ok()?)))
+        .collect();
+    let store = wimwrite::StoreHandle(std::sync::Arc::new(resources::WimStore::new(
+        std::sync::Arc::clone(cache),
+        known,
+        never,
+    )));
+    let mut attempts = 0;
+    let rep = loop {
+        attempts += 1;
+        match write_with(&entries, out, spec, Some(store.clone()), report, cancel) {
+            Err(BuildError::CacheCorrupt(_)) if attempts < 8 => continue,
+            r => break r?,
+        }
+    };
+    resources::store_after_write(
+        cache,
+        out,
+        &rep,
+        &rep.resource_params,
+        &never_paths,
+        &stamps,
+    );
+    Ok(rep)
+}
+
+fn write_with(
+    entries: &[WimEntry],
+    out: &Path,
+    spec: &NativeSpec,
+    store: Option<wimwrite::StoreHandle>,
+    report: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<WimReport, BuildError> {
     let opts = WriteOptions {
         compression: compression(spec.compression),
         threads: spec.threads,
@@ -78,6 +152,7 @@ pub fn write(
         epoch: spec.epoch,
         image_name: spec.name.to_string(),
         image_description: spec.description.map(str::to_string),
+        store,
         ..Default::default()
     };
     let mut f = std::fs::File::create(out).map_err(|e| BuildError::io("create", out, e))?;
