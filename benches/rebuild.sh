@@ -19,7 +19,7 @@ mkdir -p "$work"
 recipe="$work/demo/recipe.yaml"
 cache="$work/cache"
 out="$work/demo/out"
-driver="$work/demo/drivers/surface/Network/netadapter.sys"
+driver="$work/demo/content/drivers/surface/Network/netadapter.sys"
 # The hash cache does not trust time stamps younger than a second.
 sleep 1.2
 
@@ -44,7 +44,6 @@ clean=$(sums)
 for f in full rebuild clean; do
   echo "== $f build"
   sed -n '/^phases:/,/^still to do/p' "$work/$f.txt" | grep -v '^still to do'
-  grep '^cache ' "$work/$f.txt" || true
 done
 awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v e="$t4" -v f="$t5" 'BEGIN {
   full = b - a; re = d - c; cl = f - e;

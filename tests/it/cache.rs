@@ -8,7 +8,7 @@ use crate::support::{run, sha256, text, Demo};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const DRIVER: &str = "drivers/surface/Network/netadapter.inf";
+const DRIVER: &str = "content/drivers/surface/Network/netadapter.inf";
 
 /// The hash cache does not keep files changed within the last second
 /// (their time stamps cannot be trusted yet): let the demo inputs age.
@@ -106,11 +106,11 @@ fn corrupted_and_truncated_entries_are_dropped_and_rebuilt() {
     }
     assert!(damaged > 10);
     let out = build(&d, &["--cache-dir", c]);
-    assert!(count(stat_line(&out), "dropped") > 0, "{out}");
+    assert!(count(stat_line(&out), "corrupted") > 0, "{out}");
     assert_eq!(clean, outputs(&d), "a damaged cache changed the output");
     // And the cache is whole again: the next build reuses it.
     let out = build(&d, &["--cache-dir", c]);
-    assert_eq!(count(stat_line(&out), "dropped"), 0, "{out}");
+    assert_eq!(count(stat_line(&out), "corrupted"), 0, "{out}");
     assert_eq!(clean, outputs(&d));
 }
 
@@ -133,7 +133,7 @@ fn a_corrupted_resource_in_the_middle_of_a_write_is_not_used() {
     b[mid] ^= 1;
     std::fs::write(&biggest, b).unwrap();
     let out = build(&d, &["--cache-dir", c]);
-    assert!(count(stat_line(&out), "dropped") >= 1, "{out}");
+    assert!(count(stat_line(&out), "corrupted") >= 1, "{out}");
     assert_eq!(clean, outputs(&d));
 }
 
@@ -263,7 +263,11 @@ fn locked_names_the_drift_and_passes_after_lock() {
     build(&d, &["--locked", "--cache-dir", c]);
 
     change_one_byte(&d.dir().join(DRIVER));
-    std::fs::write(d.dir().join("drivers/surface/Network/new.cat"), b"cat").unwrap();
+    std::fs::write(
+        d.dir().join("content/drivers/surface/Network/new.cat"),
+        b"cat",
+    )
+    .unwrap();
     let o = run(&["build", r, "-q", "--locked", "--cache-dir", c], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
