@@ -291,10 +291,6 @@ pub fn build(
             std::fs::create_dir_all(p).map_err(|e| BuildError::io("create output folder", p, e))?;
         }
         let listed = pool.install(|| r.render(&ctx, &members, out, tmp.path()))?;
-        ctx.artefact_sha
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(tmp.path());
         fault("after-render")?;
         r.verify(&ctx, tmp.path())?;
         phases.push((format!("render {}", r.name()), t.elapsed()));

@@ -149,7 +149,7 @@ impl Cache {
         &self.dir
     }
 
-    fn path(&self, key: &Key) -> PathBuf {
+    pub(crate) fn path(&self, key: &Key) -> PathBuf {
         self.dir.join(key.kind).join(key.file_name())
     }
 
@@ -207,6 +207,16 @@ impl Cache {
     /// Removes an entry a reader found bad (digest mismatch).
     pub fn reject(&self, entry: &Entry) {
         self.reject_path(&entry.path);
+    }
+
+    /// A fresh temporary path in the cache folder (same file system as the entries).
+    pub(crate) fn tmp_path(&self, key: &Key) -> PathBuf {
+        self.dir.join("tmp").join(format!(
+            "{}.{}.{}",
+            key.file_name(),
+            std::process::id(),
+            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 
     pub(crate) fn reject_path(&self, path: &Path) {

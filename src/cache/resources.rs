@@ -8,7 +8,10 @@
 //!   resource bytes, written verbatim at the new offset on a hit.
 //! * `export/`: an image exported alone from a WIM (`sources/boot.wim`, the
 //!   OS image), keyed by the source file's SHA-256, the index, the bootable
-//!   flag, the derived GUID, the epoch and wimlib's version. Body: the WIM.
+//!   flag, the derived GUID, the epoch and wimlib's version. Body: length,
+//!   SHA-256 and SHA-1 of the exported WIM, which sits beside the entry as a
+//!   plain `.wim` file: a restore hard-links it into the staging folder (one
+//!   read to check it, no copy).
 //! * `verify/`: an artefact of this SHA-256 and size already passed the
 //!   check named in the key (wimlib's verify, the disk read-back).
 //!
@@ -19,10 +22,9 @@ use super::hashes::{self, Digests, Stamp};
 use super::{Cache, Key};
 use crate::ids::hex;
 use crate::wimwrite::{KnownDigests, ResourceParams, ResourceStore, StoredResource, WimReport};
-use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -194,47 +196,79 @@ pub fn store_after_write(
     }
 }
 
-/// Restores an exported image into `dst` (copy, checked against the entry's
-/// digest in the same pass that computes the SHA-1). None on a miss or a
-/// bad entry (removed; `dst` removed too).
-pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<KnownDigests> {
-    let mut e = cache.open_entry(key)?;
-    let res = (|| -> std::io::Result<([u8; 20], [u8; 32], u64)> {
-        e.reader.seek(SeekFrom::Start(e.body_offset))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(dst)?);
-        let mut h1 = Sha1::new();
-        let mut h2 = Sha256::new();
-        let mut buf = vec![0u8; 4 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = e.reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let piece = &buf[..n];
-            // The two digests on two cores: this is the rebuild's longest read.
-            rayon::join(|| h1.update(piece), || h2.update(piece));
-            out.write_all(piece)?;
-            n_total += n as u64;
-        }
-        out.flush()?;
-        Ok((h1.finalize().into(), h2.finalize().into(), n_total))
-    })();
-    match res {
-        Ok((sha1, sha256, n)) if n == e.len && sha256 == e.sha256 => {
-            Some(KnownDigests { sha1, sha256 })
-        }
-        _ => {
-            let _ = std::fs::remove_file(dst);
-            cache.reject(&e);
-            None
-        }
+/// The body of an export entry: a plain WIM file beside the entry, so that
+/// a restore is a hard link instead of a copy.
+fn export_body(cache: &Cache, key: &Key) -> PathBuf {
+    let mut p = cache.path(key).into_os_string();
+    p.push(".wim");
+    PathBuf::from(p)
+}
+
+/// Hard-links `src` to `dst`, or copies it when they are on different file systems.
+fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(src, dst) {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::copy(src, dst).map(|_| ()),
     }
 }
 
-/// Stores the freshly exported image at `file` under `key`.
+/// Restores an exported image at `dst`: the entry (length, SHA-256, SHA-1
+/// of the body, itself checked) and its body, hard-linked (or copied), then
+/// read once to check the SHA-256. None on a miss or a bad entry (removed;
+/// `dst` removed too).
+pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<KnownDigests> {
+    let meta = cache.get(key)?;
+    let body = export_body(cache, key);
+    let bad = |why_dst: bool| {
+        if why_dst {
+            let _ = std::fs::remove_file(dst);
+        }
+        let _ = std::fs::remove_file(&body);
+        cache.reject_path(&cache.path(key));
+        None
+    };
+    if meta.len() != 60 {
+        return bad(false);
+    }
+    let len = u64::from_le_bytes(meta[..8].try_into().ok()?);
+    let sha256: [u8; 32] = meta[8..40].try_into().ok()?;
+    let sha1: [u8; 20] = meta[40..60].try_into().ok()?;
+    if std::fs::metadata(&body).map(|m| m.len()).ok() != Some(len) {
+        return bad(false);
+    }
+    if link_or_copy(&body, dst).is_err() {
+        return bad(true);
+    }
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(&body)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    match crate::build::hash::sha256_file(dst, &|_| {}, &|| false) {
+        Ok(d) if d == sha256 => Some(KnownDigests { sha1, sha256 }),
+        _ => bad(true),
+    }
+}
+
+/// Stores the freshly exported image at `file` under `key`: its body
+/// linked (or copied) into the cache, then the entry with its digests.
 pub fn store_export(cache: &Cache, key: &Key, file: &Path) {
-    if let Ok(md) = std::fs::metadata(file) {
-        cache.put_file_range(key, &[], file, 0, md.len());
+    let tmp = cache.tmp_path(key);
+    let res = (|| -> std::io::Result<()> {
+        let d = hashes::read_digests(file)?;
+        link_or_copy(file, &tmp)?;
+        std::fs::rename(&tmp, export_body(cache, key))?;
+        let mut meta = Vec::with_capacity(60);
+        meta.extend_from_slice(&d.size.to_le_bytes());
+        meta.extend_from_slice(&d.sha256);
+        meta.extend_from_slice(&d.sha1);
+        cache.put(key, &meta);
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        cache
+            .counters
+            .put_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

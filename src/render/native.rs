@@ -80,7 +80,7 @@ pub fn write(
 /// A corrupted entry found while copying is dropped and the WIM written
 /// again (at most a few times; each retry has one entry fewer to trust).
 pub fn write_members(
-    cache: Option<&std::sync::Arc<crate::cache::Cache>>,
+    ctx: &crate::build::Ctx,
     members: &[Resolved],
     out: &Path,
     spec: &NativeSpec,
@@ -89,7 +89,7 @@ pub fn write_members(
 ) -> Result<WimReport, BuildError> {
     use crate::cache::{hashes::Stamp, resources};
     let entries = entries(members);
-    let Some(cache) = cache else {
+    let Some(cache) = ctx.cache.as_ref() else {
         return write(&entries, out, spec, report, cancel);
     };
     let known = members
@@ -126,6 +126,8 @@ pub fn write_members(
             r => break r?,
         }
     };
+    verify_fresh(ctx, cache, out, &rep)?;
+    // Only resources of a verified WIM enter the cache.
     resources::store_after_write(
         cache,
         out,
@@ -135,6 +137,69 @@ pub fn write_members(
         &stamps,
     );
     Ok(rep)
+}
+
+/// wimlib's check of a WIM written through the cache, limited to what is
+/// new. A resource served from the cache was checked by wimlib's full
+/// verify in the build that stored it (resources are stored only after
+/// that) and by its SHA-256 while being copied here; so wimlib opens the
+/// new WIM (header, blob table, XML), lists the image (the metadata
+/// resource, compared with what we wrote) and extracts every file whose
+/// resource was compressed now, checking each blob's SHA-1 as it reads. A
+/// WIM with nothing from the cache gets the full verify. Either way the
+/// result is recorded as a verification mark, so the renderer's verify
+/// step does not repeat it.
+fn verify_fresh(
+    ctx: &crate::build::Ctx,
+    cache: &crate::cache::Cache,
+    out: &Path,
+    rep: &WimReport,
+) -> Result<(), BuildError> {
+    use crate::cache::resources;
+    let fail = |e: String| BuildError::Verify(e);
+    let mut wim = crate::wim::Wim::open(out)?;
+    if rep.resources.iter().all(|r| !r.from_store) {
+        wim.verify().map_err(|e| fail(e.to_string()))?;
+    } else {
+        let listed = wim.list(1)?;
+        let files: std::collections::BTreeMap<&str, &crate::wim::DirEntry> = listed
+            .iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        for f in &rep.files {
+            match files.get(f.path.as_str()) {
+                Some(e) if e.size == f.size && (f.size == 0 || e.sha1 == f.sha1) => {}
+                _ => return Err(fail(format!("{} does not read back as written", f.path))),
+            }
+        }
+        if files.len() != rep.files.len() {
+            return Err(fail("the image lists other files than were written".into()));
+        }
+        let fresh: std::collections::BTreeSet<[u8; 20]> = rep
+            .resources
+            .iter()
+            .filter(|r| !r.from_store)
+            .map(|r| r.sha1)
+            .collect();
+        let paths: Vec<&str> = rep
+            .files
+            .iter()
+            .filter(|f| f.size > 0 && fresh.contains(&f.sha1))
+            .map(|f| f.path.as_str())
+            .collect();
+        if !paths.is_empty() {
+            let dir = crate::build::TempPath::new(ctx.staging.join("verify-fresh"));
+            wim.extract(1, dir.path(), &paths)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    let sha = ctx.artefact_sha256(out)?;
+    let size = std::fs::metadata(out)
+        .map_err(|e| BuildError::io("read", out, e))?
+        .len();
+    resources::mark_verified(cache, "wimlib-verify", &sha, size);
+    Ok(())
 }
 
 fn write_with(

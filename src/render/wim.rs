@@ -73,7 +73,7 @@ impl Renderer for WimRenderer {
                     description: plan.recipe.media.comment.as_deref(),
                 };
                 let rep = super::native::write_members(
-                    ctx.cache.as_ref(),
+                    ctx,
                     members,
                     tmp,
                     &spec,
