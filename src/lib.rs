@@ -6,12 +6,14 @@
 
 pub mod bench;
 pub mod build;
+pub mod cache;
 pub mod demo;
 pub mod diag;
 pub mod disk;
 pub mod fat32;
 pub mod fsutil;
 pub mod ids;
+pub mod lock;
 pub mod media;
 pub mod plan;
 pub mod progress;

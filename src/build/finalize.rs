@@ -93,7 +93,7 @@ pub(super) fn finalize(
             std::fs::metadata(tmp.path())
                 .map_err(|e| BuildError::io("read", tmp.path(), e))?
                 .len(),
-            sha256_file(tmp.path(), &|_| {}, &|| ctx.cancel.is_cancelled())?,
+            ctx.artefact_sha256(tmp.path())?,
         ),
     };
 

@@ -77,6 +77,18 @@ pub(super) fn hash_inputs(ctx: &Ctx) -> Result<BTreeMap<PathBuf, [u8; 32]>, Buil
     ];
     paths.sort();
     paths.dedup();
+    if let Some(c) = &ctx.cache {
+        // Through the input hash cache: a rebuild does not read them again.
+        let digests = paths
+            .par_iter()
+            .map(|p| {
+                crate::cache::hashes::file_digests(Some(c), p)
+                    .map(|d| (p.clone(), d.sha256))
+                    .map_err(|e| BuildError::io("read", p, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(digests.into_iter().collect());
+    }
     let sized: Vec<(&Path, u64)> = paths
         .iter()
         .map(|p| {

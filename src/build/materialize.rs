@@ -21,6 +21,10 @@ pub struct Resolved {
     pub group: String,
     /// True when `file` is inside the staging tree at `tree/<path>`.
     pub in_tree: bool,
+    /// Digests known without reading `file` (an export restored from the cache).
+    pub known: Option<crate::wimwrite::KnownDigests>,
+    /// Never served from nor stored in the cache (generated, secret-derived).
+    pub never_cache: bool,
 }
 
 pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>, BuildError> {
@@ -61,6 +65,8 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
             std::fs::create_dir_all(p.parent().unwrap_or(p))
                 .map_err(|e| BuildError::io("create folder for", p, e))
         };
+        let mut known = None;
+        let never_cache = matches!(m.source, Source::Generated { .. } | Source::MediaVariables);
         let (file, in_tree) = match &m.source {
             Source::File { path } => (path.clone(), false),
             Source::WimFile { path, .. } => {
@@ -90,7 +96,36 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
                     epoch: plan.epoch,
                     threads: ctx.jobs as u32,
                 };
-                Wim::open(wim)?.export_to(*index, &dst, &spec, &mut report, ctx.cancel.flag())?;
+                let key = match &ctx.cache {
+                    Some(c) => {
+                        let src = crate::cache::hashes::file_digests(Some(c), wim)
+                            .map_err(|e| BuildError::io("read", wim, e))?;
+                        Some(crate::cache::resources::export_key(
+                            &src.sha256,
+                            *index,
+                            *bootable,
+                            &guid,
+                            plan.epoch,
+                        ))
+                    }
+                    None => None,
+                };
+                known = match (&ctx.cache, &key) {
+                    (Some(c), Some(k)) => crate::cache::resources::restore_export(c, k, &dst),
+                    _ => None,
+                };
+                if known.is_none() {
+                    Wim::open(wim)?.export_to(
+                        *index,
+                        &dst,
+                        &spec,
+                        &mut report,
+                        ctx.cancel.flag(),
+                    )?;
+                    if let (Some(c), Some(k)) = (&ctx.cache, &key) {
+                        crate::cache::resources::store_export(c, k, &dst);
+                    }
+                }
                 (dst, true)
             }
             Source::Generated { bytes, .. } => {
@@ -121,6 +156,8 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
             size,
             group: m.group.clone(),
             in_tree,
+            known,
+            never_cache,
         });
     }
     ctx.rep.event(Event::End {

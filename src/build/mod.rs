@@ -42,6 +42,10 @@ pub enum BuildError {
     Fault(String),
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// A cache entry turned out corrupted while being used; it was dropped
+    /// and the output is rendered again without it.
+    #[error("cache entry {0} is corrupted")]
+    CacheCorrupt(String),
 }
 
 impl From<WimError> for BuildError {
@@ -71,6 +75,15 @@ pub struct BuildOptions {
     pub writer: WimWriter,
     /// Build even if the media password breaks the policy (reported as a warning).
     pub allow_weak_password: bool,
+    /// The build cache (`src/cache/`); None = build everything from scratch.
+    pub cache: Option<CacheSettings>,
+}
+
+/// Where the build cache is and how big it may grow.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub dir: PathBuf,
+    pub max_size: u64,
 }
 
 /// One artefact produced.
@@ -89,6 +102,8 @@ pub struct BuildReport {
     pub outputs: Vec<BuiltOutput>,
     pub phases: Vec<(String, Duration)>,
     pub warnings: Vec<String>,
+    /// Cache traffic of this build (None without a cache).
+    pub cache: Option<String>,
 }
 
 /// Shared state of one build.
@@ -100,9 +115,31 @@ pub(crate) struct Ctx<'a> {
     pub cancel: &'a Cancel,
     pub password: Option<Secret>,
     pub writer: WimWriter,
+    pub cache: Option<std::sync::Arc<crate::cache::Cache>>,
+    /// SHA-256 of rendered artefacts, computed once (verify and finalize share it).
+    pub artefact_sha: std::sync::Mutex<std::collections::BTreeMap<PathBuf, [u8; 32]>>,
 }
 
 impl Ctx<'_> {
+    /// SHA-256 of the artefact file at `tmp`, read once per build.
+    pub fn artefact_sha256(&self, tmp: &Path) -> Result<[u8; 32], BuildError> {
+        let memo = |m: &std::sync::Mutex<std::collections::BTreeMap<PathBuf, [u8; 32]>>| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(tmp)
+                .copied()
+        };
+        if let Some(d) = memo(&self.artefact_sha) {
+            return Ok(d);
+        }
+        let d = hash::sha256_file(tmp, &|_| {}, &|| self.cancel.is_cancelled())?;
+        self.artefact_sha
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tmp.to_path_buf(), d);
+        Ok(d)
+    }
+
     pub fn tree_dir(&self) -> PathBuf {
         self.staging.join("tree")
     }
@@ -219,6 +256,13 @@ pub fn build(
     )));
     std::fs::create_dir_all(staging.path())
         .map_err(|e| BuildError::io("create", staging.path(), e))?;
+    let cache = match &opts.cache {
+        Some(c) => Some(std::sync::Arc::new(
+            crate::cache::Cache::open(&c.dir, c.max_size)
+                .map_err(|e| BuildError::Render(e.to_string()))?,
+        )),
+        None => None,
+    };
     let ctx = Ctx {
         plan,
         staging: staging.path().to_path_buf(),
@@ -227,6 +271,8 @@ pub fn build(
         cancel,
         password,
         writer: opts.writer,
+        cache,
+        artefact_sha: Default::default(),
     };
     let members = materialize::materialize(&ctx, &vars)?;
     phases.push(("prepare".to_string(), t.elapsed()));
@@ -286,6 +332,7 @@ pub fn build(
         outputs,
         phases,
         warnings,
+        cache: ctx.cache.as_ref().map(|c| c.summary()),
     })
 }
 
@@ -305,6 +352,8 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
         cancel: &cancel,
         password,
         writer: WimWriter::Wimlib,
+        cache: None,
+        artefact_sha: Default::default(),
     };
     let members = materialize::materialize(&ctx, &vars)?;
     let tree = render::wim::complete_tree(&ctx, &members)?;

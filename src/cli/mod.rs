@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions ("low" args) and the dispatch that
 //! turns them into library calls ("high" args), printing what comes back.
 
+mod cache;
 mod docs;
 mod draw;
 mod init;
@@ -121,6 +122,13 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Write RECIPE.lock: the digest of every input, and the tool versions (see `--locked`).
+    Lock { recipe: PathBuf },
+    /// The build cache: `stats` (entries and bytes per kind) or `clean` (remove every entry).
+    Cache {
+        #[arg(value_parser = ["stats", "clean"])]
+        action: String,
+    },
     /// Write synthetic demo inputs and a recipe into DIR, then build it.
     Demo {
         /// Folder for the demo (default ./demo).
@@ -155,6 +163,18 @@ struct BuildArgs {
     /// Build even if the media password breaks the policy (≥ 12 characters, ≥ 6 different). Warns loudly.
     #[arg(long, global = true)]
     allow_weak_password: bool,
+    /// Build cache folder (default: $XDG_CACHE_HOME/mediabuild, else ~/.cache/mediabuild).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Build everything from scratch: no cache read or written.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Cache size limit (e.g. 20GiB); least recently used entries go first.
+    #[arg(long, global = true, value_name = "SIZE")]
+    cache_max_size: Option<String>,
+    /// Refuse to build when an input differs from RECIPE.lock (exit 1, naming each).
+    #[arg(long, global = true)]
+    locked: bool,
 }
 
 impl BuildArgs {
@@ -208,7 +228,9 @@ pub fn run() -> Result<i32> {
     match cli.command {
         Some(Command::Build { recipe, build }) => cmd_build(&recipe, &build),
         Some(Command::Check { recipe, json }) => cmd_check(&recipe, json),
-        Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json),
+        Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json, &cli.build),
+        Some(Command::Lock { recipe }) => cache::cmd_lock(&recipe, &cli.build),
+        Some(Command::Cache { action }) => cache::cmd_cache(&action, &cli.build),
         Some(Command::Demo {
             dir,
             size,
@@ -290,20 +312,25 @@ fn cmd_check(recipe: &Path, json: bool) -> Result<i32> {
     Ok(if c.has_errors() { 2 } else { 0 })
 }
 
-fn cmd_plan(recipe: &Path, json: bool) -> Result<i32> {
+fn cmd_plan(recipe: &Path, json: bool, args: &BuildArgs) -> Result<i32> {
     let c = plan::check(recipe, Mode::Check);
     print_diags(&c);
     let Some(p) = c.plan.as_ref().filter(|_| !c.has_errors()) else {
         eprintln!("{}", summary(&c));
         return Ok(2);
     };
+    let status = cache::plan_status(p, args)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&progress_json::plan_json(p))?
-        );
+        let mut v = serde_json::to_value(progress_json::plan_json(p))?;
+        if let Some(s) = &status {
+            v["cache"] = serde_json::to_value(s)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", p.render());
+        if let Some(s) = &status {
+            print!("{}", cache::render_status(s));
+        }
     }
     Ok(0)
 }
@@ -346,6 +373,9 @@ enum Built {
     Invalid(usize),
     /// Nothing to build was asked for (`demo --no-build`).
     Nothing,
+    /// `--locked` and this many inputs drifted from the lockfile (each
+    /// already reported); nothing was built.
+    Drifted(usize),
 }
 
 fn run_build(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Built> {
@@ -353,10 +383,17 @@ fn run_build(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Bui
         Ok(p) => p,
         Err(errors) => return Ok(Built::Invalid(errors)),
     };
+    if args.locked {
+        let drifted = cache::check_locked(&plan, args)?;
+        if drifted > 0 {
+            return Ok(Built::Drifted(drifted));
+        }
+    }
     let opts = BuildOptions {
         jobs: args.jobs.unwrap_or(0),
         writer: args.writer(),
         allow_weak_password: args.allow_weak_password,
+        cache: cache::settings(args)?,
     };
     let started = Instant::now();
     let report = build::build(&plan, &opts, drawer, &CANCEL).context("build failed")?;
@@ -376,6 +413,7 @@ fn reported(
         return Ok(match f()? {
             Built::Done(_) | Built::Nothing => 0,
             Built::Invalid(_) => 2,
+            Built::Drifted(_) => 1,
         });
     };
     j.start(command, recipe);
@@ -383,6 +421,7 @@ fn reported(
         Ok(Built::Done(r)) => progress_json::Outcome::built(&r, j.elapsed()),
         Ok(Built::Nothing) => progress_json::Outcome::nothing(j.elapsed()),
         Ok(Built::Invalid(n)) => progress_json::Outcome::invalid(n, j.elapsed()),
+        Ok(Built::Drifted(n)) => progress_json::Outcome::drifted(n, j.elapsed()),
         Err(e) => progress_json::Outcome::failed(&e, j.elapsed()),
     };
     j.emit(&progress_json::Line::Result(&outcome));
@@ -414,6 +453,9 @@ fn print_report(plan: &Plan, r: &BuildReport, total: Duration) {
     }
     for w in &r.warnings {
         println!("warning: {w}");
+    }
+    if let Some(c) = &r.cache {
+        println!("{c}");
     }
     println!("still to do on the site server (not done by mediabuild):");
     for t in build::site_server_todo(plan) {

@@ -136,6 +136,17 @@ impl Outcome {
         }
     }
 
+    /// `--locked` refused: inputs differ from the lockfile (exit 1, a
+    /// negative answer rather than an error).
+    pub fn drifted(inputs: usize, elapsed: Duration) -> Outcome {
+        Outcome {
+            error: Some(format!(
+                "{inputs} input(s) drifted from the lockfile; nothing was built"
+            )),
+            ..Outcome::new("failed", 1, elapsed)
+        }
+    }
+
     /// The build broke; the message is the whole error chain (which never holds a secret).
     pub fn failed(e: &anyhow::Error, elapsed: Duration) -> Outcome {
         Outcome {

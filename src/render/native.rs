@@ -10,6 +10,7 @@ impl From<WimWriteError> for BuildError {
     fn from(e: WimWriteError) -> Self {
         match e {
             WimWriteError::Cancelled => BuildError::Cancelled,
+            WimWriteError::CacheCorrupt(id) => BuildError::CacheCorrupt(id),
             e => BuildError::Render(format!("writing the WIM: {e}")),
         }
     }
@@ -71,6 +72,144 @@ pub fn write(
     report: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
 ) -> Result<WimReport, BuildError> {
+    write_with(entries, out, spec, None, report, cancel)
+}
+
+/// The media members as a WIM at `out`, through the build cache when there
+/// is one: stored resources are reused, new ones stored after the write.
+/// A corrupted entry found while copying is dropped and the WIM written
+/// again (at most a few times; each retry has one entry fewer to trust).
+pub fn write_members(
+    ctx: &crate::build::Ctx,
+    members: &[Resolved],
+    out: &Path,
+    spec: &NativeSpec,
+    report: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<WimReport, BuildError> {
+    use crate::cache::{hashes::Stamp, resources};
+    let entries = entries(members);
+    let Some(cache) = ctx.cache.as_ref() else {
+        return write(&entries, out, spec, report, cancel);
+    };
+    let known = members
+        .iter()
+        .filter_map(|m| m.known.map(|k| (m.file.clone(), k)))
+        .collect();
+    let never = members
+        .iter()
+        .filter(|m| m.never_cache)
+        .map(|m| m.file.clone())
+        .collect();
+    let never_paths = members
+        .iter()
+        .filter(|m| m.never_cache)
+        .map(|m| m.path.clone())
+        .collect();
+    // Stamps before reading: digests computed by this write are recorded
+    // only for files whose stamp did not move meanwhile.
+    let stamps: Vec<(String, std::path::PathBuf, Stamp)> = members
+        .iter()
+        .filter(|m| !m.in_tree && !m.never_cache)
+        .filter_map(|m| Some((m.path.clone(), m.file.clone(), Stamp::of(&m.file).ok()?)))
+        .collect();
+    let store = wimwrite::StoreHandle(std::sync::Arc::new(resources::WimStore::new(
+        std::sync::Arc::clone(cache),
+        known,
+        never,
+    )));
+    let mut attempts = 0;
+    let rep = loop {
+        attempts += 1;
+        match write_with(&entries, out, spec, Some(store.clone()), report, cancel) {
+            Err(BuildError::CacheCorrupt(_)) if attempts < 8 => continue,
+            r => break r?,
+        }
+    };
+    verify_fresh(ctx, cache, out, &rep)?;
+    // Only resources of a verified WIM enter the cache.
+    resources::store_after_write(
+        cache,
+        out,
+        &rep,
+        &rep.resource_params,
+        &never_paths,
+        &stamps,
+    );
+    Ok(rep)
+}
+
+/// wimlib's check of a WIM written through the cache, limited to what is
+/// new. A resource served from the cache was checked by wimlib's full
+/// verify in the build that stored it (resources are stored only after
+/// that) and by its SHA-256 while being copied here; so wimlib opens the
+/// new WIM (header, blob table, XML), lists the image (the metadata
+/// resource, compared with what we wrote) and extracts every file whose
+/// resource was compressed now, checking each blob's SHA-1 as it reads. A
+/// WIM with nothing from the cache gets the full verify. Either way the
+/// result is recorded as a verification mark, so the renderer's verify
+/// step does not repeat it.
+fn verify_fresh(
+    ctx: &crate::build::Ctx,
+    cache: &crate::cache::Cache,
+    out: &Path,
+    rep: &WimReport,
+) -> Result<(), BuildError> {
+    use crate::cache::resources;
+    let fail = |e: String| BuildError::Verify(e);
+    let mut wim = crate::wim::Wim::open(out)?;
+    if rep.resources.iter().all(|r| !r.from_store) {
+        wim.verify().map_err(|e| fail(e.to_string()))?;
+    } else {
+        let listed = wim.list(1)?;
+        let files: std::collections::BTreeMap<&str, &crate::wim::DirEntry> = listed
+            .iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        for f in &rep.files {
+            match files.get(f.path.as_str()) {
+                Some(e) if e.size == f.size && (f.size == 0 || e.sha1 == f.sha1) => {}
+                _ => return Err(fail(format!("{} does not read back as written", f.path))),
+            }
+        }
+        if files.len() != rep.files.len() {
+            return Err(fail("the image lists other files than were written".into()));
+        }
+        let fresh: std::collections::BTreeSet<[u8; 20]> = rep
+            .resources
+            .iter()
+            .filter(|r| !r.from_store)
+            .map(|r| r.sha1)
+            .collect();
+        let paths: Vec<&str> = rep
+            .files
+            .iter()
+            .filter(|f| f.size > 0 && fresh.contains(&f.sha1))
+            .map(|f| f.path.as_str())
+            .collect();
+        if !paths.is_empty() {
+            let dir = crate::build::TempPath::new(ctx.staging.join("verify-fresh"));
+            wim.extract(1, dir.path(), &paths)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    let sha = ctx.artefact_sha256(out)?;
+    let size = std::fs::metadata(out)
+        .map_err(|e| BuildError::io("read", out, e))?
+        .len();
+    resources::mark_verified(cache, "wimlib-verify", &sha, size);
+    Ok(())
+}
+
+fn write_with(
+    entries: &[WimEntry],
+    out: &Path,
+    spec: &NativeSpec,
+    store: Option<wimwrite::StoreHandle>,
+    report: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<WimReport, BuildError> {
     let opts = WriteOptions {
         compression: compression(spec.compression),
         threads: spec.threads,
@@ -78,6 +217,7 @@ pub fn write(
         epoch: spec.epoch,
         image_name: spec.name.to_string(),
         image_description: spec.description.map(str::to_string),
+        store,
         ..Default::default()
     };
     let mut f = std::fs::File::create(out).map_err(|e| BuildError::io("create", out, e))?;

@@ -72,9 +72,14 @@ impl Renderer for WimRenderer {
                     name: &plan.media_name,
                     description: plan.recipe.media.comment.as_deref(),
                 };
-                let entries = super::native::entries(members);
-                let rep =
-                    super::native::write(&entries, tmp, &spec, &mut report, ctx.cancel.flag())?;
+                let rep = super::native::write_members(
+                    ctx,
+                    members,
+                    tmp,
+                    &spec,
+                    &mut report,
+                    ctx.cancel.flag(),
+                )?;
                 let by_path: std::collections::BTreeMap<&str, [u8; 32]> = rep
                     .files
                     .iter()
@@ -121,8 +126,28 @@ impl Renderer for WimRenderer {
             phase: "verify wim",
             total: 0,
         });
-        let mut w = Wim::open(tmp)?;
-        w.verify().map_err(|e| BuildError::Verify(e.to_string()))?;
+        // A WIM with these very bytes already passed wimlib's verify: the
+        // mark in the cache is keyed by its SHA-256 (which finalize needs anyway).
+        let mark = match &ctx.cache {
+            Some(c) => {
+                let sha = ctx.artefact_sha256(tmp)?;
+                let size = std::fs::metadata(tmp)
+                    .map_err(|e| BuildError::io("read", tmp, e))?
+                    .len();
+                Some((c, sha, size))
+            }
+            None => None,
+        };
+        let done = mark.as_ref().is_some_and(|(c, sha, size)| {
+            crate::cache::resources::is_verified(c, "wimlib-verify", sha, *size)
+        });
+        if !done {
+            let mut w = Wim::open(tmp)?;
+            w.verify().map_err(|e| BuildError::Verify(e.to_string()))?;
+            if let Some((c, sha, size)) = &mark {
+                crate::cache::resources::mark_verified(c, "wimlib-verify", sha, *size);
+            }
+        }
         ctx.rep.event(Event::End {
             phase: "verify wim",
             elapsed: started.elapsed(),

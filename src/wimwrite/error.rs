@@ -89,6 +89,11 @@ pub enum WimWriteError {
     /// `cancel` was set.
     #[error("WIM writing was cancelled")]
     Cancelled,
+
+    /// A stored resource did not match its digest while being copied; the
+    /// store was told, the partial output must be discarded and written again.
+    #[error("cache entry {0} is corrupted (dropped); write again")]
+    CacheCorrupt(String),
     /// A bug or a thread that died: never expected.
     #[error("internal error in the WIM writer: {0}")]
     Internal(String),

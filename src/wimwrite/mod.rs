@@ -85,6 +85,7 @@
 #![forbid(unsafe_code)]
 
 mod blobtable;
+mod cached;
 mod error;
 mod header;
 mod integrity;
@@ -112,6 +113,9 @@ use crate::wim::compressor::CompressorKind;
 use blobtable::BlobEntry;
 use header::{hdr_flags, res_flags, Header, Reshdr};
 
+pub use cached::{
+    KnownDigests, ResourceInfo, ResourceParams, ResourceStore, StoreHandle, StoredResource,
+};
 pub use error::WimWriteError;
 pub use resource::OverflowPolicy;
 
@@ -218,6 +222,8 @@ pub struct WriteOptions {
     pub integrity: bool,
     /// Pipeline knobs.
     pub tuning: Tuning,
+    /// Resource cache: reuse stored resources of known contents (`cached`).
+    pub store: Option<StoreHandle>,
 }
 
 impl Default for WriteOptions {
@@ -234,6 +240,7 @@ impl Default for WriteOptions {
             bootable: false,
             integrity: false,
             tuning: Tuning::default(),
+            store: None,
         }
     }
 }
@@ -282,6 +289,10 @@ pub struct WimReport {
     pub duplicate_bytes: u64,
     /// Uncompressed size of the metadata resource.
     pub metadata_bytes: u64,
+    /// Every data resource, in blob order, and whether it came from the store.
+    pub resources: Vec<ResourceInfo>,
+    /// What shaped the resources' bytes (for storing them).
+    pub resource_params: ResourceParams,
 }
 
 /// Resolved format parameters.
@@ -448,7 +459,10 @@ pub fn write_wim<W: Write + Seek>(
         pool: &pool,
         shared: &shared,
         params,
+        store: opts.store.as_ref().map(|s| &*s.0),
+        res_params: resource_params(opts, format.chunk),
     };
+    let res_params = input.res_params.clone();
     let data = pipeline::run(&input, &mut sink, progress, cancel)?;
     check_cancel()?;
 
@@ -546,7 +560,47 @@ pub fn write_wim<W: Write + Seek>(
         duplicate_files: data.duplicate_files,
         duplicate_bytes: data.duplicate_bytes,
         metadata_bytes: meta.len() as u64,
+        resources: data
+            .blobs
+            .iter()
+            .zip(&data.from_store)
+            .map(|(b, &from_store)| ResourceInfo {
+                sha1: b.sha1,
+                size: b.reshdr.uncompressed_size,
+                offset: b.reshdr.offset,
+                size_in_wim: b.reshdr.size_in_wim,
+                compressed: b.reshdr.flags & res_flags::COMPRESSED != 0,
+                from_store,
+            })
+            .collect(),
+        resource_params: res_params,
     })
+}
+
+/// The options that shape a data resource's bytes, as [`write_wim`] would
+/// use them with `opts` (for a cache's lookups outside a write).
+pub fn resource_params_for(opts: &WriteOptions) -> Result<ResourceParams, WimWriteError> {
+    Ok(resource_params(opts, check_options(opts)?.chunk))
+}
+
+/// The options that shape a data resource's bytes (the cache key's part).
+fn resource_params(opts: &WriteOptions, chunk: u32) -> ResourceParams {
+    ResourceParams {
+        compression: match opts.compression {
+            Compression::None => "none",
+            Compression::Xpress => "xpress",
+            Compression::Lzx => "lzx",
+            Compression::Lzms => "lzms",
+        },
+        chunk,
+        level: opts.level,
+        probe: opts.tuning.probe,
+        window_bytes: opts.tuning.window_bytes,
+        overflow: match opts.tuning.overflow {
+            OverflowPolicy::RawBlob => "raw-blob",
+            OverflowPolicy::RawChunks => "raw-chunks",
+        },
+    }
 }
 
 /// Buffer pool sizes: the window, one small suspect file, and

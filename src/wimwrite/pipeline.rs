@@ -57,6 +57,7 @@ use sha2::{Digest, Sha256};
 
 use super::blobtable::BlobEntry;
 use super::error::WimWriteError;
+use super::header::Reshdr;
 use super::probe;
 use super::reader::Producer;
 use super::resource::{BlobAssembler, Buf, Counters, OverflowPolicy, Stored};
@@ -226,6 +227,15 @@ pub enum Msg {
         /// How to store it.
         stored: Stored,
     },
+    /// A new resource copied verbatim from the store (`cached`).
+    Stored {
+        /// Sequential blob id.
+        blob: u32,
+        /// Uncompressed size.
+        size: u64,
+        /// The stored bytes.
+        res: super::cached::StoredResource,
+    },
     /// A file is resolved (written, duplicate or empty).
     FileDone(FileDone),
     /// Stop with this error.
@@ -267,6 +277,8 @@ pub struct Outcome {
     pub duplicate_bytes: u64,
     /// Bytes processed so far (for progress after this phase).
     pub done: u64,
+    /// Per blob: copied from the store.
+    pub from_store: Vec<bool>,
 }
 
 /// Everything the data phase reads.
@@ -283,6 +295,10 @@ pub struct Input<'a> {
     pub shared: &'a Arc<Shared>,
     /// Sizes.
     pub params: Params,
+    /// Resource cache, if any.
+    pub store: Option<&'a dyn super::cached::ResourceStore>,
+    /// What shapes a resource's bytes, for the store's key.
+    pub res_params: super::cached::ResourceParams,
 }
 
 /// Runs the data phase: writes every distinct non-empty file content as a
@@ -502,6 +518,8 @@ struct WriteState<'a, 'i, 'w, W: Write + Seek> {
     pending: BTreeMap<u64, Msg>,
     next: u64,
     current: Option<(u32, BlobAssembler)>,
+    /// A resource copied from the store, waiting for its `FileDone`.
+    stored: Option<(u32, Reshdr)>,
     sha256: Option<Sha256>,
     /// Buffers written and free again.
     free: Vec<Buf>,
@@ -529,6 +547,7 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
             pending: BTreeMap::new(),
             next: 0,
             current: None,
+            stored: None,
             sha256: None,
             free: Vec::new(),
             reported: 0,
@@ -602,6 +621,11 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                         .store(u64::from(*id) + 1, Ordering::Relaxed);
                 }
             }
+            Msg::Stored { blob, size, res } => {
+                let reshdr = copy_stored(res, size, self.sink, self.input.store)?;
+                self.out.done += size;
+                self.stored = Some((blob, reshdr));
+            }
             Msg::FileDone(fd) => self.file_done(fd)?,
             Msg::Failed(e) => return Err(e),
             Msg::End => return Ok(true),
@@ -630,6 +654,22 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
         };
         match fd.blob {
             None => {}
+            Some(b) if fd.new && self.stored.is_some_and(|(id, _)| id == b) => {
+                let Some((_, reshdr)) = self.stored.take() else {
+                    return Err(WimWriteError::Internal("stored blob vanished".into()));
+                };
+                if b as usize != out.blobs.len() {
+                    return Err(WimWriteError::Internal(format!(
+                        "stored blob {b} out of order"
+                    )));
+                }
+                out.blobs.push(BlobEntry {
+                    reshdr,
+                    refcnt: 1,
+                    sha1: fd.sha1,
+                });
+                out.from_store.push(true);
+            }
             Some(b) if fd.new => {
                 let Some((id, a)) = self.current.take() else {
                     return Err(WimWriteError::Internal("file end outside a blob".into()));
@@ -647,6 +687,7 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                     refcnt: 1,
                     sha1: fd.sha1,
                 });
+                out.from_store.push(false);
             }
             Some(b) => {
                 let e = out.blobs.get_mut(b as usize).ok_or_else(|| {
@@ -660,6 +701,56 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
         }
         Ok(())
     }
+}
+
+/// Copies a stored resource verbatim at the sink's position, checking its
+/// digest on the way; a mismatch is reported to the store and fails the write
+/// (the bytes already appended are in a partial file the caller discards).
+fn copy_stored<W: Write + Seek>(
+    mut res: super::cached::StoredResource,
+    size: u64,
+    sink: &mut Sink<'_, W>,
+    store: Option<&dyn super::cached::ResourceStore>,
+) -> Result<Reshdr, WimWriteError> {
+    let offset = sink.pos();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = res.len;
+    let mut short = false;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match std::io::Read::read(&mut res.reader, &mut buf[..want]) {
+            Ok(0) => {
+                short = true;
+                break;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                short = true;
+                break;
+            }
+        };
+        res.hasher.update(&buf[..n]);
+        sink.write(&buf[..n]).map_err(WimWriteError::Write)?;
+        left -= n as u64;
+    }
+    let digest: [u8; 32] = res.hasher.finalize().into();
+    if short || digest != res.expected {
+        if let Some(s) = store {
+            s.corrupt(&res.id);
+        }
+        return Err(WimWriteError::CacheCorrupt(res.id));
+    }
+    Ok(Reshdr {
+        size_in_wim: res.len,
+        flags: if res.compressed {
+            super::header::res_flags::COMPRESSED
+        } else {
+            0
+        },
+        offset,
+        uncompressed_size: size,
+    })
 }
 
 /// Marks files that share their size with an earlier file in `order`: only

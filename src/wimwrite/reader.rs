@@ -235,6 +235,9 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         source: &Path,
         size: u64,
     ) -> Result<(), Stop> {
+        if size > 0 && self.serve_stored(fi, source, size)? {
+            return Ok(());
+        }
         let origin = Origin { wim_path, source };
         let mut f = File::open(source).map_err(|e| origin.read_error(e))?;
         if size == 0 {
@@ -271,6 +274,31 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         }
         self.seen.insert(sha1, blob);
         self.file_done(fi, size, sha1, Some(sha256), Some(blob), true)
+    }
+
+    /// Serves a file from the store when its digests are known without
+    /// reading it: a duplicate of something written, or a stored resource.
+    /// Returns false when the file must be read.
+    fn serve_stored(&mut self, fi: usize, source: &Path, size: u64) -> Result<bool, Stop> {
+        let Some(store) = self.input.store else {
+            return Ok(false);
+        };
+        let Some(k) = store.digests(source, size) else {
+            return Ok(false);
+        };
+        if let Some(&b) = self.seen.get(&k.sha1) {
+            self.file_done(fi, size, k.sha1, Some(k.sha256), Some(b), false)?;
+            return Ok(true);
+        }
+        let Some(res) = store.resource(&k.sha1, size, &self.input.res_params) else {
+            return Ok(false);
+        };
+        let blob = self.next_blob;
+        self.next_blob += 1;
+        self.send(Msg::Stored { blob, size, res })?;
+        self.seen.insert(k.sha1, blob);
+        self.file_done(fi, size, k.sha1, Some(k.sha256), Some(blob), true)?;
+        Ok(true)
     }
 
     /// A small file that may duplicate an earlier one: read it into

@@ -349,6 +349,7 @@ fn sigint_stops_the_build_and_leaves_nothing() {
     let out = tmp.path().join("out");
     let child = Command::new(BIN)
         .args(["build", recipe.to_str().unwrap(), "-q", "--jobs", "1"])
+        .env("XDG_CACHE_HOME", crate::support::cache_home())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -8,6 +8,7 @@ mod testutil;
 
 mod build_disk;
 mod build_wim;
+mod cache;
 mod check;
 mod cli_docs;
 mod plan;

@@ -67,9 +67,18 @@ impl Demo {
     }
 }
 
+/// A cache folder for every run of this test binary, so that no test
+/// reads or fills the user's cache (tests of the cache pass their own).
+pub fn cache_home() -> &'static Path {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("cache tempdir"))
+        .path()
+}
+
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args);
+    c.env("XDG_CACHE_HOME", cache_home());
     for (k, v) in env {
         c.env(k, v);
     }

@@ -1,0 +1,252 @@
+//! The writer's narrow interface to a resource cache (kept out of the
+//! pipeline's logic: one check in the reader, one copy in the writer loop).
+//!
+//! A data resource's bytes — chunk table and chunks, or the raw bytes — do
+//! not depend on where it sits in the file: chunk-table entries are offsets
+//! relative to the end of the table (reference §3.9) and only the blob
+//! table's reshdr holds the absolute offset. They depend only on the content
+//! and on the parameters in [`ResourceParams`]. So a stored resource can be
+//! written verbatim at a new offset.
+//!
+//! Before a file is read, the store is asked for its digests
+//! ([`ResourceStore::digests`]; an input hash cache). Knowing the SHA-1, the
+//! writer either recognises a duplicate without reading anything or asks for
+//! a stored resource. The writer hashes the stored bytes as it copies them
+//! and fails the write with [`WimWriteError::CacheCorrupt`] when they do not
+//! match: the caller drops the entry and writes again, so a corrupted entry
+//! is never part of a finished WIM.
+//!
+//! [`WimWriteError::CacheCorrupt`]: super::WimWriteError::CacheCorrupt
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything besides the content that shapes a resource's bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceParams {
+    /// Compression format name.
+    pub compression: &'static str,
+    /// Chunk size.
+    pub chunk: u32,
+    /// Compressor level.
+    pub level: u32,
+    /// Probe on/off.
+    pub probe: bool,
+    /// Undecided window in bytes.
+    pub window_bytes: u64,
+    /// Overflow policy name.
+    pub overflow: &'static str,
+}
+
+impl ResourceParams {
+    /// Canonical text, part of a cache key (with the compressor version,
+    /// which the store adds).
+    pub fn text(&self) -> String {
+        format!(
+            "{} chunk={} level={} probe={} window={} overflow={}",
+            self.compression, self.chunk, self.level, self.probe, self.window_bytes, self.overflow
+        )
+    }
+}
+
+/// A stored resource, ready to be copied.
+pub struct StoredResource {
+    /// Yields exactly `len` resource bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// Bytes of the resource (`size_in_wim`).
+    pub len: u64,
+    /// A chunked, compressed resource (else raw).
+    pub compressed: bool,
+    /// Hasher already fed with whatever the store read before the bytes;
+    /// after the bytes it must give `expected`.
+    pub hasher: sha2::Sha256,
+    /// Expected SHA-256 (of the store's entry body).
+    pub expected: [u8; 32],
+    /// The store's name for the entry, handed back in [`ResourceStore::corrupt`].
+    pub id: String,
+}
+
+impl std::fmt::Debug for StoredResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredResource")
+            .field("len", &self.len)
+            .field("compressed", &self.compressed)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// Content digests known without reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownDigests {
+    /// SHA-1 (the WIM's blob key).
+    pub sha1: [u8; 20],
+    /// SHA-256 (the manifest's).
+    pub sha256: [u8; 32],
+}
+
+/// What the writer needs from a cache.
+pub trait ResourceStore: Send + Sync {
+    /// Digests of the `size` bytes of `source`, when known without reading.
+    fn digests(&self, source: &Path, size: u64) -> Option<KnownDigests>;
+    /// A stored resource for the content with this SHA-1 and size.
+    fn resource(
+        &self,
+        sha1: &[u8; 20],
+        size: u64,
+        params: &ResourceParams,
+    ) -> Option<StoredResource>;
+    /// The entry `id` did not match its digest while being copied.
+    fn corrupt(&self, id: &str);
+}
+
+/// A shareable handle in [`WriteOptions`](super::WriteOptions).
+#[derive(Clone)]
+pub struct StoreHandle(pub Arc<dyn ResourceStore>);
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreHandle")
+    }
+}
+
+/// Where one data resource of the written WIM came from (in blob order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// SHA-1 of the content.
+    pub sha1: [u8; 20],
+    /// Uncompressed size.
+    pub size: u64,
+    /// Offset in the WIM.
+    pub offset: u64,
+    /// Bytes in the WIM.
+    pub size_in_wim: u64,
+    /// Chunked, compressed.
+    pub compressed: bool,
+    /// Copied from the store (not compressed now).
+    pub from_store: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wimwrite::{
+        testgen, write_wim, Content, EntryKind, WimEntry, WimWriteError, WriteOptions,
+    };
+    use sha1::Digest as _;
+    use std::collections::BTreeMap;
+    use std::io::Cursor;
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    /// SHA-1 → (compressed, resource bytes).
+    type Resources = BTreeMap<[u8; 20], (bool, Vec<u8>)>;
+
+    /// An in-memory store: digests by path, resources by SHA-1.
+    #[derive(Default)]
+    struct Mem {
+        digests: BTreeMap<PathBuf, KnownDigests>,
+        res: Mutex<Resources>,
+        corrupted: Mutex<Vec<String>>,
+        flip: bool,
+    }
+
+    impl ResourceStore for Mem {
+        fn digests(&self, source: &Path, _size: u64) -> Option<KnownDigests> {
+            self.digests.get(source).copied()
+        }
+        fn resource(&self, sha1: &[u8; 20], _: u64, _: &ResourceParams) -> Option<StoredResource> {
+            let (compressed, bytes) = self.res.lock().unwrap().get(sha1)?.clone();
+            let expected = sha2::Sha256::digest(&bytes).into();
+            let mut served = bytes.clone();
+            if self.flip {
+                let mid = served.len() / 2;
+                served[mid] ^= 1;
+            }
+            Some(StoredResource {
+                len: served.len() as u64,
+                reader: Box::new(Cursor::new(served)),
+                compressed,
+                hasher: sha2::Sha256::new(),
+                expected,
+                id: crate::ids::hex(sha1),
+            })
+        }
+        fn corrupt(&self, id: &str) {
+            self.corrupted.lock().unwrap().push(id.to_string());
+        }
+    }
+
+    #[test]
+    fn stored_resources_are_written_verbatim_at_new_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("a/text.txt".into(), testgen::text(300 << 10, 1)),
+            ("b/drv.sys".into(), testgen::binary(200 << 10, 2)),
+            ("c/noise.cab".into(), testgen::noise(100 << 10, 3)),
+        ];
+        let mut entries = Vec::new();
+        let mut store = Mem::default();
+        for (p, bytes) in &files {
+            let f = dir.path().join(p.replace('/', "_"));
+            std::fs::write(&f, bytes).unwrap();
+            store.digests.insert(
+                f.clone(),
+                KnownDigests {
+                    sha1: sha1::Sha1::digest(bytes).into(),
+                    sha256: sha2::Sha256::digest(bytes).into(),
+                },
+            );
+            entries.push(WimEntry {
+                path: p.clone(),
+                kind: EntryKind::File {
+                    size: bytes.len() as u64,
+                    content: Content::Path(f),
+                },
+            });
+        }
+        let never = AtomicBool::new(false);
+        let write = |entries: &[WimEntry], store: Option<Arc<Mem>>| {
+            let o = WriteOptions {
+                threads: 2,
+                store: store.map(|s| StoreHandle(s as Arc<dyn ResourceStore>)),
+                ..WriteOptions::default()
+            };
+            let mut out = Cursor::new(Vec::new());
+            let r = write_wim(entries, &mut out, &o, &mut |_, _| {}, &never);
+            r.map(|rep| (out.into_inner(), rep))
+        };
+        let (clean, rep) = write(&entries, None).unwrap();
+        // Fill the store from the clean write, then write the entries in
+        // another order: every resource moves, the bytes must equal a clean
+        // write of that order.
+        for r in &rep.resources {
+            let bytes = clean[r.offset as usize..(r.offset + r.size_in_wim) as usize].to_vec();
+            store
+                .res
+                .lock()
+                .unwrap()
+                .insert(r.sha1, (r.compressed, bytes));
+        }
+        entries.reverse();
+        let (reordered_clean, _) = write(&entries, None).unwrap();
+        let store = Arc::new(store);
+        let (cached, rep2) = write(&entries, Some(Arc::clone(&store))).unwrap();
+        assert!(rep2.resources.iter().all(|r| r.from_store));
+        assert_eq!(cached, reordered_clean);
+        assert_eq!(rep2.files, write(&entries, None).unwrap().1.files);
+
+        // A stored resource that does not match its digest fails the write.
+        let bad = Arc::new(Mem {
+            digests: store.digests.clone(),
+            res: Mutex::new(store.res.lock().unwrap().clone()),
+            flip: true,
+            ..Mem::default()
+        });
+        let e = write(&entries, Some(Arc::clone(&bad))).unwrap_err();
+        assert!(matches!(e, WimWriteError::CacheCorrupt(_)), "{e}");
+        assert_eq!(bad.corrupted.lock().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,340 @@
+//! The build cache and the lockfile, end to end: a rebuild after one driver
+//! change is byte-identical to a clean build; corrupted or truncated entries
+//! are dropped, never used; two builds share one cache; a forged-mtime
+//! rewrite is not served stale; `--locked` names the drift; `plan` says why
+//! a member is not served. Every test uses its own `--cache-dir`.
+
+use crate::support::{run, sha256, text, Demo};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DRIVER: &str = "content/drivers/surface/Network/netadapter.inf";
+
+/// The hash cache does not keep files changed within the last second
+/// (their time stamps cannot be trusted yet): let the demo inputs age.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn build(d: &Demo, extra: &[&str]) -> String {
+    let r = d.recipe();
+    let mut args = vec!["build", r.to_str().unwrap(), "-q"];
+    args.extend_from_slice(extra);
+    let o = d.run(&args);
+    assert!(o.status.success(), "build {extra:?} failed:\n{}", text(&o));
+    text(&o)
+}
+
+fn outputs(d: &Demo) -> (String, String) {
+    (sha256(&d.wim()), sha256(&d.out().join("demo-wtg.img")))
+}
+
+/// Changes one byte of a file, keeping its size.
+fn change_one_byte(p: &Path) {
+    let mut b = std::fs::read(p).unwrap();
+    let i = b.len() / 2;
+    b[i] = if b[i] == b'x' { b'y' } else { b'x' };
+    std::fs::write(p, b).unwrap();
+}
+
+fn entries(dir: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(kind))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn stat_line(out: &str) -> &str {
+    out.lines().find(|l| l.starts_with("cache ")).unwrap_or("")
+}
+
+fn count(line: &str, what: &str) -> u64 {
+    // "… 12 hits, 3 misses, …"
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    words
+        .windows(2)
+        .find(|w| w[1] == what)
+        .and_then(|w| w[0].parse().ok())
+        .unwrap_or_else(|| panic!("no {what:?} in {line:?}"))
+}
+
+#[test]
+fn rebuild_after_a_driver_change_equals_a_clean_build() {
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    let first = build(&d, &["--cache-dir", c]);
+    assert!(count(stat_line(&first), "stored") > 0, "{first}");
+    change_one_byte(&d.dir().join(DRIVER));
+    let again = build(&d, &["--cache-dir", c]);
+    let hits = count(stat_line(&again), "hits");
+    assert!(hits > 10, "the rebuild reused little: {again}");
+    let cached = outputs(&d);
+    build(&d, &["--no-cache"]);
+    assert_eq!(cached, outputs(&d), "rebuild differs from a clean build");
+    // The WIM holds the new bytes of the changed file.
+    let o = run(&["cache", "stats", "--cache-dir", c], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("res"), "{}", text(&o));
+}
+
+#[test]
+fn corrupted_and_truncated_entries_are_dropped_and_rebuilt() {
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    build(&d, &["--cache-dir", c]);
+    let clean = outputs(&d);
+    // Flip a byte in the body of half the entries of every kind, truncate the rest.
+    let mut damaged = 0;
+    for kind in ["res", "export", "hash", "verify"] {
+        for (i, p) in entries(cache.path(), kind).into_iter().enumerate() {
+            let mut b = std::fs::read(&p).unwrap();
+            if i % 2 == 0 {
+                let last = b.len() - 1;
+                b[last] ^= 0x55;
+            } else {
+                b.truncate(b.len() - 1);
+            }
+            std::fs::write(&p, b).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 10);
+    let out = build(&d, &["--cache-dir", c]);
+    assert!(count(stat_line(&out), "corrupted") > 0, "{out}");
+    assert_eq!(clean, outputs(&d), "a damaged cache changed the output");
+    // And the cache is whole again: the next build reuses it.
+    let out = build(&d, &["--cache-dir", c]);
+    assert_eq!(count(stat_line(&out), "corrupted"), 0, "{out}");
+    assert_eq!(clean, outputs(&d));
+}
+
+#[test]
+fn a_corrupted_resource_in_the_middle_of_a_write_is_not_used() {
+    // Same size, different byte in the middle of the largest stored
+    // resource: only the copy into the WIM can notice it.
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    build(&d, &["--cache-dir", c]);
+    let clean = outputs(&d);
+    let biggest = entries(cache.path(), "res")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut b = std::fs::read(&biggest).unwrap();
+    let mid = b.len() / 2 + 7;
+    b[mid] ^= 1;
+    std::fs::write(&biggest, b).unwrap();
+    let out = build(&d, &["--cache-dir", c]);
+    assert!(count(stat_line(&out), "corrupted") >= 1, "{out}");
+    assert_eq!(clean, outputs(&d));
+}
+
+#[test]
+fn two_builds_at_once_share_one_cache() {
+    let a = Demo::new();
+    let b = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap().to_string();
+    settle();
+    for round in 0..2 {
+        let spawn = |d: &Demo| {
+            std::process::Command::new(crate::support::BIN)
+                .args([
+                    "build",
+                    d.recipe().to_str().unwrap(),
+                    "-q",
+                    "--cache-dir",
+                    &c,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (pa, pb) = (spawn(&a), spawn(&b));
+        for (p, name) in [(pa, "a"), (pb, "b")] {
+            let o = p.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "round {round} build {name}:\n{}",
+                text(&o)
+            );
+        }
+        assert_eq!(outputs(&a), outputs(&b), "round {round}");
+    }
+    let shared = outputs(&a);
+    build(&a, &["--no-cache"]);
+    assert_eq!(
+        shared,
+        outputs(&a),
+        "shared-cache builds differ from a clean one"
+    );
+    assert!(std::fs::read_dir(cache.path().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn a_rewrite_with_a_forged_mtime_is_not_served_stale() {
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    build(&d, &["--cache-dir", c]);
+    let p = d.dir().join(DRIVER);
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    change_one_byte(&p);
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), mtime);
+    build(&d, &["--cache-dir", c]);
+    let cached = outputs(&d);
+    build(&d, &["--no-cache"]);
+    assert_eq!(
+        cached,
+        outputs(&d),
+        "the forged-mtime file was served stale"
+    );
+}
+
+#[test]
+fn plan_says_which_input_keeps_a_member_from_the_cache() {
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    build(&d, &["--cache-dir", c]);
+    std::fs::write(d.dir().join(DRIVER), b"a longer replacement driver inf\r\n").unwrap();
+    let r = d.recipe();
+    let o = run(&["plan", r.to_str().unwrap(), "--cache-dir", c], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    let line = t
+        .lines()
+        .find(|l| l.contains("netadapter.inf") && l.trim_start().starts_with("build"))
+        .unwrap_or_else(|| panic!("no status line for the driver:\n{t}"));
+    assert!(line.contains("changed since it was cached (size"), "{line}");
+    assert!(
+        t.lines()
+            .any(|l| l.trim_start().starts_with("cached") && l.contains("install.wim")),
+        "{t}"
+    );
+    assert!(t.contains("never cached: encrypted"), "{t}");
+}
+
+#[test]
+fn locked_names_the_drift_and_passes_after_lock() {
+    let d = Demo::new();
+    let r = d.recipe();
+    let r = r.to_str().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    // No lockfile yet: an error (exit 2) saying how to make one.
+    let o = run(&["build", r, "-q", "--locked", "--cache-dir", c], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("mediabuild lock"), "{}", text(&o));
+
+    let o = run(&["lock", r, "--cache-dir", c], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock = std::fs::read_to_string(d.dir().join("recipe.yaml.lock")).unwrap();
+    assert!(lock.contains("input boot_image wim sha256:"), "{lock}");
+    assert!(
+        lock.contains("input driver_packages[0] folder sha256:"),
+        "{lock}"
+    );
+    assert!(lock.contains("tool wimlib "), "{lock}");
+    let body: Vec<&str> = lock.lines().filter(|l| !l.starts_with('#')).collect();
+    let mut sorted = body.clone();
+    sorted.sort_by_key(|l| !l.starts_with("tool"));
+    assert_eq!(body, sorted, "tool lines first");
+    build(&d, &["--locked", "--cache-dir", c]);
+
+    change_one_byte(&d.dir().join(DRIVER));
+    std::fs::write(
+        d.dir().join("content/drivers/surface/Network/new.cat"),
+        b"cat",
+    )
+    .unwrap();
+    let o = run(&["build", r, "-q", "--locked", "--cache-dir", c], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("driver_packages[0]"), "{t}");
+    assert!(t.contains("changed: Network/netadapter.inf"), "{t}");
+    assert!(t.contains("added: Network/new.cat"), "{t}");
+    assert!(t.contains("1 input(s) drifted"), "{t}");
+    assert!(
+        !t.contains("boot_image"),
+        "only the driver package drifted: {t}"
+    );
+
+    let o = run(&["lock", r, "--cache-dir", c], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    build(&d, &["--locked", "--cache-dir", c]);
+}
+
+#[test]
+fn no_secret_reaches_the_cache() {
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    build(&d, &["--cache-dir", c]);
+    let secrets: Vec<String> = ["secrets/media-password.txt", "secrets/wtg-passphrase.txt"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(d.dir().join(f)).ok())
+        .map(|s| s.trim_end().to_string())
+        .collect();
+    assert!(!secrets.is_empty(), "the demo has secret files");
+    for kind in ["res", "export", "hash", "verify"] {
+        for p in entries(cache.path(), kind) {
+            let b = std::fs::read(&p).unwrap();
+            for s in &secrets {
+                for enc in [s.as_bytes().to_vec(), utf16(s)] {
+                    assert!(
+                        !b.windows(enc.len()).any(|w| w == enc.as_slice()),
+                        "a secret is in {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+    let o = run(&["cache", "stats", "--cache-dir", c], &[]);
+    assert!(o.status.success());
+    let o = run(&["cache", "clean", "--cache-dir", c], &[]);
+    assert!(text(&o).contains("removed"), "{}", text(&o));
+    assert!(entries(cache.path(), "res").is_empty());
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
+}
+
+#[test]
+fn cache_size_limit_evicts() {
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    build(&d, &["--cache-dir", c, "--cache-max-size", "1MiB"]);
+    let bytes: u64 = ["res", "export", "hash", "verify"]
+        .iter()
+        .flat_map(|k| entries(cache.path(), k))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        bytes <= 1 << 20,
+        "cache holds {bytes} bytes over its 1 MiB limit"
+    );
+}
