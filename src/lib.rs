@@ -12,6 +12,7 @@ pub mod disk;
 pub mod fat32;
 pub mod fsutil;
 pub mod ids;
+pub mod inspect;
 pub mod media;
 pub mod plan;
 pub mod progress;

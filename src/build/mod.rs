@@ -7,7 +7,7 @@ mod finalize;
 pub(crate) mod hash;
 pub mod materialize;
 
-pub use finalize::Manifest;
+pub use finalize::{Manifest, ManifestInput, ManifestMember};
 pub use materialize::Resolved;
 
 use crate::media::variables::MediaVar;
@@ -100,6 +100,8 @@ pub(crate) struct Ctx<'a> {
     pub cancel: &'a Cancel,
     pub password: Option<Secret>,
     pub writer: WimWriter,
+    /// Variable name → fingerprint of its value, for the manifest.
+    pub fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
@@ -188,6 +190,27 @@ fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildErr
     Ok((vars, password))
 }
 
+/// Every variable's fingerprint (secret ones cost a slow KDF each: in parallel).
+fn fingerprints(
+    plan: &Plan,
+    vars: &[MediaVar],
+    password: Option<&Secret>,
+) -> std::collections::BTreeMap<String, String> {
+    use rayon::prelude::*;
+    let site = &plan.recipe.media.site_code;
+    vars.par_iter()
+        .map(|v| {
+            let f = crate::media::variables::fingerprint(
+                v,
+                password.map(Secret::expose),
+                site,
+                &plan.media_name,
+            );
+            (v.name.clone(), f)
+        })
+        .collect()
+}
+
 /// Builds every output of `plan`.
 pub fn build(
     plan: &Plan,
@@ -225,6 +248,7 @@ pub fn build(
         jobs,
         rep,
         cancel,
+        fingerprints: pool.install(|| fingerprints(plan, &vars, password.as_ref())),
         password,
         writer: opts.writer,
     };
@@ -305,6 +329,7 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
         cancel: &cancel,
         password,
         writer: WimWriter::Wimlib,
+        fingerprints: Default::default(),
     };
     let members = materialize::materialize(&ctx, &vars)?;
     let tree = render::wim::complete_tree(&ctx, &members)?;

@@ -9,6 +9,7 @@ mod testutil;
 mod build_disk;
 mod build_wim;
 mod check;
+mod inspect;
 mod plan;
 mod readme;
 mod security;
