@@ -233,6 +233,11 @@ pub fn build(
     let t = Instant::now();
     let (vars, password) = resolve_vars(plan)?;
     let weak = crate::security::enforce_password(password.as_ref(), opts.allow_weak_password)?;
+    // Before any output folder exists: a slow KDF per secret (not interruptible).
+    let fingerprints = pool.install(|| fingerprints(plan, &vars, password.as_ref()));
+    if cancel.is_cancelled() {
+        return Err(BuildError::Cancelled);
+    }
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
     let staging = TempPath::new(plan.out_dir.join(format!(
@@ -248,7 +253,7 @@ pub fn build(
         jobs,
         rep,
         cancel,
-        fingerprints: pool.install(|| fingerprints(plan, &vars, password.as_ref())),
+        fingerprints,
         password,
         writer: opts.writer,
     };

@@ -223,7 +223,15 @@ pub fn diff(a: &Inspection, b: &Inspection) -> Diff {
     }
 
     let groups = members(a, b, recipe_changed, &mut derived);
-    let (variables, not_compared) = variables(a, b, recipe_changed, &mut derived);
+    let (variables, mut not_compared) = variables(a, b, recipe_changed, &mut derived);
+    for side in [a, b] {
+        if side.variables.list.is_empty() && side.variables.note.is_some() {
+            not_compared.push(format!(
+                "the variables of {} (Variables.dat needs the media password and there is no manifest)",
+                side.artefact
+            ));
+        }
+    }
     let size_delta = b.size as i64 - a.size as i64;
     let differ = recipe_changed
         || size_delta != 0
@@ -484,7 +492,7 @@ impl Diff {
         if !self.not_compared.is_empty() {
             let _ = writeln!(
                 s,
-                "not compared (no fingerprint on one side: no manifest): {}",
+                "not compared (no fingerprint on one side): {}",
                 self.not_compared.join(", ")
             );
         }

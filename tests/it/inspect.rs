@@ -464,3 +464,48 @@ fn diff_lists_exactly_the_changed_package_and_variable() {
     );
     assert!(t.contains("OSDComputerName changed"), "{t}");
 }
+
+#[test]
+fn gpt_image_is_inspected_verified_and_its_truncation_named() {
+    let d = Demo::new();
+    let r = d.variant(
+        "gpt.yaml",
+        &[
+            ("  wim: demo-wtg.wim\n", ""),
+            (
+                "disk: { path: demo-wtg.img, size: 1024MiB, scheme: mbr }",
+                "disk: { path: demo-gpt.img, size: 1GiB, scheme: gpt }",
+            ),
+        ],
+    );
+    let o = d.run(&["build", r.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "build: {}", text(&o));
+    let image = d.out().join("demo-gpt.img");
+    let o = mb(&["inspect", image.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v = json(&o);
+    let t = &v["partition_table"];
+    assert_eq!(t["scheme"], "gpt");
+    assert_eq!(
+        t["partitions"][0]["type"],
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+    );
+    assert_eq!(t["partitions"][0]["name"], "MEDIA");
+    assert_eq!(t["partitions"][0]["start"], 1 << 20);
+    assert_eq!(v["filesystem"]["type"], "FAT32");
+    let o = mb(&[
+        "verify",
+        image.to_str().unwrap(),
+        "--recipe",
+        r.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Cut off the end: the backup GPT header goes first.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    f.set_len((1 << 30) - (1 << 20)).unwrap();
+    drop(f);
+    verify_fails(&image, &["backup GPT header", "truncated"]);
+}
