@@ -128,10 +128,12 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyE
         );
     }
     if let Some(plan) = &plan {
+        // A Variables.dat that does not decrypt on intact media is "could not
+        // check" (exit 2, a wrong password); on damaged media it is one more problem.
         let facts = match inspect(path, &opts.read) {
             Ok(f) => Some(f),
-            Err(InspectError::Variables(e)) => {
-                rep.problems.push(format!("SMS/data/Variables.dat: {e}"));
+            Err(e) if !rep.problems.is_empty() => {
+                rep.problems.push(e.to_string());
                 None
             }
             Err(e) => return Err(e.into()),

@@ -154,6 +154,31 @@ fn show_values_needs_the_password_and_never_shows_a_secret() {
     assert!(t.contains("_SMSTSSiteCode = PS1"), "{t}");
     assert!(t.contains("OSDBitLockerPIN (secret)"), "{t}");
     assert!(t.contains("_SMSTSMediaPFX (secret)"), "{t}");
+    // A wrong password: could not read (exit 2), and the message says what to check.
+    let wrong = tempfile::tempdir().unwrap();
+    let wrong_pw = wrong.path().join("pw");
+    std::fs::write(&wrong_pw, "not-the-media-password\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrong_pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let wp = wrong_pw.to_str().unwrap();
+    let recipe = d.recipe();
+    for args in [
+        vec!["inspect", d.wim().to_str().unwrap(), "--password-file", wp],
+        vec![
+            "verify",
+            d.wim().to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--password-file",
+            wp,
+        ],
+    ] {
+        let o = mb(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("wrong password or damaged file"), "{t}");
+        assert!(!t.contains("not-the-media-password"), "{t}");
+    }
     // A literal password on the command line is not even an option.
     let o = mb(&["inspect", d.wim().to_str().unwrap(), "--password", "x"]);
     assert_eq!(o.status.code(), Some(2));
