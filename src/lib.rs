@@ -13,6 +13,7 @@ pub mod disk;
 pub mod fat32;
 pub mod fsutil;
 pub mod ids;
+pub mod inspect;
 pub mod lock;
 pub mod media;
 pub mod plan;

@@ -30,6 +30,13 @@ pub struct Manifest {
     pub secrets: BTreeMap<String, String>,
     /// Names of the media variables (values are in the encrypted Variables.dat).
     pub variables: Vec<String>,
+    /// Variable name → fingerprint of its value (`sha256:…`, or `pbkdf2:…` for
+    /// a secret; `media::variables::fingerprint`). Never a value.
+    #[serde(default)]
+    pub fingerprints: BTreeMap<String, String>,
+    /// Media properties from the recipe (identity, security, management), no secret.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
     pub members: Vec<ManifestMember>,
 }
 
@@ -43,6 +50,14 @@ pub struct ManifestInput {
     pub index: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Display name of a content package (application, package, driver package).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Architecture and edition of an image input (its XML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edition: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
     pub size: u64,
@@ -108,28 +123,35 @@ pub(super) fn finalize(
             path: rel(&plan.dir, &img.source),
             index: Some(img.index),
             image: Some(img.name.clone()),
+            name: None,
+            arch: Some(img.arch.clone()),
+            edition: img.edition.clone(),
             files: None,
             size: std::fs::metadata(&img.source).map(|m| m.len()).unwrap_or(0),
             sha256: inputs.get(&img.source).map(|h| hex(h)).unwrap_or_default(),
         });
     }
-    let mut folders: Vec<(&str, &str, &Path)> = Vec::new();
+    let mut folders: Vec<(&str, &str, Option<&str>, &Path)> = Vec::new();
     for (role, list) in [
         ("application", &r.applications),
         ("package", &r.packages),
         ("driver_package", &r.driver_packages),
     ] {
-        folders.extend(
-            list.iter()
-                .map(|c| (role, c.id.as_str(), c.source.as_path())),
-        );
+        folders.extend(list.iter().map(|c| {
+            (
+                role,
+                c.id.as_str(),
+                Some(c.name.as_str()),
+                c.source.as_path(),
+            )
+        }));
     }
     if let Some(p) = &r.prestart {
         if let (Some(id), Some(f)) = (&p.id, &p.files) {
-            folders.push(("prestart", id, f));
+            folders.push(("prestart", id, None, f));
         }
     }
-    for (role, id, src) in folders {
+    for (role, id, name, src) in folders {
         let prefix = format!("SMS/PKG/{id}/");
         let mut h = sha2::Sha256::new();
         let (mut n, mut bytes) = (0u64, 0u64);
@@ -148,6 +170,9 @@ pub(super) fn finalize(
             path: src.display().to_string(),
             index: None,
             image: None,
+            name: name.map(str::to_string),
+            arch: None,
+            edition: None,
             files: Some(n),
             size: bytes,
             sha256: hex(&h.finalize()),
@@ -192,6 +217,8 @@ pub(super) fn finalize(
             .iter()
             .map(|v| v.name.clone())
             .collect(),
+        fingerprints: ctx.fingerprints.clone(),
+        properties: properties(plan),
         members: match folder {
             Some(files) => {
                 let group: BTreeMap<&str, &str> = listed
@@ -248,6 +275,59 @@ pub(super) fn finalize(
         sha256: hex(&digest),
         manifest: mpath,
     })
+}
+
+/// The media properties the manifest records: what the recipe says about the
+/// media's identity, security and management, never a secret.
+fn properties(plan: &crate::plan::Plan) -> BTreeMap<String, String> {
+    let r = &plan.recipe;
+    let m = &r.media;
+    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut p = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        p.insert(k.to_string(), v);
+    };
+    for (k, v) in [
+        ("created_by", &m.created_by),
+        ("version", &m.version),
+        ("comment", &m.comment),
+        ("deployment_id", &m.deployment_id),
+    ] {
+        if let Some(v) = v {
+            put(k, v.clone());
+        }
+    }
+    put("site_code", m.site_code.clone());
+    put("task_sequence", m.task_sequence.clone());
+    put("unattended", m.unattended.to_string());
+    put(
+        "target_firmware",
+        word(serde_json::to_value(m.target_firmware).unwrap_or_default()),
+    );
+    put(
+        "management_mode",
+        word(serde_json::to_value(m.management.mode).unwrap_or_default()),
+    );
+    put("management_points", m.management.points.join(" "));
+    put(
+        "password_required",
+        r.security.password.is_some().to_string(),
+    );
+    put(
+        "unknown_computers",
+        r.security.unknown_computers.to_string(),
+    );
+    put(
+        "user_device_affinity",
+        word(serde_json::to_value(r.security.user_device_affinity).unwrap_or_default()),
+    );
+    let cert = match &r.security.certificate {
+        Some(c) if c.pki.is_some() => "pki",
+        Some(_) => "self_signed",
+        None => "none",
+    };
+    put("certificate", cert.to_string());
+    p
 }
 
 /// Every file of a folder artefact: (relative path, size, sha256), sorted.

@@ -7,7 +7,7 @@ mod finalize;
 pub(crate) mod hash;
 pub mod materialize;
 
-pub use finalize::Manifest;
+pub use finalize::{Manifest, ManifestInput, ManifestMember};
 pub use materialize::Resolved;
 
 use crate::media::variables::MediaVar;
@@ -118,6 +118,8 @@ pub(crate) struct Ctx<'a> {
     pub cache: Option<std::sync::Arc<crate::cache::Cache>>,
     /// SHA-256 of rendered artefacts, computed once (verify and finalize share it).
     pub artefact_sha: std::sync::Mutex<std::collections::BTreeMap<PathBuf, [u8; 32]>>,
+    /// Variable name → fingerprint of its value, for the manifest.
+    pub fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
@@ -225,6 +227,27 @@ fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildErr
     Ok((vars, password))
 }
 
+/// Every variable's fingerprint (secret ones cost a slow KDF each: in parallel).
+fn fingerprints(
+    plan: &Plan,
+    vars: &[MediaVar],
+    password: Option<&Secret>,
+) -> std::collections::BTreeMap<String, String> {
+    use rayon::prelude::*;
+    let site = &plan.recipe.media.site_code;
+    vars.par_iter()
+        .map(|v| {
+            let f = crate::media::variables::fingerprint(
+                v,
+                password.map(Secret::expose),
+                site,
+                &plan.media_name,
+            );
+            (v.name.clone(), f)
+        })
+        .collect()
+}
+
 /// Builds every output of `plan`.
 pub fn build(
     plan: &Plan,
@@ -247,6 +270,11 @@ pub fn build(
     let t = Instant::now();
     let (vars, password) = resolve_vars(plan)?;
     let weak = crate::security::enforce_password(password.as_ref(), opts.allow_weak_password)?;
+    // Before any output folder exists: a slow KDF per secret (not interruptible).
+    let fingerprints = pool.install(|| fingerprints(plan, &vars, password.as_ref()));
+    if cancel.is_cancelled() {
+        return Err(BuildError::Cancelled);
+    }
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
     let staging = TempPath::new(plan.out_dir.join(format!(
@@ -269,6 +297,7 @@ pub fn build(
         jobs,
         rep,
         cancel,
+        fingerprints,
         password,
         writer: opts.writer,
         cache,
@@ -354,6 +383,7 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
         writer: WimWriter::Wimlib,
         cache: None,
         artefact_sha: Default::default(),
+        fingerprints: Default::default(),
     };
     let members = materialize::materialize(&ctx, &vars)?;
     let tree = render::wim::complete_tree(&ctx, &members)?;

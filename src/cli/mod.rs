@@ -5,6 +5,7 @@ mod cache;
 mod docs;
 mod draw;
 mod init;
+mod inspect;
 mod progress_json;
 
 use anyhow::{Context, Result};
@@ -57,6 +58,42 @@ enum Command {
     Plan {
         recipe: PathBuf,
         /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What is on a built .wim or disk image: identity, images, packages, variable names, partitions.
+    Inspect {
+        artefact: PathBuf,
+        /// The manifest (default: NAME.manifest.json beside the artefact, when present).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        password: inspect::PasswordArgs,
+        /// Show values of variables the manifest marks non-secret (never a secret's).
+        #[arg(long)]
+        show_values: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an artefact: structure, every member against the manifest, and the recipe (exit 1 on a mismatch).
+    Verify {
+        artefact: PathBuf,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Also check that the media holds what this recipe declares.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        #[command(flatten)]
+        password: inspect::PasswordArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two artefacts or two manifests (exit 1 when they differ).
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[command(flatten)]
+        password: inspect::PasswordArgs,
         #[arg(long)]
         json: bool,
     },
@@ -231,6 +268,26 @@ pub fn run() -> Result<i32> {
         Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json, &cli.build),
         Some(Command::Lock { recipe }) => cache::cmd_lock(&recipe, &cli.build),
         Some(Command::Cache { action }) => cache::cmd_cache(&action, &cli.build),
+        Some(Command::Inspect {
+            artefact,
+            manifest,
+            password,
+            show_values,
+            json,
+        }) => inspect::cmd_inspect(&artefact, manifest, &password, show_values, json),
+        Some(Command::Verify {
+            artefact,
+            manifest,
+            recipe,
+            password,
+            json,
+        }) => inspect::cmd_verify(&artefact, manifest, recipe, &password, json),
+        Some(Command::Diff {
+            a,
+            b,
+            password,
+            json,
+        }) => inspect::cmd_diff(&a, &b, &password, json),
         Some(Command::Demo {
             dir,
             size,

@@ -124,6 +124,45 @@ pub fn estimate_size(planned: &[super::PlannedVar]) -> u64 {
     (HEADER + TRAILER) as u64 + (plain / 16 + 1) * 16
 }
 
+/// PBKDF2 rounds of a secret variable's fingerprint: slow, so that a
+/// manifest is no fast oracle for guessing a short secret (a PIN).
+pub const FINGERPRINT_ROUNDS: u32 = 200_000;
+
+/// The fingerprint of one media variable, as the manifest records it: values
+/// are compared by it and never shown. A non-secret value gets
+/// `sha256:` SHA-256(`name\0value`). A secret value gets `pbkdf2:`
+/// PBKDF2-HMAC-SHA256 over `media password \0 value` (the password is empty
+/// for media without one), salted with the site code, media name and variable
+/// name, [`FINGERPRINT_ROUNDS`] rounds: keyed with the media password, the
+/// fingerprint is no weaker than the media itself (Variables.dat is keyed by
+/// that password), and the salt keeps it stable from one build of the same
+/// media to the next, so `diff` sees a secret change (README: Inspect).
+pub fn fingerprint(v: &MediaVar, password: Option<&str>, site: &str, media: &str) -> String {
+    fingerprint_rounds(v, password, site, media, FINGERPRINT_ROUNDS)
+}
+
+fn fingerprint_rounds(
+    v: &MediaVar,
+    password: Option<&str>,
+    site: &str,
+    media: &str,
+    rounds: u32,
+) -> String {
+    if !v.secret {
+        let mut h = sha2::Sha256::new();
+        sha2::Digest::update(&mut h, format!("{}\0{}", v.name, v.value).as_bytes());
+        return format!("sha256:{}", crate::ids::hex(&sha2::Digest::finalize(h)));
+    }
+    let key = format!("{}\0{}", password.unwrap_or(""), v.value);
+    let salt = format!(
+        "mediabuild variable fingerprint v1\0{site}\0{media}\0{}",
+        v.name
+    );
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(key.as_bytes(), salt.as_bytes(), rounds, &mut out);
+    format!("pbkdf2:{}", crate::ids::hex(&out))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("not a Variables.dat file (bad header)")]
@@ -223,6 +262,37 @@ mod tests {
                 .collect::<String>(),
             include_str!("../../tests/vectors/variables_key.hex").trim()
         );
+    }
+
+    #[test]
+    fn fingerprints_hide_values_and_see_changes() {
+        // Few rounds here (unoptimized test builds are slow); the real count is checked below.
+        let fingerprint =
+            |v: &MediaVar, pw, site, media| fingerprint_rounds(v, pw, site, media, 1000);
+        let plain = var("OSDComputerName", "WTG-01");
+        let f = fingerprint(&plain, None, "PS1", "m");
+        assert!(f.starts_with("sha256:") && !f.contains("WTG-01"));
+        assert_ne!(
+            f,
+            fingerprint(&var("OSDComputerName", "WTG-02"), None, "PS1", "m")
+        );
+        let pin = MediaVar {
+            name: "OSDBitLockerPIN".into(),
+            value: "1234".into(),
+            secret: true,
+        };
+        let a = fingerprint(&pin, Some("media pw"), "PS1", "m");
+        assert!(a.starts_with("pbkdf2:"));
+        // Stable for the same media, other for another password, media or value.
+        assert_eq!(a, fingerprint(&pin, Some("media pw"), "PS1", "m"));
+        assert_ne!(a, fingerprint(&pin, Some("other pw"), "PS1", "m"));
+        assert_ne!(a, fingerprint(&pin, Some("media pw"), "PS1", "n"));
+        let pin2 = MediaVar {
+            value: "1235".into(),
+            ..pin.clone()
+        };
+        assert_ne!(a, fingerprint(&pin2, Some("media pw"), "PS1", "m"));
+        const { assert!(FINGERPRINT_ROUNDS >= 100_000) };
     }
 
     #[test]

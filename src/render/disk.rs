@@ -304,12 +304,24 @@ impl Renderer for DiskRenderer {
     }
 }
 
-/// A window onto the partition of an image file, for the `fatfs` reader.
-struct Window {
+/// A window onto the partition of an image file, for the `fatfs` reader
+/// (also `inspect`'s reader). Read-only.
+pub(crate) struct Window {
     f: std::fs::File,
     start: u64,
     len: u64,
     pos: u64,
+}
+
+impl Window {
+    pub(crate) fn new(f: std::fs::File, start: u64, len: u64) -> Window {
+        Window {
+            f,
+            start,
+            len,
+            pos: 0,
+        }
+    }
 }
 
 impl Read for Window {
@@ -349,12 +361,7 @@ impl Seek for Window {
 /// crate): every directory can be walked and the boot loader is there.
 fn read_back(image: &Path, layout: &DiskLayout) -> Result<(), String> {
     let f = std::fs::File::open(image).map_err(|e| e.to_string())?;
-    let w = Window {
-        f,
-        start: layout.partition_start,
-        len: layout.partition_bytes,
-        pos: 0,
-    };
+    let w = Window::new(f, layout.partition_start, layout.partition_bytes);
     let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())
         .map_err(|e| format!("not a FAT volume: {e}"))?;
     fn walk<T: fatfs::ReadWriteSeek>(

@@ -132,6 +132,8 @@ pub struct DirEntry {
     pub sha1: [u8; 20],
     /// Compressed size of the file's blob in the WIM.
     pub stored_size: u64,
+    /// Offset of the blob's resource in the WIM file (0 for an empty file).
+    pub offset: u64,
 }
 
 /// How to write an exported image.
@@ -316,6 +318,7 @@ impl Wim {
                 },
                 sha1: s0.resource.sha1_hash,
                 stored_size: s0.resource.compressed_size,
+                offset: s0.resource.offset,
             });
             0
         }

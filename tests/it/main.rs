@@ -11,6 +11,7 @@ mod build_wim;
 mod cache;
 mod check;
 mod cli_docs;
+mod inspect;
 mod plan;
 mod progress_json;
 mod readme;
