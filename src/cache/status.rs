@@ -1,6 +1,7 @@
 //! `mediabuild plan` with a cache: for each media member, will the cache
 //! serve it, and if not, why (which input changed). Lookups only: nothing is
-//! read beyond entry headers and small hash entries, nothing is written.
+//! read beyond entry headers and small hash entries; the only writes are the
+//! access times of the entries looked at (and the removal of a damaged one).
 
 use super::hashes;
 use super::resources::{export_key, resource_key};

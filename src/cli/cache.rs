@@ -127,7 +127,14 @@ pub fn plan_status(plan: &Plan, args: &BuildArgs) -> Result<Option<Vec<MemberSta
     if args.writer() != mediabuild::build::WimWriter::Native {
         return Ok(None);
     }
-    Ok(open(args)?.map(|c| cache::status::member_status(plan, &c)))
+    // `plan` does not create a cache that is not there yet.
+    match settings(args)? {
+        Some(s) if s.dir.is_dir() => {
+            let c = Cache::open(&s.dir, s.max_size)?;
+            Ok(Some(cache::status::member_status(plan, &c)))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub fn render_status(status: &[MemberStatus]) -> String {
