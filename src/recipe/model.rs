@@ -249,11 +249,28 @@ pub struct Content {
 }
 
 /// A variable's value: a literal string, or a secret reference.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum VariableValue {
     Literal(String),
     Secret(SecretRef),
+}
+
+// By hand, so that the schema accepts what the deserializer below accepts:
+// numbers and booleans become strings, besides strings and secret references.
+impl JsonSchema for VariableValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "VariableValue".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A value (a string; numbers and booleans are written as strings, booleans as `True`/`False`), or a secret reference.",
+            "anyOf": [
+                { "type": ["string", "integer", "number", "boolean"] },
+                g.subschema_for::<SecretRef>()
+            ]
+        })
+    }
 }
 
 /// `prestart:` (S17).

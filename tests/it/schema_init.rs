@@ -71,6 +71,19 @@ fn recipe_schema_accepts_the_example_recipes_and_the_demo_recipe() {
     let doc = yaml_value(&std::fs::read_to_string(d.recipe()).unwrap());
     let errs = errors(&v, &doc);
     assert!(errs.is_empty(), "generated demo recipe: {errs:#?}");
+
+    // What the parser accepts, the schema accepts: numbers and booleans as variable values.
+    let p = d.variant(
+        "scalars.yaml",
+        &[(
+            "  OSDComputerName: WTG-DEMO-01\n",
+            "  OSDComputerName: 42\n  SMSTSWaitForSecondReboot: 600\n  OSDDoCapture: true\n",
+        )],
+    );
+    let o = run(&["check", p.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let errs = errors(&v, &yaml_value(&std::fs::read_to_string(&p).unwrap()));
+    assert!(errs.is_empty(), "scalar variables: {errs:#?}");
 }
 
 #[test]
@@ -112,6 +125,13 @@ fn recipe_schema_rejects_an_unknown_key_a_wrong_type_and_a_literal_secret() {
     let mut literal = base.clone();
     literal["security"]["password"] = json!("a literal password");
     assert!(!v.is_valid(&literal), "a literal secret must be rejected");
+
+    let mut secret_typo = base.clone();
+    secret_typo["variables"]["DomainPassword"] = json!({ "en": "X" });
+    assert!(
+        !v.is_valid(&secret_typo),
+        "a secret reference with an unknown key must be rejected"
+    );
 
     let mut missing = base;
     missing["media"]
