@@ -17,6 +17,8 @@ fn subcommands() -> Vec<String> {
         .expect("--help lists commands")
         .lines()
         .take_while(|l| l.starts_with("  "))
+        // A wrapped description continues on a line indented further.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .filter(|c| c != "help")
         .collect();
