@@ -152,18 +152,20 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
             path: abs.clone(),
             source,
         })?;
-        let mut h = Sha256::new();
-        let mut files = BTreeMap::new();
-        let mut size = 0u64;
+        let mut digests = Vec::with_capacity(walked.len());
         for w in &walked {
             let d = hashes::file_digests(cache, &w.abs).map_err(|source| LockError::Read {
                 path: w.abs.clone(),
                 source,
             })?;
-            h.update(format!("{}\0{}\0{}\n", w.rel, d.size, hex(&d.sha256)).as_bytes());
-            size += d.size;
-            files.insert(w.rel.clone(), (d.size, hex(&d.sha256)));
+            digests.push((w.rel.clone(), d.size, d.sha256));
         }
+        // The same tree digest as the manifest's folder inputs.
+        let (size, tree) = crate::build::tree_digest(&digests);
+        let files: BTreeMap<_, _> = digests
+            .into_iter()
+            .map(|(rel, size, d)| (rel, (size, hex(&d))))
+            .collect();
         let facts = BTreeMap::from([
             ("files".to_string(), walked.len().to_string()),
             ("size".to_string(), size.to_string()),
@@ -174,7 +176,7 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
             Input {
                 key,
                 kind: "folder".into(),
-                sha256: hex(&h.finalize()),
+                sha256: hex(&tree),
                 facts,
                 files,
             },

@@ -342,7 +342,7 @@ fn folder_files(ctx: &Ctx, dir: &Path) -> Result<Vec<(String, u64, [u8; 32])>, B
 }
 
 /// Total size, and SHA-256 over `path\0size\0sha256\n` of every file (as for folder inputs).
-fn tree_digest(files: &[(String, u64, [u8; 32])]) -> (u64, [u8; 32]) {
+pub(crate) fn tree_digest(files: &[(String, u64, [u8; 32])]) -> (u64, [u8; 32]) {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     for (p, size, d) in files {

@@ -7,6 +7,7 @@ mod finalize;
 pub(crate) mod hash;
 pub mod materialize;
 
+pub(crate) use finalize::tree_digest;
 pub use finalize::{Manifest, ManifestInput, ManifestMember};
 pub use materialize::Resolved;
 
