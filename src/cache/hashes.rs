@@ -218,26 +218,23 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let c = Cache::open(&t.path().join("c"), 1 << 20).unwrap();
         let f = t.path().join("f.bin");
-        std::fs::write(&f, b"version one").unwrap();
         let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        std::fs::File::options()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        let write_with_mtime = |bytes: &[u8]| {
+            std::fs::write(&f, bytes).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        };
+        write_with_mtime(b"version one");
         // Age the ctime past the racy window.
         std::thread::sleep(Duration::from_millis(1100));
         let d1 = file_digests(Some(&c), &f).unwrap();
         assert_eq!(lookup(&c, &f), Some(d1), "stored after the first read");
         // Same size, other bytes, mtime forged back.
-        std::fs::write(&f, b"version two").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_with_mtime(b"version two");
         assert_eq!(Stamp::of(&f).unwrap().mtime_ns, 1_000_000 * 1_000_000_000);
         assert_eq!(lookup(&c, &f), None, "the ctime changed: no stale hit");
         assert!(
