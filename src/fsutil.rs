@@ -98,3 +98,93 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     std::fs::write(path, bytes)
 }
+
+/// The data and hole regions of the first `len` bytes of `f`, in order, as
+/// `(start, end, is_data)`. A file system that cannot tell (or an error)
+/// gives one data region: reading it is always right, only slower.
+pub fn regions(f: &std::fs::File, len: u64) -> Vec<(u64, u64, bool)> {
+    use std::os::unix::io::AsRawFd;
+    let fd = f.as_raw_fd();
+    let seek = |pos: u64, whence: libc::c_int| -> Option<u64> {
+        // SAFETY: lseek on a descriptor we own; it only moves the file offset.
+        let r = unsafe { libc::lseek(fd, pos as libc::off_t, whence) };
+        (r >= 0).then_some(r as u64)
+    };
+    let whole = vec![(0, len, true)];
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        // ENXIO: no data after `pos`, the rest is a hole.
+        let data = match seek(pos, libc::SEEK_DATA) {
+            Some(d) => d.min(len),
+            None if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => len,
+            None => return whole,
+        };
+        if data > pos {
+            out.push((pos, data, false));
+        }
+        if data >= len {
+            break;
+        }
+        let Some(hole) = seek(data, libc::SEEK_HOLE) else {
+            return whole;
+        };
+        let hole = hole.clamp(data + 1, len);
+        out.push((data, hole, true));
+        pos = hole;
+    }
+    out
+}
+
+/// A file writer that asks the kernel to start writing dirty pages back
+/// every [`Writeback::EVERY`] bytes (`sync_file_range`, no waiting), so the
+/// device works while the build still computes and the closing `fsync`
+/// has little left to wait for. Bytes and order are those of the file.
+pub struct Writeback<'f> {
+    file: &'f std::fs::File,
+    since: u64,
+}
+
+impl<'f> Writeback<'f> {
+    pub const EVERY: u64 = 32 << 20;
+
+    pub fn new(file: &'f std::fs::File) -> Writeback<'f> {
+        Writeback { file, since: 0 }
+    }
+
+    fn hint(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        if self.since >= Self::EVERY {
+            self.since = 0;
+            // SAFETY: a plain syscall on a descriptor we hold; errors only
+            // mean the hint is not taken (the final fsync still syncs).
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
+}
+
+impl io::Write for Writeback<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = io::Write::write(&mut self.file, buf)?;
+        self.since += n as u64;
+        self.hint();
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::Write::flush(&mut self.file)
+    }
+}
+
+impl io::Seek for Writeback<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        io::Seek::seek(&mut self.file, pos)
+    }
+}
+
+impl io::Read for Writeback<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut self.file, buf)
+    }
+}

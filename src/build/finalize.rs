@@ -2,7 +2,7 @@
 //! to a temporary file first, then the artefact and the manifest are renamed
 //! into place, then SHA256SUMS is rewritten (also via rename).
 
-use super::{hash::sha256_file, BuildError, BuiltOutput, Ctx, Resolved, TempPath};
+use super::{BuildError, BuiltOutput, Ctx, Resolved, TempPath};
 use crate::ids::hex;
 use crate::plan::{OutputKind, PlannedOutput};
 use crate::render::ArtefactMember;
@@ -335,7 +335,7 @@ fn folder_files(ctx: &Ctx, dir: &Path) -> Result<Vec<(String, u64, [u8; 32])>, B
     let walked = crate::fsutil::walk(dir).map_err(|e| BuildError::io("read", dir, e))?;
     let mut out = Vec::with_capacity(walked.len());
     for w in walked {
-        let h = sha256_file(&w.abs, &|_| {}, &|| ctx.cancel.is_cancelled())?;
+        let h = ctx.artefact_sha256(&w.abs)?;
         out.push((w.rel, w.size, h));
     }
     Ok(out)

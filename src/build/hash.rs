@@ -5,32 +5,72 @@ use crate::progress::Event;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Streams `path` through SHA-256 (1 MiB reads), reporting bytes as it goes.
+/// Holes of a sparse file (the disk image's free space) are hashed as the
+/// zeros they read as, without reading them: the kernel would only zero-fill
+/// pages to copy out.
 pub(crate) fn sha256_file(
     path: &Path,
     on_bytes: &dyn Fn(u64),
     cancel: &dyn Fn() -> bool,
 ) -> Result<[u8; 32], BuildError> {
-    let mut f = std::fs::File::open(path).map_err(|e| BuildError::io("read", path, e))?;
+    let err = |e| BuildError::io("read", path, e);
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let len = f.metadata().map_err(err)?.len();
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        if cancel() {
-            return Err(BuildError::Cancelled);
+    let mut pos = 0u64;
+    for (start, end, data) in crate::fsutil::regions(&f, len) {
+        if data {
+            f.seek(SeekFrom::Start(start)).map_err(err)?;
+            pos = start;
+            while pos < end {
+                if cancel() {
+                    return Err(BuildError::Cancelled);
+                }
+                let want = (end - pos).min(buf.len() as u64) as usize;
+                let n = f.read(&mut buf[..want]).map_err(err)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                on_bytes(n as u64);
+                pos += n as u64;
+            }
+            if pos < end {
+                break;
+            }
+        } else {
+            buf.fill(0);
+            pos = start;
+            while pos < end {
+                if cancel() {
+                    return Err(BuildError::Cancelled);
+                }
+                let n = (end - pos).min(buf.len() as u64) as usize;
+                h.update(&buf[..n]);
+                on_bytes(n as u64);
+                pos += n as u64;
+            }
         }
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| BuildError::io("read", path, e))?;
-        if n == 0 {
-            break;
+    }
+    // A file that grew since it was opened: hash what follows too, as a
+    // plain read to the end would.
+    if pos == len {
+        f.seek(SeekFrom::Start(len)).map_err(err)?;
+        loop {
+            let n = f.read(&mut buf).map_err(err)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            on_bytes(n as u64);
         }
-        h.update(&buf[..n]);
-        on_bytes(n as u64);
     }
     Ok(h.finalize().into())
 }
@@ -100,4 +140,43 @@ pub(super) fn hash_inputs(ctx: &Ctx) -> Result<BTreeMap<PathBuf, [u8; 32]>, Buil
         .collect();
     let hashes = hash_all(ctx, &sized, "hash inputs")?;
     Ok(paths.into_iter().zip(hashes).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn plain(path: &Path) -> [u8; 32] {
+        Sha256::digest(std::fs::read(path).unwrap()).into()
+    }
+
+    #[test]
+    fn sparse_files_hash_as_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse.img");
+        // Holes at the start, between two data runs and at the end.
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.set_len(40 << 20).unwrap();
+        for (at, byte) in [(9u64 << 20, 0xA5u8), (25 << 20, 0x3C)] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&vec![byte; 3 << 20]).unwrap();
+        }
+        f.sync_all().unwrap();
+        let got = sha256_file(&p, &|_| {}, &|| false).unwrap();
+        assert_eq!(got, plain(&p));
+        let regions = crate::fsutil::regions(&std::fs::File::open(&p).unwrap(), 40 << 20);
+        assert_eq!(regions.first().map(|r| r.0), Some(0));
+        assert_eq!(regions.last().map(|r| r.1), Some(40 << 20));
+        for pair in regions.windows(2) {
+            assert_eq!(pair[0].1, pair[1].0, "regions tile the file: {regions:?}");
+        }
+        // Dense and empty files too.
+        let d = dir.path().join("dense");
+        std::fs::write(&d, (0..3_000_017u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+        assert_eq!(sha256_file(&d, &|_| {}, &|| false).unwrap(), plain(&d));
+        let e = dir.path().join("empty");
+        std::fs::write(&e, b"").unwrap();
+        assert_eq!(sha256_file(&e, &|_| {}, &|| false).unwrap(), plain(&e));
+    }
 }

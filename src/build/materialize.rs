@@ -27,10 +27,15 @@ pub struct Resolved {
     pub never_cache: bool,
 }
 
-pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>, BuildError> {
+/// `vars` gives the variables' values when Variables.dat is written: that
+/// member is written last, so the key work behind the values (run beside
+/// this) has the most time.
+pub(super) fn materialize(
+    ctx: &Ctx,
+    vars: &mut dyn FnMut() -> Result<Vec<MediaVar>, BuildError>,
+) -> Result<Vec<Resolved>, BuildError> {
     let plan = ctx.plan;
     let tree = ctx.tree_dir();
-    let mut out = Vec::with_capacity(plan.media.members.len());
 
     // Boot files: one extraction per source image, then copied into place
     // (copies, not links: a link would become a hard link inside the WIM).
@@ -58,7 +63,15 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
         total,
     });
     let mut done = 0u64;
-    for m in &plan.media.members {
+    let (last, first): (Vec<_>, Vec<_>) = plan
+        .media
+        .members
+        .iter()
+        .enumerate()
+        .partition(|(_, m)| matches!(m.source, Source::MediaVariables));
+    let mut slots: Vec<Option<Resolved>> = vec![None; plan.media.members.len()];
+    let mut values: Option<Vec<MediaVar>> = None;
+    for (i, m) in first.into_iter().chain(last) {
         ctx.check_cancel()?;
         let dst = tree.join(&m.path);
         let mkparent = |p: &Path| {
@@ -135,6 +148,10 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
             }
             Source::MediaVariables => {
                 mkparent(&dst)?;
+                if values.is_none() {
+                    values = Some(vars()?);
+                }
+                let vars = values.as_deref().unwrap_or_default();
                 let bytes = variables::encode(vars, ctx.password.as_ref().map(|p| p.expose()));
                 std::fs::write(&dst, bytes).map_err(|e| BuildError::io("write", &dst, e))?;
                 (dst, true)
@@ -150,7 +167,7 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
             done,
             total,
         });
-        out.push(Resolved {
+        slots[i] = Some(Resolved {
             path: m.path.clone(),
             file,
             size,
@@ -164,5 +181,5 @@ pub(super) fn materialize(ctx: &Ctx, vars: &[MediaVar]) -> Result<Vec<Resolved>,
         phase: "prepare",
         elapsed: started.elapsed(),
     });
-    Ok(out)
+    Ok(slots.into_iter().flatten().collect())
 }

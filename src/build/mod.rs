@@ -12,7 +12,7 @@ pub use finalize::{Manifest, ManifestInput, ManifestMember};
 pub use materialize::Resolved;
 
 use crate::media::variables::MediaVar;
-use crate::plan::{OutputKind, Plan};
+use crate::plan::{OutputKind, Plan, PlannedOutput};
 use crate::progress::{Cancel, Event, Reporter};
 use crate::recipe::secret::{Secret, SecretError};
 use crate::render;
@@ -143,6 +143,14 @@ impl Ctx<'_> {
         Ok(d)
     }
 
+    /// Records the SHA-256 of `path` (a hard link of a file already hashed).
+    pub fn remember_sha256(&self, path: &Path, digest: [u8; 32]) {
+        self.artefact_sha
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf(), digest);
+    }
+
     pub fn tree_dir(&self) -> PathBuf {
         self.staging.join("tree")
     }
@@ -191,7 +199,15 @@ impl Drop for TempPath {
     }
 }
 
-fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildError> {
+/// A media variable with its value, or the media PFX still to compute.
+enum PendingVar {
+    Ready(MediaVar),
+    Pfx(String),
+}
+
+/// Reads every secret the build needs (fast: environment and files), so that
+/// a missing one fails the build before anything is written.
+fn resolve_secrets(plan: &Plan) -> Result<(Vec<PendingVar>, Option<Secret>), BuildError> {
     let r = &plan.recipe;
     let secret_for = |key: &str| -> Result<Secret, BuildError> {
         let sref = crate::validate::secret_ref(r, key).ok_or_else(|| BuildError::Secret {
@@ -212,20 +228,45 @@ fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildErr
     for v in &plan.media.variables {
         let (value, secret) = match (&v.value, &v.secret_from) {
             (Some(val), _) => (val.clone(), false),
-            (None, Some(from)) if from == crate::security::PFX_SOURCE => (
-                crate::security::media_pfx_hex(plan, password.as_ref())?,
-                true,
-            ),
+            (None, Some(from)) if from == crate::security::PFX_SOURCE => {
+                vars.push(PendingVar::Pfx(v.name.clone()));
+                continue;
+            }
             (None, Some(from)) => (secret_for(from)?.expose().to_string(), true),
             (None, None) => (String::new(), false),
         };
-        vars.push(MediaVar {
+        vars.push(PendingVar::Ready(MediaVar {
             name: v.name.clone(),
             value,
             secret,
-        });
+        }));
     }
     Ok((vars, password))
+}
+
+/// The variables' values: the media PFX is the slow one (a KDF and an RSA
+/// key generation).
+fn finish_vars(
+    plan: &Plan,
+    pending: Vec<PendingVar>,
+    password: Option<&Secret>,
+) -> Result<Vec<MediaVar>, BuildError> {
+    pending
+        .into_iter()
+        .map(|p| match p {
+            PendingVar::Ready(v) => Ok(v),
+            PendingVar::Pfx(name) => Ok(MediaVar {
+                name,
+                value: crate::security::media_pfx_hex(plan, password)?,
+                secret: true,
+            }),
+        })
+        .collect()
+}
+
+fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildError> {
+    let (pending, password) = resolve_secrets(plan)?;
+    Ok((finish_vars(plan, pending, password.as_ref())?, password))
 }
 
 /// Every variable's fingerprint (secret ones cost a slow KDF each: in parallel).
@@ -267,12 +308,94 @@ pub fn build(
         .num_threads(jobs)
         .build()
         .map_err(|e| BuildError::Render(format!("cannot start worker threads: {e}")))?;
-    let mut phases = Vec::new();
     let t = Instant::now();
-    let (vars, password) = resolve_vars(plan)?;
+    let (pending, password) = resolve_secrets(plan)?;
     let weak = crate::security::enforce_password(password.as_ref(), opts.allow_weak_password)?;
-    // Before any output folder exists: a slow KDF per secret (not interruptible).
-    let fingerprints = pool.install(|| fingerprints(plan, &vars, password.as_ref()));
+    // The slow key work (the media PFX, the secret variables' fingerprints:
+    // KDFs and an RSA key, not interruptible) runs beside the preparation
+    // and the rendering; Variables.dat waits for the values, the manifest
+    // for the fingerprints. `--jobs 1` does it first, in line.
+    let slow = |send: &dyn Fn(Result<Vec<MediaVar>, BuildError>)| match finish_vars(
+        plan,
+        pending,
+        password.as_ref(),
+    ) {
+        Ok(vars) => {
+            send(Ok(vars.clone()));
+            pool.install(|| fingerprints(plan, &vars, password.as_ref()))
+        }
+        Err(e) => {
+            send(Err(e));
+            Default::default()
+        }
+    };
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keys = if jobs <= 1 {
+            let fp = slow(&|v| {
+                let _ = tx.send(v);
+            });
+            drop(tx);
+            KeyWork::Done(fp)
+        } else {
+            KeyWork::Running(s.spawn(move || {
+                slow(&|v| {
+                    let _ = tx.send(v);
+                })
+            }))
+        };
+        let vars = move || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(BuildError::Render("the key work stopped".into())))
+        };
+        build_with(
+            plan,
+            opts,
+            rep,
+            cancel,
+            &pool,
+            jobs,
+            t,
+            password.clone(),
+            weak,
+            vars,
+            keys,
+        )
+    })
+}
+
+/// The fingerprints of the variables: computed, or being computed.
+enum KeyWork<'s> {
+    Done(std::collections::BTreeMap<String, String>),
+    Running(std::thread::ScopedJoinHandle<'s, std::collections::BTreeMap<String, String>>),
+}
+
+impl KeyWork<'_> {
+    fn wait(self) -> Result<std::collections::BTreeMap<String, String>, BuildError> {
+        match self {
+            KeyWork::Done(f) => Ok(f),
+            KeyWork::Running(h) => h
+                .join()
+                .map_err(|_| BuildError::Render("the key work panicked".into())),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_with(
+    plan: &Plan,
+    opts: &BuildOptions,
+    rep: &dyn Reporter,
+    cancel: &Cancel,
+    pool: &rayon::ThreadPool,
+    jobs: usize,
+    t: Instant,
+    password: Option<Secret>,
+    weak: Option<String>,
+    vars: impl FnOnce() -> Result<Vec<MediaVar>, BuildError>,
+    keys: KeyWork,
+) -> Result<BuildReport, BuildError> {
+    let mut phases = Vec::new();
     if cancel.is_cancelled() {
         return Err(BuildError::Cancelled);
     }
@@ -292,44 +415,36 @@ pub fn build(
         )),
         None => None,
     };
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         plan,
         staging: staging.path().to_path_buf(),
         jobs,
         rep,
         cancel,
-        fingerprints,
+        fingerprints: Default::default(),
         password,
         writer: opts.writer,
         cache,
         artefact_sha: Default::default(),
     };
-    let members = materialize::materialize(&ctx, &vars)?;
+    let mut vars = Some(vars);
+    let mut values = Vec::new();
+    let members = materialize::materialize(&ctx, &mut || {
+        values = vars.take().map(|f| f()).unwrap_or_else(|| Ok(Vec::new()))?;
+        Ok(values.clone())
+    })?;
     phases.push(("prepare".to_string(), t.elapsed()));
     fault("after-prepare")?;
 
     // Render every output to a temporary file beside its target. A writer
     // that hashes as it reads (ours) saves the separate hashing pass.
-    let mut rendered = Vec::new();
+    let rendered = render_all(&ctx, &pool, &members)?;
     let mut hashes: Option<Vec<[u8; 32]>> = None;
-    for out in &plan.outputs {
-        ctx.check_cancel()?;
-        let t = Instant::now();
-        let r = render::for_output(out.kind)?;
-        let tmp = TempPath::new(partial_path(&out.path));
-        if let Some(p) = out.path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| BuildError::io("create output folder", p, e))?;
-        }
-        let listed = pool.install(|| r.render(&ctx, &members, out, tmp.path()))?;
-        fault("after-render")?;
-        r.verify(&ctx, tmp.path())?;
-        phases.push((format!("render {}", r.name()), t.elapsed()));
-        let listed =
-            listed.unwrap_or_else(|| members.iter().map(render::ArtefactMember::same).collect());
+    for r in &rendered {
+        phases.push((format!("render {}", r.name), r.elapsed));
         if hashes.is_none() {
-            hashes = render::member_hashes(&members, &listed);
+            hashes = render::member_hashes(&members, &r.listed);
         }
-        rendered.push((out, tmp, listed));
     }
     let t = Instant::now();
     let hashes = match hashes {
@@ -339,20 +454,24 @@ pub fn build(
     let inputs = pool.install(|| hash::hash_inputs(&ctx))?;
     phases.push(("hash".to_string(), t.elapsed()));
     fault("before-finalize")?;
+    if let Some(f) = vars.take() {
+        values = f()?;
+    }
+    ctx.fingerprints = keys.wait()?;
 
     // Finalize: only now do the targets change.
     let t = Instant::now();
     let mut outputs = Vec::new();
-    for (out, tmp, listed) in rendered {
+    for r in rendered {
         outputs.push(finalize::finalize(
-            &ctx, out, tmp, &members, &hashes, &listed, &inputs,
+            &ctx, r.out, r.tmp, &members, &hashes, &r.listed, &inputs,
         )?);
     }
     finalize::update_sums(&plan.out_dir, &outputs)?;
     phases.push(("finalize".to_string(), t.elapsed()));
     drop(staging);
     let mut warnings: Vec<String> = weak.into_iter().collect();
-    if plan.recipe.security.password.is_none() && vars.iter().any(|v| v.secret) {
+    if plan.recipe.security.password.is_none() && values.iter().any(|v| v.secret) {
         warnings.push("secret variables are in media without a password (Variables.dat uses the public default key)".into());
     }
     for w in &warnings {
@@ -364,6 +483,92 @@ pub fn build(
         warnings,
         cache: ctx.cache.as_ref().map(|c| c.summary()),
     })
+}
+
+/// One output rendered to its temporary path and verified.
+struct Rendered<'p> {
+    out: &'p PlannedOutput,
+    tmp: TempPath,
+    listed: Vec<render::ArtefactMember>,
+    name: &'static str,
+    elapsed: Duration,
+}
+
+/// Renders and verifies the outputs of `lane` in order.
+fn render_lane<'p>(
+    ctx: &Ctx<'p>,
+    pool: &rayon::ThreadPool,
+    members: &[Resolved],
+    lane: &[&'p PlannedOutput],
+) -> Result<Vec<Rendered<'p>>, BuildError> {
+    let mut done = Vec::new();
+    for &out in lane {
+        ctx.check_cancel()?;
+        let t = Instant::now();
+        let r = render::for_output(out.kind)?;
+        let tmp = TempPath::new(partial_path(&out.path));
+        if let Some(p) = out.path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| BuildError::io("create output folder", p, e))?;
+        }
+        let listed = pool.install(|| r.render(ctx, members, out, tmp.path()))?;
+        fault("after-render")?;
+        r.verify(ctx, tmp.path())?;
+        let listed =
+            listed.unwrap_or_else(|| members.iter().map(render::ArtefactMember::same).collect());
+        done.push(Rendered {
+            out,
+            tmp,
+            listed,
+            name: r.name(),
+            elapsed: t.elapsed(),
+        });
+    }
+    Ok(done)
+}
+
+/// Renders every output, in plan order in the result. The disk image does
+/// not depend on the other outputs (the creator package reuses the .wim, so
+/// those two stay in order): with more than one job it is written on a
+/// thread of its own while the WIM is written, which overlaps the one's
+/// compression with the other's copying and hashing. `--jobs 1` renders
+/// one output after the other. A lane that fails stops the other one.
+fn render_all<'p>(
+    ctx: &Ctx<'p>,
+    pool: &rayon::ThreadPool,
+    members: &[Resolved],
+) -> Result<Vec<Rendered<'p>>, BuildError> {
+    let outs: Vec<&'p PlannedOutput> = ctx.plan.outputs.iter().collect();
+    let (disk, rest): (Vec<_>, Vec<_>) = outs.iter().partition(|o| o.kind == OutputKind::Disk);
+    let mut done = if ctx.jobs <= 1 || disk.is_empty() || rest.is_empty() {
+        render_lane(ctx, pool, members, &outs)?
+    } else {
+        let lane = |l: &[&'p PlannedOutput]| {
+            let r = render_lane(ctx, pool, members, l);
+            if r.is_err() {
+                ctx.cancel.cancel();
+            }
+            r
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let other = s.spawn(|| lane(&disk));
+            let a = lane(&rest);
+            let b = other.join().unwrap_or_else(|_| {
+                Err(BuildError::Render("the disk image writer panicked".into()))
+            });
+            (a, b)
+        });
+        // The error that stopped the other lane, not the cancellation it caused.
+        match (a, b) {
+            (Ok(mut a), Ok(b)) => {
+                a.extend(b);
+                a
+            }
+            (Err(BuildError::Cancelled), Err(e)) | (Err(e), _) | (_, Err(e)) => return Err(e),
+        }
+    };
+    let order = |o: &PlannedOutput| outs.iter().position(|x| std::ptr::eq(*x, o));
+    done.sort_by_key(|r| order(r.out));
+    Ok(done)
 }
 
 /// Materializes the whole media tree of `plan` as a folder at `dest` (every
@@ -386,7 +591,7 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
         artefact_sha: Default::default(),
         fingerprints: Default::default(),
     };
-    let members = materialize::materialize(&ctx, &vars)?;
+    let members = materialize::materialize(&ctx, &mut || Ok(vars.clone()))?;
     let tree = render::wim::complete_tree(&ctx, &members)?;
     std::fs::rename(&tree, dest).map_err(|e| BuildError::io("rename", dest, e))?;
     Ok(members.iter().map(|m| m.size).sum())

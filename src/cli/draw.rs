@@ -3,9 +3,10 @@
 //! (`progress_json`), nothing with `--quiet` / `--progress none`.
 
 use super::progress_json::JsonLines;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mediabuild::progress::{Event, Reporter};
 use mediabuild::units::human;
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,11 +26,20 @@ pub enum ProgressMode {
     None,
 }
 
+/// Phases may run at the same time (the WIM and the disk image are written
+/// side by side): bars and line timers are kept per phase.
 pub enum Draw {
     Quiet,
-    Bars(Mutex<Option<ProgressBar>>),
-    Lines(Mutex<(Instant, &'static str)>),
+    Bars(MultiProgress, Mutex<BTreeMap<&'static str, ProgressBar>>),
+    Lines(Mutex<BTreeMap<&'static str, Instant>>),
     Json(JsonLines),
+}
+
+fn bars() -> Draw {
+    Draw::Bars(
+        MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+        Mutex::new(BTreeMap::new()),
+    )
 }
 
 impl Draw {
@@ -37,10 +47,10 @@ impl Draw {
         match mode {
             ProgressMode::None => Draw::Quiet,
             ProgressMode::Json => Draw::Json(JsonLines::new()),
-            ProgressMode::Bars => Draw::Bars(Mutex::new(None)),
-            ProgressMode::Plain => Draw::Lines(Mutex::new((Instant::now(), ""))),
-            ProgressMode::Auto if std::io::stderr().is_terminal() => Draw::Bars(Mutex::new(None)),
-            ProgressMode::Auto => Draw::Lines(Mutex::new((Instant::now(), ""))),
+            ProgressMode::Bars => bars(),
+            ProgressMode::Plain => Draw::Lines(Mutex::default()),
+            ProgressMode::Auto if std::io::stderr().is_terminal() => bars(),
+            ProgressMode::Auto => Draw::Lines(Mutex::default()),
         }
     }
 
@@ -72,14 +82,11 @@ impl Reporter for Draw {
         match self {
             Draw::Quiet => {}
             Draw::Json(j) => j.event(e),
-            Draw::Bars(bar) => {
-                let Ok(mut bar) = bar.lock() else { return };
+            Draw::Bars(multi, bars) => {
+                let Ok(mut bars) = bars.lock() else { return };
                 match e {
                     Event::Begin { phase, total } => {
-                        let b = ProgressBar::with_draw_target(
-                            Some(total),
-                            ProgressDrawTarget::stderr(),
-                        );
+                        let b = multi.add(ProgressBar::new(total));
                         b.set_style(
                             ProgressStyle::with_template(
                                 "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -88,39 +95,49 @@ impl Reporter for Draw {
                             .progress_chars("=> "),
                         );
                         b.set_prefix(phase);
-                        *bar = Some(b);
+                        if let Some(old) = bars.insert(phase, b) {
+                            old.finish_and_clear();
+                        }
                     }
-                    Event::Progress { done, total, .. } => {
-                        if let Some(b) = bar.as_ref() {
+                    Event::Progress { phase, done, total } => {
+                        if let Some(b) = bars.get(phase) {
                             b.set_length(total.max(done));
                             b.set_position(done);
                         }
                     }
                     Event::End { phase, elapsed } => {
-                        if let Some(b) = bar.take() {
+                        if let Some(b) = bars.remove(phase) {
                             b.finish_and_clear();
+                            multi.remove(&b);
                         }
-                        eprintln!("{phase:>14} done in {:.2} s", elapsed.as_secs_f64());
+                        let _ = multi.println(format!(
+                            "{phase:>14} done in {:.2} s",
+                            elapsed.as_secs_f64()
+                        ));
                     }
-                    Event::Warning(w) => eprintln!("warning: {w}"),
+                    Event::Warning(w) => {
+                        let _ = multi.println(format!("warning: {w}"));
+                    }
                 }
             }
             Draw::Lines(state) => {
                 let Ok(mut st) = state.lock() else { return };
                 match e {
                     Event::Begin { phase, total } => {
-                        *st = (Instant::now(), phase);
+                        st.insert(phase, Instant::now());
                         eprintln!("{phase}: start ({})", human(total));
                     }
                     // At most one line every 5 s per phase: CI logs stay readable.
                     Event::Progress { phase, done, total } => {
-                        if st.0.elapsed() >= Duration::from_secs(5) {
-                            st.0 = Instant::now();
+                        let last = st.entry(phase).or_insert_with(Instant::now);
+                        if last.elapsed() >= Duration::from_secs(5) {
+                            *last = Instant::now();
                             let pct = (done * 100).checked_div(total).unwrap_or(0);
                             eprintln!("{phase}: {} of {} ({pct}%)", human(done), human(total));
                         }
                     }
                     Event::End { phase, elapsed } => {
+                        st.remove(phase);
                         eprintln!("{phase}: done in {:.2} s", elapsed.as_secs_f64())
                     }
                     Event::Warning(w) => eprintln!("warning: {w}"),

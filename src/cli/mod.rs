@@ -530,7 +530,7 @@ fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<
     let drawer = draw::Draw::new(args.progress());
     let recipe = dir.join("recipe.yaml");
     reported("demo", &recipe, &drawer, || {
-        if matches!(drawer, draw::Draw::Bars(_) | draw::Draw::Lines(_)) {
+        if matches!(drawer, draw::Draw::Bars(..) | draw::Draw::Lines(_)) {
             eprintln!("writing demo inputs to {} …", dir.display());
         }
         let rep = drawer

@@ -88,7 +88,13 @@ pub fn write_image(
     // blocks: free space is never written.
     file.set_len(layout.disk_bytes)
         .map_err(io("set the size of"))?;
-    fat32::write(&volume, files, &mut file, layout.partition_start, progress)?;
+    fat32::write(
+        &volume,
+        files,
+        &mut crate::fsutil::Writeback::new(&file),
+        layout.partition_start,
+        progress,
+    )?;
     write_table(&mut file, path, layout, ids)?;
     file.sync_all().map_err(io("sync"))?;
     Ok(())

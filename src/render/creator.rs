@@ -95,12 +95,13 @@ fn program_json(r: &Recipe, c: &CreatorPackage, others: u64) -> Vec<u8> {
 }
 
 /// Hard-links `from` to `to` (same file system, no copy), else copies it.
-fn link_or_copy(from: &Path, to: &Path) -> Result<(), BuildError> {
+/// True when linked: `to` is then the very file `from` is.
+fn link_or_copy(from: &Path, to: &Path) -> Result<bool, BuildError> {
     if std::fs::hard_link(from, to).is_ok() {
-        return Ok(());
+        return Ok(true);
     }
     std::fs::copy(from, to)
-        .map(|_| ())
+        .map(|_| false)
         .map_err(|e| BuildError::io("copy", from, e))
 }
 
@@ -137,7 +138,12 @@ impl Renderer for CreatorRenderer {
             .map(|o| crate::build::partial_path(&o.path))
             .filter(|p| p.is_file());
         match rendered {
-            Some(src) => link_or_copy(&src, &wim)?,
+            Some(src) => {
+                // The same inode: its digest is the .wim artefact's, not read again.
+                if link_or_copy(&src, &wim)? {
+                    ctx.remember_sha256(&wim, ctx.artefact_sha256(&src)?);
+                }
+            }
             None => {
                 let w = super::for_output(OutputKind::Wim)?;
                 let o = PlannedOutput {

@@ -220,8 +220,14 @@ fn write_with(
         store,
         ..Default::default()
     };
-    let mut f = std::fs::File::create(out).map_err(|e| BuildError::io("create", out, e))?;
-    let rep = wimwrite::write_wim(entries, &mut f, &opts, report, cancel)?;
+    let f = std::fs::File::create(out).map_err(|e| BuildError::io("create", out, e))?;
+    let rep = wimwrite::write_wim(
+        entries,
+        &mut crate::fsutil::Writeback::new(&f),
+        &opts,
+        report,
+        cancel,
+    )?;
     f.sync_all().map_err(|e| BuildError::io("sync", out, e))?;
     Ok(rep)
 }
