@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"MBCACHE1";
 /// Entry kinds, one subfolder each.
-pub const KINDS: [&str; 4] = ["hash", "res", "export", "verify"];
+pub const KINDS: [&str; 5] = ["hash", "res", "chunks", "export", "verify"];
 /// Default size limit: 20 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
 
@@ -74,6 +74,8 @@ pub struct Counters {
     /// Puts that failed (disk full, permissions); the build went on.
     pub put_failures: AtomicU64,
     pub evicted: AtomicU64,
+    /// Chunks of changed files copied from their previous version.
+    pub chunks_reused: AtomicU64,
 }
 
 /// Totals of the cache folder.
@@ -411,13 +413,14 @@ impl Cache {
         let c = &self.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "cache {}: {} hits, {} misses, {} stored, {} corrupted dropped, {} evicted{}",
+            "cache {}: {} hits, {} misses, {} stored, {} corrupted dropped, {} evicted, {} chunks reused{}",
             self.dir.display(),
             g(&c.hits),
             g(&c.misses),
             g(&c.puts),
             g(&c.dropped),
             g(&c.evicted),
+            g(&c.chunks_reused),
             match g(&c.put_failures) {
                 0 => String::new(),
                 n => format!(", {n} could not be stored"),

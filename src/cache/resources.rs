@@ -12,6 +12,11 @@
 //!   SHA-256 and SHA-1 of the exported WIM, which sits beside the entry as a
 //!   plain `.wim` file: a restore hard-links it into the staging folder (one
 //!   read to check it, no copy).
+//! * `chunks/`: the raw SHA-1 of every chunk of the resource last written
+//!   for a media path (keyed by the path, the resource parameters and the
+//!   versions; body: content SHA-1, size, one SHA-1 per chunk). When that
+//!   file changes, its unchanged chunks are copied from the old resource
+//!   (`res/`, checked whole on read) instead of being compressed again.
 //! * `verify/`: an artefact of this SHA-256 and size already passed the
 //!   check named in the key (wimlib's verify, the disk read-back).
 //!
@@ -21,7 +26,9 @@
 use super::hashes::{self, Digests, Stamp};
 use super::{Cache, Key};
 use crate::ids::hex;
-use crate::wimwrite::{KnownDigests, ResourceParams, ResourceStore, StoredResource, WimReport};
+use crate::wimwrite::{
+    KnownDigests, PrevChunks, ResourceParams, ResourceStore, StoredResource, WimReport,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -47,6 +54,43 @@ pub fn resource_key(sha1: &[u8; 20], size: u64, params: &ResourceParams) -> Key 
             versions()
         ),
     )
+}
+
+/// Key of the chunk digests of the resource last written for `wim_path`.
+pub fn chunks_key(wim_path: &str, params: &ResourceParams) -> Key {
+    Key::new(
+        "chunks",
+        format!("chunks1\0{wim_path}\0{}\0{}", params.text(), versions()),
+    )
+}
+
+/// Largest previous resource read whole for chunk reuse; a larger changed
+/// file is compressed again in full.
+const PREV_LIMIT: u64 = 256 << 20;
+
+/// The chunk area of a compressed resource of `size` bytes in `chunk`-byte
+/// chunks: each chunk's stored bytes as a range of `bytes`. None when the
+/// chunk table does not describe `bytes`.
+fn chunk_ranges(bytes: &[u8], size: u64, chunk: u64) -> Option<Vec<std::ops::Range<usize>>> {
+    let n = size.div_ceil(chunk.max(1)) as usize;
+    let entry = if size > u64::from(u32::MAX) { 8 } else { 4 };
+    let table = n.checked_sub(1)? * entry;
+    let area = bytes.len().checked_sub(table)?;
+    let mut starts = vec![0usize];
+    for e in bytes[..table].chunks_exact(entry) {
+        let mut v = [0u8; 8];
+        v[..entry].copy_from_slice(e);
+        starts.push(usize::try_from(u64::from_le_bytes(v)).ok()?);
+    }
+    starts.push(area);
+    let mut out = Vec::with_capacity(n);
+    for w in starts.windows(2) {
+        if w[0] > w[1] || w[1] - w[0] > chunk as usize {
+            return None;
+        }
+        out.push(table + w[0]..table + w[1]);
+    }
+    Some(out)
 }
 
 /// Key of an exported image.
@@ -92,6 +136,8 @@ pub struct WimStore {
     known: BTreeMap<PathBuf, KnownDigests>,
     /// Files never served from nor stored in the cache.
     never: BTreeSet<PathBuf>,
+    /// Their media paths.
+    never_paths: BTreeSet<String>,
 }
 
 impl WimStore {
@@ -99,11 +145,13 @@ impl WimStore {
         cache: Arc<Cache>,
         known: BTreeMap<PathBuf, KnownDigests>,
         never: BTreeSet<PathBuf>,
+        never_paths: BTreeSet<String>,
     ) -> WimStore {
         WimStore {
             cache,
             known,
             never,
+            never_paths,
         }
     }
 }
@@ -155,6 +203,56 @@ impl ResourceStore for WimStore {
     fn corrupt(&self, id: &str) {
         self.cache.reject_path(Path::new(id));
     }
+
+    /// The chunk digests last recorded for `wim_path` and the resource they
+    /// describe, read whole and checked against its digest (a bad entry is
+    /// dropped and nothing is reused).
+    fn previous(&self, wim_path: &str, params: &ResourceParams) -> Option<PrevChunks> {
+        if self.never_paths.contains(wim_path) {
+            return None;
+        }
+        let key = chunks_key(wim_path, params);
+        let body = self.cache.get(&key)?;
+        let bad = || {
+            self.cache.reject_path(&self.cache.path(&key));
+            None
+        };
+        if body.len() < 28 || (body.len() - 28) % 20 != 0 {
+            return bad();
+        }
+        let sha1: [u8; 20] = body[..20].try_into().ok()?;
+        let size = u64::from_le_bytes(body[20..28].try_into().ok()?);
+        let digests: Vec<[u8; 20]> = body[28..]
+            .chunks_exact(20)
+            .filter_map(|c| c.try_into().ok())
+            .collect();
+        if digests.len() as u64 != size.div_ceil(u64::from(params.chunk.max(1))) {
+            return bad();
+        }
+        if size > PREV_LIMIT {
+            return None;
+        }
+        let mut res = self.resource(&sha1, size, params)?;
+        if !res.compressed || res.len > PREV_LIMIT {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(res.len as usize);
+        let read = (&mut res.reader).take(res.len).read_to_end(&mut bytes);
+        res.hasher.update(&bytes);
+        if read.is_err()
+            || bytes.len() as u64 != res.len
+            || <[u8; 32]>::from(res.hasher.finalize()) != res.expected
+        {
+            self.corrupt(&res.id);
+            return None;
+        }
+        let ranges = chunk_ranges(&bytes, size, u64::from(params.chunk))?;
+        Some(PrevChunks {
+            digests,
+            ranges,
+            bytes,
+        })
+    }
 }
 
 /// After a WIM was written at `wim`: stores every resource compressed now
@@ -181,6 +279,20 @@ pub fn store_after_write(
         let key = resource_key(&r.sha1, r.size, params);
         let flag = [u8::from(r.compressed)];
         cache.put_file_range(&key, &flag, wim, r.offset, r.size_in_wim);
+        let Some(digests) = r.chunk_sha1.as_ref().filter(|_| r.compressed) else {
+            continue;
+        };
+        let mut body = Vec::with_capacity(28 + 20 * digests.len());
+        body.extend_from_slice(&r.sha1);
+        body.extend_from_slice(&r.size.to_le_bytes());
+        for d in digests {
+            body.extend_from_slice(d);
+        }
+        for f in report.files.iter().filter(|f| f.sha1 == r.sha1) {
+            if !never_paths.contains(&f.path) {
+                cache.put(&chunks_key(&f.path, params), &body);
+            }
+        }
     }
     let by_path: BTreeMap<&str, &crate::wimwrite::FileDigest> =
         report.files.iter().map(|f| (f.path.as_str(), f)).collect();
@@ -270,5 +382,144 @@ pub fn store_export(cache: &Cache, key: &Key, file: &Path) {
             .counters
             .put_failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wimwrite::{testgen, write_wim, Content, EntryKind, WimEntry, WriteOptions};
+    use std::sync::atomic::AtomicBool;
+
+    fn write(entries: &[WimEntry], out: &Path, store: Option<Arc<WimStore>>) -> WimReport {
+        let opts = WriteOptions {
+            threads: 2,
+            store: store.map(|s| crate::wimwrite::StoreHandle(s as Arc<dyn ResourceStore>)),
+            ..WriteOptions::default()
+        };
+        let mut f = std::fs::File::create(out).unwrap();
+        write_wim(
+            entries,
+            &mut f,
+            &opts,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    }
+
+    /// A changed file's unchanged chunks come from its previous resource,
+    /// and the WIM is the bytes of a write without any cache.
+    #[test]
+    fn changed_files_reuse_their_unchanged_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let files = [
+            ("drivers/net.sys", testgen::binary(40 * 32768 + 123, 7)),
+            ("docs/readme.txt", testgen::text(9 * 32768, 8)),
+            ("pkg/data.cab", testgen::noise(3 * 32768, 9)),
+        ];
+        let entries: Vec<WimEntry> = files
+            .iter()
+            .map(|(p, bytes)| {
+                let f = src.join(p.replace('/', "_"));
+                std::fs::write(&f, bytes).unwrap();
+                WimEntry {
+                    path: (*p).into(),
+                    kind: EntryKind::File {
+                        size: bytes.len() as u64,
+                        content: Content::Path(f),
+                    },
+                }
+            })
+            .collect();
+        let store = || {
+            Arc::new(WimStore::new(
+                Arc::clone(&cache),
+                BTreeMap::new(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+            ))
+        };
+        let first = dir.path().join("first.wim");
+        let rep = write(&entries, &first, Some(store()));
+        assert_eq!(rep.chunks_reused, 0);
+        store_after_write(
+            &cache,
+            &first,
+            &rep,
+            &rep.resource_params,
+            &BTreeSet::new(),
+            &[],
+        );
+
+        // One byte of chunk 17 of the driver changes, in place.
+        let drv = src.join("drivers_net.sys");
+        let mut bytes = std::fs::read(&drv).unwrap();
+        bytes[17 * 32768 + 5] ^= 0x5A;
+        std::fs::write(&drv, &bytes).unwrap();
+        let second = dir.path().join("second.wim");
+        let rep2 = write(&entries, &second, Some(store()));
+        // The driver's 40 other chunks, and the text's 9, reused; the
+        // noise is a raw resource (nothing to reuse).
+        assert_eq!(rep2.chunks_reused, 40 + 9, "{rep2:?}");
+        let clean = dir.path().join("clean.wim");
+        write(&entries, &clean, None);
+        assert_eq!(
+            std::fs::read(&second).unwrap(),
+            std::fs::read(&clean).unwrap()
+        );
+        crate::wim::Wim::open(&second).unwrap().verify().unwrap();
+
+        // A corrupted previous resource is detected, dropped and not used.
+        store_after_write(
+            &cache,
+            &second,
+            &rep2,
+            &rep2.resource_params,
+            &BTreeSet::new(),
+            &[],
+        );
+        let d = rep2
+            .files
+            .iter()
+            .find(|f| f.path == "drivers/net.sys")
+            .unwrap();
+        let key = resource_key(&d.sha1, d.size, &rep2.resource_params);
+        let entry = cache.path(&key);
+        let mut raw = std::fs::read(&entry).unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 1;
+        std::fs::write(&entry, raw).unwrap();
+        bytes[3 * 32768] ^= 0x33;
+        std::fs::write(&drv, &bytes).unwrap();
+        let third = dir.path().join("third.wim");
+        let rep3 = write(&entries, &third, Some(store()));
+        assert_eq!(rep3.chunks_reused, 9, "only the text's chunks: {rep3:?}");
+        assert!(!entry.exists(), "the corrupted entry is dropped");
+        write(&entries, &clean, None);
+        assert_eq!(
+            std::fs::read(&third).unwrap(),
+            std::fs::read(&clean).unwrap()
+        );
+    }
+
+    #[test]
+    fn chunk_tables_are_read_as_written() {
+        // Three chunks of 8 bytes stored as 3, 8 (raw) and 2 bytes.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&3u32.to_le_bytes());
+        bytes.extend_from_slice(&11u32.to_le_bytes());
+        bytes.extend_from_slice(&[1u8; 13]);
+        let r = chunk_ranges(&bytes, 20, 8).unwrap();
+        assert_eq!(r, vec![8..11, 11..19, 19..21]);
+        // A table pointing past the area, or a chunk longer than the chunk size.
+        assert!(chunk_ranges(&bytes[..12], 20, 8).is_none());
+        let mut long = bytes.clone();
+        long[4..8].copy_from_slice(&12u32.to_le_bytes());
+        long.extend_from_slice(&[0; 4]);
+        assert!(chunk_ranges(&long, 20, 8).is_none());
     }
 }

@@ -101,7 +101,7 @@ pub fn write_members(
         .filter(|m| m.never_cache)
         .map(|m| m.file.clone())
         .collect();
-    let never_paths = members
+    let never_paths: std::collections::BTreeSet<String> = members
         .iter()
         .filter(|m| m.never_cache)
         .map(|m| m.path.clone())
@@ -117,6 +117,7 @@ pub fn write_members(
         std::sync::Arc::clone(cache),
         known,
         never,
+        never_paths.clone(),
     )));
     let mut attempts = 0;
     let rep = loop {
@@ -126,6 +127,10 @@ pub fn write_members(
             r => break r?,
         }
     };
+    cache
+        .counters
+        .chunks_reused
+        .fetch_add(rep.chunks_reused, std::sync::atomic::Ordering::Relaxed);
     verify_fresh(ctx, cache, out, &rep)?;
     // Only resources of a verified WIM enter the cache.
     resources::store_after_write(

@@ -99,6 +99,11 @@ pub trait ResourceStore: Send + Sync {
     ) -> Option<StoredResource>;
     /// The entry `id` did not match its digest while being copied.
     fn corrupt(&self, id: &str);
+    /// The previous version's chunks of the file at `wim_path`, when known.
+    fn previous(&self, wim_path: &str, params: &ResourceParams) -> Option<PrevChunks> {
+        let _ = (wim_path, params);
+        None
+    }
 }
 
 /// A shareable handle in [`WriteOptions`](super::WriteOptions).
@@ -126,6 +131,34 @@ pub struct ResourceInfo {
     pub compressed: bool,
     /// Copied from the store (not compressed now).
     pub from_store: bool,
+    /// Raw SHA-1 of every chunk (a resource compressed now, written with a
+    /// store): what the next build compares a changed file's chunks with.
+    pub chunk_sha1: Option<Vec<[u8; 20]>>,
+}
+
+/// The previous version of a file's resource, for chunk reuse: a file that
+/// changed in place keeps most chunks, and a chunk with the same raw SHA-1
+/// at the same position has the same stored form (the compressor's output
+/// depends on the chunk alone), so it is copied instead of compressed.
+#[derive(Debug, Clone)]
+pub struct PrevChunks {
+    /// Raw SHA-1 of each chunk.
+    pub digests: Vec<[u8; 20]>,
+    /// Stored form of each chunk (compressed, or raw when it did not shrink),
+    /// as ranges into `bytes`.
+    pub ranges: Vec<std::ops::Range<usize>>,
+    /// The resource's chunk area.
+    pub bytes: Vec<u8>,
+}
+
+impl PrevChunks {
+    /// The stored form of chunk `i` if its raw SHA-1 is `digest`.
+    pub fn chunk(&self, i: usize, digest: &[u8; 20]) -> Option<&[u8]> {
+        if self.digests.get(i)? != digest {
+            return None;
+        }
+        self.bytes.get(self.ranges.get(i)?.clone())
+    }
 }
 
 #[cfg(test)]

@@ -114,7 +114,8 @@ use blobtable::BlobEntry;
 use header::{hdr_flags, res_flags, Header, Reshdr};
 
 pub use cached::{
-    KnownDigests, ResourceInfo, ResourceParams, ResourceStore, StoreHandle, StoredResource,
+    KnownDigests, PrevChunks, ResourceInfo, ResourceParams, ResourceStore, StoreHandle,
+    StoredResource,
 };
 pub use error::WimWriteError;
 pub use resource::OverflowPolicy;
@@ -277,6 +278,9 @@ pub struct WimReport {
     pub chunks_raw_in_compressed: u64,
     /// Chunks stored raw because the probe said so, without trying.
     pub chunks_probe_skipped: u64,
+    /// Chunks taken from the previous version of their file (the store's
+    /// chunk digests), not compressed now.
+    pub chunks_reused: u64,
     /// Distinct contents written.
     pub blobs_written: u64,
     /// Of those, written as raw resources.
@@ -412,13 +416,10 @@ pub fn write_wim<W: Write + Seek>(
     } else {
         format.chunk as usize
     };
-    let shared = Arc::new(pipeline::Shared::new(
-        format.kind,
-        unit,
-        opts.level,
-        opts.tuning.probe,
-        threads,
-    )?);
+    let shared = Arc::new(
+        pipeline::Shared::new(format.kind, unit, opts.level, opts.tuning.probe, threads)?
+            .with_chunk_digests(opts.store.is_some()),
+    );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("wimwrite-{i}"))
@@ -554,6 +555,7 @@ pub fn write_wim<W: Write + Seek>(
         chunks_compressed: c.chunks_compressed,
         chunks_raw_in_compressed: c.chunks_raw_in_compressed,
         chunks_probe_skipped: c.chunks_probe_skipped,
+        chunks_reused: c.chunks_reused,
         blobs_written: data.blobs.len() as u64,
         blobs_stored_raw: c.blobs_raw,
         blobs_raw_early: c.blobs_raw_early,
@@ -564,13 +566,20 @@ pub fn write_wim<W: Write + Seek>(
             .blobs
             .iter()
             .zip(&data.from_store)
-            .map(|(b, &from_store)| ResourceInfo {
+            .zip(
+                data.chunk_sha1
+                    .iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
+            .map(|((b, &from_store), chunks)| ResourceInfo {
                 sha1: b.sha1,
                 size: b.reshdr.uncompressed_size,
                 offset: b.reshdr.offset,
                 size_in_wim: b.reshdr.size_in_wim,
                 compressed: b.reshdr.flags & res_flags::COMPRESSED != 0,
                 from_store,
+                chunk_sha1: chunks.cloned().flatten(),
             })
             .collect(),
         resource_params: res_params,

@@ -87,6 +87,8 @@ pub struct Shared {
     raw_blob: AtomicU64,
     /// Set when the writer gives up, so queued work drains quickly.
     pub abort: AtomicBool,
+    /// Keep every chunk's raw SHA-1 (for the next build's chunk reuse).
+    chunk_digests: bool,
 }
 
 impl Shared {
@@ -113,7 +115,14 @@ impl Shared {
             compressors,
             raw_blob: AtomicU64::new(0),
             abort: AtomicBool::new(false),
+            chunk_digests: false,
         })
+    }
+
+    /// Workers record each chunk's raw SHA-1 in its `Buf`.
+    pub fn with_chunk_digests(mut self, on: bool) -> Shared {
+        self.chunk_digests = on;
+        self
     }
 
     /// Compresses one chunk with the calling worker's compressor.
@@ -131,6 +140,11 @@ impl Shared {
 
     /// A worker's job: decide how the chunk is stored.
     pub fn process(&self, blob: u32, mut buf: Buf) -> Msg {
+        if let Some(stored) = buf.preset {
+            // Taken from the previous version of the file: the same bytes
+            // the compressor would give (they depend on the chunk alone).
+            return Msg::Chunk { buf, stored };
+        }
         if self.abort.load(Ordering::Relaxed)
             || self.raw_blob.load(Ordering::Relaxed) == u64::from(blob) + 1
         {
@@ -139,13 +153,16 @@ impl Shared {
                 stored: Stored::Raw { probed: false },
             };
         }
+        if self.chunk_digests && buf.digest.is_none() {
+            buf.digest = Some(sha1::Sha1::digest(&buf.raw).into());
+        }
         if self.probe && probe::looks_incompressible(&buf.raw) {
             return Msg::Chunk {
                 buf,
                 stored: Stored::Raw { probed: true },
             };
         }
-        let Buf { raw, comp } = &mut buf;
+        let Buf { raw, comp, .. } = &mut buf;
         match self.compress(raw, comp) {
             Ok(Some(n)) => Msg::Chunk {
                 buf,
@@ -279,6 +296,9 @@ pub struct Outcome {
     pub done: u64,
     /// Per blob: copied from the store.
     pub from_store: Vec<bool>,
+    /// Per blob: the raw SHA-1 of every chunk, for a resource compressed now
+    /// whose every chunk had one (None otherwise).
+    pub chunk_sha1: Vec<Option<Vec<[u8; 20]>>>,
 }
 
 /// Everything the data phase reads.
@@ -448,6 +468,9 @@ impl Route for Threaded<'_> {
             let stored = Stored::Raw { probed: false };
             return self.send(seq, Msg::Chunk { buf, stored });
         }
+        if let Some(stored) = buf.preset {
+            return self.send(seq, Msg::Chunk { buf, stored });
+        }
         let tx = self.tx.clone();
         let shared = Arc::clone(self.shared);
         self.pool.spawn(move || {
@@ -521,6 +544,8 @@ struct WriteState<'a, 'i, 'w, W: Write + Seek> {
     /// A resource copied from the store, waiting for its `FileDone`.
     stored: Option<(u32, Reshdr)>,
     sha256: Option<Sha256>,
+    /// Raw SHA-1 of each chunk of the open blob, while every chunk has one.
+    chunk_sha1: Option<Vec<[u8; 20]>>,
     /// Buffers written and free again.
     free: Vec<Buf>,
     reported: u64,
@@ -549,6 +574,7 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
             current: None,
             stored: None,
             sha256: None,
+            chunk_sha1: None,
             free: Vec::new(),
             reported: 0,
         }
@@ -587,6 +613,7 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                 writer_sha256,
             } => {
                 self.sha256 = writer_sha256.then(Sha256::new);
+                self.chunk_sha1 = self.input.shared.chunk_digests.then(Vec::new);
                 let a = BlobAssembler::new(
                     self.sink.pos(),
                     size,
@@ -604,6 +631,13 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                 self.out.done += buf.raw.len() as u64;
                 if let Some(h) = &mut self.sha256 {
                     h.update(&buf.raw);
+                }
+                match (&mut self.chunk_sha1, buf.digest) {
+                    (Some(v), Some(d)) => v.push(d),
+                    (v, _) => *v = None,
+                }
+                if buf.preset.is_some() {
+                    self.out.counters.chunks_reused += 1;
                 }
                 let committed_raw = a
                     .push(
@@ -669,6 +703,7 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                     sha1: fd.sha1,
                 });
                 out.from_store.push(true);
+                out.chunk_sha1.push(None);
             }
             Some(b) if fd.new => {
                 let Some((id, a)) = self.current.take() else {
@@ -682,6 +717,9 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                 let reshdr = a
                     .finish(self.sink, &mut self.free, &mut out.counters)
                     .map_err(WimWriteError::Write)?;
+                let compressed = reshdr.flags & super::header::res_flags::COMPRESSED != 0;
+                out.chunk_sha1
+                    .push(self.chunk_sha1.take().filter(|_| compressed));
                 out.blobs.push(BlobEntry {
                     reshdr,
                     refcnt: 1,

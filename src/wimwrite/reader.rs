@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
+use super::cached::PrevChunks;
 use super::error::WimWriteError;
 use super::pipeline::{FileDone, Input, Msg, Route, Stop};
-use super::resource::Buf;
+use super::resource::{Buf, Stored};
 use super::tree::NodeKind;
 use super::{Content, EntryKind};
 
@@ -129,11 +130,14 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
     /// A free buffer: a returned one, or one from the route (which may wait
     /// for the writer to hand one back).
     fn take_buf(&mut self) -> Result<Buf, Stop> {
-        if let Some(b) = self.spare.pop() {
+        if let Some(mut b) = self.spare.pop() {
+            b.reset();
             return Ok(b);
         }
         let (input, cancel) = (self.input, self.cancel);
-        self.route.take_buf(&|| check(input, cancel))
+        let mut b = self.route.take_buf(&|| check(input, cancel))?;
+        b.reset();
+        Ok(b)
     }
 
     /// Hands a chunk on to be probed/compressed and written.
@@ -248,8 +252,9 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         }
         if !self.input.needs_prehash[fi] {
             // No earlier file of this size: it cannot be a duplicate.
+            let prev = self.previous(wim_path);
             let blob = self.new_blob(size, true)?;
-            let sha1 = self.stream(blob, &mut f, &origin, size)?;
+            let sha1 = self.stream(blob, &mut f, &origin, size, prev.as_ref())?;
             self.seen.insert(sha1, blob);
             return self.file_done(fi, size, sha1, None, Some(blob), true);
         }
@@ -263,8 +268,9 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         }
         f.seek(SeekFrom::Start(0))
             .map_err(|e| origin.read_error(e))?;
+        let prev = self.previous(wim_path);
         let blob = self.new_blob(size, false)?;
-        let again = self.stream(blob, &mut f, &origin, size)?;
+        let again = self.stream(blob, &mut f, &origin, size, prev.as_ref())?;
         if again != sha1 {
             return Err(WimWriteError::ContentChanged {
                 path: wim_path.to_string(),
@@ -299,6 +305,13 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         self.seen.insert(k.sha1, blob);
         self.file_done(fi, size, k.sha1, Some(k.sha256), Some(blob), true)?;
         Ok(true)
+    }
+
+    /// The previous version's chunks of the file at `wim_path` (compressed
+    /// WIMs written with a store only).
+    fn previous(&self, wim_path: &str) -> Option<PrevChunks> {
+        self.input.shared.kind?;
+        self.input.store?.previous(wim_path, &self.input.res_params)
     }
 
     /// A small file that may duplicate an earlier one: read it into
@@ -342,17 +355,21 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
     }
 
     /// Reads `size` bytes from `f` chunk by chunk, SHA-1-hashing each and
-    /// handing it to the pool as part of `blob`. Returns the SHA-1.
+    /// handing it to the pool as part of `blob`. Returns the SHA-1. A chunk
+    /// the previous version `prev` holds unchanged at the same position is
+    /// handed on decided, with the previous stored form.
     fn stream(
         &mut self,
         blob: u32,
         f: &mut File,
         origin: &Origin<'_>,
         size: u64,
+        prev: Option<&PrevChunks>,
     ) -> Result<[u8; 20], Stop> {
         let unit = self.input.params.unit as u64;
         let mut h1 = Sha1::new();
         let mut off = 0u64;
+        let mut i = 0usize;
         while off < size {
             self.check()?;
             let len = unit.min(size - off) as usize;
@@ -360,11 +377,31 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             buf.raw.resize(len, 0);
             read_exact_sized(f, &mut buf.raw, origin, off, size)?;
             h1.update(&buf.raw);
+            if let Some(p) = prev {
+                reuse_chunk(&mut buf, p, i);
+            }
             self.submit(blob, buf)?;
             off += len as u64;
+            i += 1;
         }
         expect_eof(f, origin, size)?;
         Ok(h1.finalize().into())
+    }
+}
+
+/// Presets chunk `i` from the previous version when its raw SHA-1 matches.
+fn reuse_chunk(buf: &mut Buf, prev: &PrevChunks, i: usize) {
+    let d: [u8; 20] = Sha1::digest(&buf.raw).into();
+    buf.digest = Some(d);
+    let Some(stored) = prev.chunk(i, &d) else {
+        return;
+    };
+    let n = stored.len();
+    if n < buf.raw.len() && n <= buf.comp.len() {
+        buf.comp[..n].copy_from_slice(stored);
+        buf.preset = Some(Stored::Compressed(n));
+    } else if n == buf.raw.len() && stored == buf.raw.as_slice() {
+        buf.preset = Some(Stored::Raw { probed: false });
     }
 }
 

@@ -48,6 +48,11 @@ pub struct Buf {
     pub raw: Vec<u8>,
     /// Compressor output area (chunk-size long).
     pub comp: Vec<u8>,
+    /// SHA-1 of `raw`, when chunk digests are kept (a cache is in use).
+    pub digest: Option<[u8; 20]>,
+    /// Decided already: the chunk's stored form was taken from the previous
+    /// version of the file (`comp` holds it), not computed now.
+    pub preset: Option<Stored>,
 }
 
 impl Buf {
@@ -56,7 +61,15 @@ impl Buf {
         Buf {
             raw: Vec::with_capacity(unit),
             comp: vec![0u8; unit],
+            digest: None,
+            preset: None,
         }
+    }
+
+    /// Forgets what the previous chunk in this buffer carried.
+    pub fn reset(&mut self) {
+        self.digest = None;
+        self.preset = None;
     }
 }
 
@@ -103,6 +116,9 @@ pub struct Counters {
     pub blobs_raw: u64,
     /// Of those, committed raw when the window filled.
     pub blobs_raw_early: u64,
+    /// Chunks whose stored form came from the previous version of their
+    /// file (same position, same raw SHA-1) instead of the compressor.
+    pub chunks_reused: u64,
 }
 
 enum State {

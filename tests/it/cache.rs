@@ -72,6 +72,12 @@ fn rebuild_after_a_driver_change_equals_a_clean_build() {
     let again = build(&d, &["--cache-dir", c]);
     let hits = count(stat_line(&again), "hits");
     assert!(hits > 10, "the rebuild reused little: {again}");
+    // The changed driver's other chunks came from its previous resource.
+    let reused = count(stat_line(&again), "chunks");
+    assert!(
+        reused > 0,
+        "no chunk of the changed file was reused: {again}"
+    );
     let cached = outputs(&d);
     build(&d, &["--no-cache"]);
     assert_eq!(cached, outputs(&d), "rebuild differs from a clean build");
