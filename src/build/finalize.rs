@@ -85,6 +85,7 @@ fn manifest_path(target: &Path) -> PathBuf {
     target.with_file_name(format!("{name}.manifest.json"))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn finalize(
     ctx: &Ctx,
     out: &PlannedOutput,
@@ -93,6 +94,7 @@ pub(super) fn finalize(
     hashes: &[[u8; 32]],
     listed: &[ArtefactMember],
     inputs: &BTreeMap<PathBuf, [u8; 32]>,
+    trash: &mut Trash,
 ) -> Result<BuiltOutput, BuildError> {
     let plan = ctx.plan;
     let r = &plan.recipe;
@@ -265,7 +267,7 @@ pub(super) fn finalize(
         + "\n";
     std::fs::write(mtmp.path(), json).map_err(|e| BuildError::io("write", mtmp.path(), e))?;
     let t = tmp.keep();
-    rename_into_place(&t, &out.path)?;
+    rename_into_place(&t, &out.path, trash)?;
     let m = mtmp.keep();
     std::fs::rename(&m, &mpath).map_err(|e| BuildError::io("rename into place", &mpath, e))?;
     Ok(BuiltOutput {
@@ -351,30 +353,75 @@ pub(crate) fn tree_digest(files: &[(String, u64, [u8; 32])]) -> (u64, [u8; 32]) 
     (files.iter().map(|f| f.1).sum(), h.finalize().into())
 }
 
-/// Renames `from` to `to`. A folder cannot replace an existing path in one
-/// rename: the old one is moved aside first, put back if the second rename
-/// fails, and removed after it succeeds.
-fn rename_into_place(from: &Path, to: &Path) -> Result<(), BuildError> {
+/// Previous artefacts replaced by this build, deleted together at the end:
+/// freeing gigabytes is slow on some file systems (online discard), and
+/// several deletions at once overlap their waits.
+#[derive(Default)]
+pub(super) struct Trash(Vec<PathBuf>);
+
+impl Trash {
+    /// Deletes everything collected, one thread per path.
+    pub fn empty(&mut self) {
+        let paths = std::mem::take(&mut self.0);
+        std::thread::scope(|s| {
+            for p in &paths {
+                s.spawn(move || {
+                    let _ = std::fs::remove_dir_all(p);
+                    let _ = std::fs::remove_file(p);
+                });
+            }
+        });
+    }
+}
+
+impl Drop for Trash {
+    fn drop(&mut self) {
+        self.empty();
+    }
+}
+
+/// Renames `from` to `to`. The previous artefact at `to` (and any left
+/// aside by a build that died here) goes to `trash`. A file replaces the old
+/// one atomically: the old one is first hard-linked aside, so the rename
+/// does not have to free its blocks. A folder cannot replace an existing
+/// path in one rename: the old one is moved aside first, put back if the
+/// second rename fails.
+fn rename_into_place(from: &Path, to: &Path, trash: &mut Trash) -> Result<(), BuildError> {
     let fail = |e| {
         let _ = std::fs::remove_dir_all(from);
         let _ = std::fs::remove_file(from);
         BuildError::io("rename into place", to, e)
     };
-    if !(from.is_dir() && to.symlink_metadata().is_ok()) {
-        return std::fs::rename(from, to).map_err(fail);
-    }
     let name = to
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let aside = to.with_file_name(format!(".{name}.old-{}", std::process::id()));
+    let prefix = format!(".{name}.old-");
+    let aside = to.with_file_name(format!("{prefix}{}", std::process::id()));
+    if aside.symlink_metadata().is_ok() {
+        let _ = std::fs::remove_dir_all(&aside);
+        let _ = std::fs::remove_file(&aside);
+    }
+    if let Some(dir) = to.parent().and_then(|d| std::fs::read_dir(d).ok()) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                trash.0.push(e.path());
+            }
+        }
+    }
+    let old = to.symlink_metadata().ok();
+    if !from.is_dir() || old.is_none() {
+        if old.is_some_and(|m| m.is_file()) && std::fs::hard_link(to, &aside).is_ok() {
+            trash.0.push(aside.clone());
+        }
+        return std::fs::rename(from, to).map_err(fail);
+    }
     std::fs::rename(to, &aside).map_err(fail)?;
     if let Err(e) = std::fs::rename(from, to) {
         let _ = std::fs::rename(&aside, to);
         return Err(fail(e));
     }
-    let _ = std::fs::remove_dir_all(&aside);
-    let _ = std::fs::remove_file(&aside);
+    trash.0.push(aside);
     Ok(())
 }
 

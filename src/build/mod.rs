@@ -438,7 +438,7 @@ fn build_with(
 
     // Render every output to a temporary file beside its target. A writer
     // that hashes as it reads (ours) saves the separate hashing pass.
-    let rendered = render_all(&ctx, &pool, &members)?;
+    let rendered = render_all(&ctx, pool, &members)?;
     let mut hashes: Option<Vec<[u8; 32]>> = None;
     for r in &rendered {
         phases.push((format!("render {}", r.name), r.elapsed));
@@ -462,12 +462,14 @@ fn build_with(
     // Finalize: only now do the targets change.
     let t = Instant::now();
     let mut outputs = Vec::new();
+    let mut trash = finalize::Trash::default();
     for r in rendered {
         outputs.push(finalize::finalize(
-            &ctx, r.out, r.tmp, &members, &hashes, &r.listed, &inputs,
+            &ctx, r.out, r.tmp, &members, &hashes, &r.listed, &inputs, &mut trash,
         )?);
     }
     finalize::update_sums(&plan.out_dir, &outputs)?;
+    trash.empty();
     phases.push(("finalize".to_string(), t.elapsed()));
     drop(staging);
     let mut warnings: Vec<String> = weak.into_iter().collect();

@@ -69,7 +69,15 @@ fn rebuild_after_a_driver_change_equals_a_clean_build() {
     let first = build(&d, &["--cache-dir", c]);
     assert!(count(stat_line(&first), "stored") > 0, "{first}");
     change_one_byte(&d.dir().join(DRIVER));
+    // What a build that died while replacing the image left aside.
+    std::fs::write(d.out().join(".demo-wtg.img.old-4000000"), b"stale").unwrap();
     let again = build(&d, &["--cache-dir", c]);
+    let left: Vec<String> = std::fs::read_dir(d.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".old-") || n.contains(".partial-") || n.contains("staging"))
+        .collect();
+    assert!(left.is_empty(), "left in the output folder: {left:?}");
     let hits = count(stat_line(&again), "hits");
     assert!(hits > 10, "the rebuild reused little: {again}");
     // The changed driver's other chunks came from its previous resource.
