@@ -183,8 +183,8 @@ impl io::Seek for Writeback<'_> {
     }
 }
 
-impl io::Read for Writeback<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(&mut self.file, buf)
-    }
+/// Removes `p`, a folder (with its contents) or a file; a missing path is fine.
+pub fn remove_any(p: &Path) {
+    let _ = std::fs::remove_dir_all(p);
+    let _ = std::fs::remove_file(p);
 }

@@ -366,8 +366,7 @@ impl Trash {
         std::thread::scope(|s| {
             for p in &paths {
                 s.spawn(move || {
-                    let _ = std::fs::remove_dir_all(p);
-                    let _ = std::fs::remove_file(p);
+                    crate::fsutil::remove_any(p);
                 });
             }
         });
@@ -388,8 +387,7 @@ impl Drop for Trash {
 /// second rename fails.
 fn rename_into_place(from: &Path, to: &Path, trash: &mut Trash) -> Result<(), BuildError> {
     let fail = |e| {
-        let _ = std::fs::remove_dir_all(from);
-        let _ = std::fs::remove_file(from);
+        crate::fsutil::remove_any(from);
         BuildError::io("rename into place", to, e)
     };
     let name = to
@@ -399,8 +397,7 @@ fn rename_into_place(from: &Path, to: &Path, trash: &mut Trash) -> Result<(), Bu
     let prefix = format!(".{name}.old-");
     let aside = to.with_file_name(format!("{prefix}{}", std::process::id()));
     if aside.symlink_metadata().is_ok() {
-        let _ = std::fs::remove_dir_all(&aside);
-        let _ = std::fs::remove_file(&aside);
+        crate::fsutil::remove_any(&aside);
     }
     if let Some(dir) = to.parent().and_then(|d| std::fs::read_dir(d).ok()) {
         for e in dir.flatten() {

@@ -193,8 +193,7 @@ impl TempPath {
 impl Drop for TempPath {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-            let _ = std::fs::remove_file(&self.path);
+            crate::fsutil::remove_any(&self.path);
         }
     }
 }

@@ -140,7 +140,7 @@ pub struct ResourceInfo {
 /// changed in place keeps most chunks, and a chunk with the same raw SHA-1
 /// at the same position has the same stored form (the compressor's output
 /// depends on the chunk alone), so it is copied instead of compressed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PrevChunks {
     /// Raw SHA-1 of each chunk.
     pub digests: Vec<[u8; 20]>,

@@ -566,12 +566,7 @@ pub fn write_wim<W: Write + Seek>(
             .blobs
             .iter()
             .zip(&data.from_store)
-            .zip(
-                data.chunk_sha1
-                    .iter()
-                    .map(Some)
-                    .chain(std::iter::repeat(None)),
-            )
+            .zip(&data.chunk_sha1)
             .map(|((b, &from_store), chunks)| ResourceInfo {
                 sha1: b.sha1,
                 size: b.reshdr.uncompressed_size,
@@ -579,7 +574,7 @@ pub fn write_wim<W: Write + Seek>(
                 size_in_wim: b.reshdr.size_in_wim,
                 compressed: b.reshdr.flags & res_flags::COMPRESSED != 0,
                 from_store,
-                chunk_sha1: chunks.cloned().flatten(),
+                chunk_sha1: chunks.clone(),
             })
             .collect(),
         resource_params: res_params,
