@@ -10,7 +10,11 @@
 #   4. a clean build of the same inputs with --no-cache,
 # and check that the rebuild's outputs have the clean build's sha256.
 # Prints the phase times of each build and the ratio rebuild / full build.
-# Exit 1 when the outputs differ.
+# Exit 1 when the outputs differ. Before each timed build the script waits
+# for the file system to write back what earlier steps left in memory
+# (`sync`, not timed): a nightly rebuild does not start while the previous
+# build's files are still being written out, and no build should pay for
+# another's writeback.
 #
 #   cargo build --release && benches/rebuild.sh [SIZE] [WORKDIR]
 set -eu
@@ -26,6 +30,7 @@ out="$work/demo/out"
 driver="$work/demo/content/drivers/surface/Network/netadapter.sys"
 # The hash cache does not trust time stamps younger than a second.
 sleep 1.2
+sync
 
 now() { date +%s.%N; }
 sums() { sha256sum "$out/demo-wtg.wim" "$out/demo-wtg.img" | cut -d' ' -f1 | tr '\n' ' '; }
@@ -36,6 +41,8 @@ t1=$(now)
 # One byte in the middle of one driver file, same size.
 off=$(( $(stat -c %s "$driver") / 2 ))
 printf 'Z' | dd of="$driver" bs=1 seek="$off" conv=notrunc status=none
+sleep 1.2
+sync
 t2=$(now)
 "$bin" build "$recipe" -q --cache-dir "$cache" >"$work/rebuild.txt"
 t3=$(now)
@@ -44,10 +51,12 @@ rebuilt=$(sums)
 printf 'Y' | dd of="$driver" bs=1 seek="$((off + 1))" conv=notrunc status=none
 rm -rf "$out"
 sleep 1.2
+sync
 t6=$(now)
 "$bin" build "$recipe" -q --cache-dir "$cache" >"$work/rebuild-ci.txt"
 t7=$(now)
 rebuilt=$(sums)
+sync
 t4=$(now)
 "$bin" build "$recipe" -q --no-cache >"$work/clean.txt"
 t5=$(now)

@@ -135,7 +135,15 @@ impl Ctx<'_> {
         if let Some(d) = memo(&self.artefact_sha) {
             return Ok(d);
         }
-        let d = hash::sha256_file(tmp, &|_| {}, &|| self.cancel.is_cancelled())?;
+        // Around the page cache: artefacts are written that way and not read again.
+        let d = crate::fsutil::direct::sha256_direct(tmp, &|| self.cancel.is_cancelled()).map_err(
+            |e| match e.kind() {
+                std::io::ErrorKind::Interrupted if self.cancel.is_cancelled() => {
+                    BuildError::Cancelled
+                }
+                _ => BuildError::io("read", tmp, e),
+            },
+        )?;
         self.artefact_sha
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -143,7 +151,8 @@ impl Ctx<'_> {
         Ok(d)
     }
 
-    /// Records the SHA-256 of `path` (a hard link of a file already hashed).
+    /// Records the SHA-256 of `path`, known without reading it (hashed while it
+    /// was written, or a hard link of a file already hashed).
     pub fn remember_sha256(&self, path: &Path, digest: [u8; 32]) {
         self.artefact_sha
             .lock()

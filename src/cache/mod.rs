@@ -239,41 +239,34 @@ impl Cache {
         self.put_with(key, body.len() as u64, &mut |w| w.write_all(body));
     }
 
-    /// Stores `prefix` then `len` bytes of `src` from `offset` under `key`;
-    /// returns the SHA-256 of the range (computed while copying) when stored.
-    pub fn put_file_range(
+    /// Stores `prefix` followed by the `(offset, len)` ranges of `src`, in
+    /// order, as the body of `key`. True when stored.
+    pub fn put_file_ranges(
         &self,
         key: &Key,
         prefix: &[u8],
         src: &Path,
-        offset: u64,
-        len: u64,
-    ) -> Option<[u8; 32]> {
-        let mut range_sha = None;
-        let ok = self.put_with(key, prefix.len() as u64 + len, &mut |w| {
+        ranges: &[(u64, u64)],
+    ) -> bool {
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        self.put_with(key, prefix.len() as u64 + total, &mut |w| {
             w.write_all(prefix)?;
             let mut f = File::open(src)?;
-            f.seek(SeekFrom::Start(offset))?;
-            let mut h = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
-            let mut left = len;
-            while left > 0 {
-                let n = f.read(&mut buf[..left.min(1 << 20) as usize])?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+            for &(offset, len) in ranges {
+                f.seek(SeekFrom::Start(offset))?;
+                let mut left = len;
+                while left > 0 {
+                    let n = f.read(&mut buf[..left.min(1 << 20) as usize])?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    w.write_all(&buf[..n])?;
+                    left -= n as u64;
                 }
-                h.update(&buf[..n]);
-                w.write_all(&buf[..n])?;
-                left -= n as u64;
             }
-            range_sha = Some(h.finalize().into());
             Ok(())
-        });
-        if ok {
-            range_sha
-        } else {
-            None
-        }
+        })
     }
 
     /// Writes an entry: placeholder header, body (hashed on the way), real

@@ -5,7 +5,10 @@
 //!   SHA-1 and size, the parameters that shape its bytes (compression, chunk
 //!   size, level, probe, window, overflow policy) and the compressor version
 //!   (wimlib's and ours). Body: one flag byte (1 = compressed) + the
-//!   resource bytes, written verbatim at the new offset on a hit.
+//!   resource bytes, written verbatim at the new offset on a hit; or only
+//!   the flag 2 for a resource stored raw — the content itself —, which the
+//!   next build copies from the content file (whose digests it knows)
+//!   instead of keeping a second copy of every exported image here.
 //! * `export/`: an image exported alone from a WIM (`sources/boot.wim`, the
 //!   OS image), keyed by the source file's SHA-256, the index, the bootable
 //!   flag, the derived GUID, the epoch and wimlib's version. Body: length,
@@ -27,13 +30,22 @@ use super::hashes::{self, Digests, Stamp};
 use super::{Cache, Key};
 use crate::ids::hex;
 use crate::wimwrite::{
-    KnownDigests, PrevChunks, ResourceParams, ResourceStore, StoredResource, WimReport,
+    KnownDigests, PrevChunks, ResourceParams, ResourceStore, Splice, Stored, StoredCheck,
+    StoredResource, WimReport,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// `res/` flag of a raw resource whose bytes are not kept (the content is).
+const RAW_MARKER: u8 = 2;
+/// `res/` flag of a compressed resource kept without its raw chunks: then
+/// `size_in_wim` (u64 LE), the chunk table, the other chunks.
+const SPLICED: u8 = 3;
+/// Raw chunks worth leaving out of an entry (else it is kept whole).
+const SPLICE_MIN: u64 = 1 << 20;
 
 fn versions() -> String {
     format!(
@@ -68,29 +80,64 @@ pub fn chunks_key(wim_path: &str, params: &ResourceParams) -> Key {
 /// file is compressed again in full.
 const PREV_LIMIT: u64 = 256 << 20;
 
-/// The chunk area of a compressed resource of `size` bytes in `chunk`-byte
-/// chunks: each chunk's stored bytes as a range of `bytes`. None when the
-/// chunk table does not describe `bytes`.
-fn chunk_ranges(bytes: &[u8], size: u64, chunk: u64) -> Option<Vec<std::ops::Range<usize>>> {
+/// Bytes of the chunk table of a compressed resource of `size` bytes in
+/// `chunk`-byte chunks (no entry for the first chunk; 8-byte entries past
+/// 4 GiB).
+fn table_len(size: u64, chunk: u64) -> usize {
     let n = size.div_ceil(chunk.max(1)) as usize;
     let entry = if size > u64::from(u32::MAX) { 8 } else { 4 };
-    let table = n.checked_sub(1)? * entry;
-    let area = bytes.len().checked_sub(table)?;
-    let mut starts = vec![0usize];
-    for e in bytes[..table].chunks_exact(entry) {
+    n.saturating_sub(1) * entry
+}
+
+/// Each chunk's stored bytes as a range of the chunk area (`area` bytes
+/// after the table), read from the chunk `table`. None when the table does
+/// not describe such an area.
+fn chunk_spans(
+    table: &[u8],
+    size: u64,
+    chunk: u64,
+    area: u64,
+) -> Option<Vec<std::ops::Range<u64>>> {
+    let n = size.div_ceil(chunk.max(1)) as usize;
+    let entry = if size > u64::from(u32::MAX) { 8 } else { 4 };
+    if n == 0 || table.len() != (n - 1) * entry {
+        return None;
+    }
+    let mut starts = vec![0u64];
+    for e in table.chunks_exact(entry) {
         let mut v = [0u8; 8];
         v[..entry].copy_from_slice(e);
-        starts.push(usize::try_from(u64::from_le_bytes(v)).ok()?);
+        starts.push(u64::from_le_bytes(v));
     }
     starts.push(area);
     let mut out = Vec::with_capacity(n);
     for w in starts.windows(2) {
-        if w[0] > w[1] || w[1] - w[0] > chunk as usize {
+        if w[0] > w[1] || w[1] - w[0] > chunk {
             return None;
         }
-        out.push(table + w[0]..table + w[1]);
+        out.push(w[0]..w[1]);
     }
     Some(out)
+}
+
+/// Uncompressed bytes of chunk `i`.
+fn chunk_size(i: usize, size: u64, chunk: u64) -> u64 {
+    chunk.min(size - i as u64 * chunk)
+}
+
+/// The chunk area of a compressed resource of `size` bytes in `chunk`-byte
+/// chunks: each chunk's stored bytes as a range of `bytes`. None when the
+/// chunk table does not describe `bytes`.
+fn chunk_ranges(bytes: &[u8], size: u64, chunk: u64) -> Option<Vec<std::ops::Range<usize>>> {
+    let table = table_len(size, chunk);
+    let area = bytes.len().checked_sub(table)?;
+    let spans = chunk_spans(&bytes[..table], size, chunk, area as u64)?;
+    Some(
+        spans
+            .into_iter()
+            .map(|r| table + r.start as usize..table + r.end as usize)
+            .collect(),
+    )
 }
 
 /// Key of an exported image.
@@ -156,6 +203,53 @@ impl WimStore {
     }
 }
 
+/// Reads the head of a spliced `res/` entry (after its flag): the resource
+/// size, the chunk table, which chunks are raw. None when it is malformed.
+fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource> {
+    let mut head = [0u8; 8];
+    e.reader.read_exact(&mut head).ok()?;
+    let size_in_wim = u64::from_le_bytes(head);
+    let mut table = vec![0u8; table_len(size, chunk)];
+    e.reader.read_exact(&mut table).ok()?;
+    let area = size_in_wim.checked_sub(table.len() as u64)?;
+    let spans = chunk_spans(&table, size, chunk, area)?;
+    let chunks: Vec<(u32, bool)> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                (r.end - r.start) as u32,
+                r.end - r.start == chunk_size(i, size, chunk),
+            )
+        })
+        .collect();
+    let kept: u64 = chunks.iter().filter(|c| !c.1).map(|c| u64::from(c.0)).sum();
+    if e.len != 1 + 8 + table.len() as u64 + kept {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    hasher.update([SPLICED]);
+    hasher.update(head);
+    hasher.update(&table);
+    let reader = std::io::BufReader::with_capacity(1 << 20, e.reader.try_clone().ok()?.take(kept));
+    Some(StoredResource {
+        reader: Box::new(reader),
+        len: size_in_wim,
+        compressed: true,
+        check: StoredCheck::Digest {
+            hasher,
+            expected: e.sha256,
+        },
+        id: e.path.display().to_string(),
+        splice: Some(Splice {
+            table,
+            chunks,
+            chunk,
+            source: None,
+        }),
+    })
+}
+
 impl ResourceStore for WimStore {
     fn digests(&self, source: &Path, size: u64) -> Option<KnownDigests> {
         if self.never.contains(source) {
@@ -172,32 +266,47 @@ impl ResourceStore for WimStore {
             })
     }
 
-    fn resource(
-        &self,
-        sha1: &[u8; 20],
-        size: u64,
-        params: &ResourceParams,
-    ) -> Option<StoredResource> {
+    /// Entry body: a flag byte — 1 compressed, 0 raw (bytes follow), 2 raw
+    /// and not kept (the content file is the resource) — then the bytes.
+    fn resource(&self, sha1: &[u8; 20], size: u64, params: &ResourceParams) -> Option<Stored> {
         let mut e = self.cache.open_entry(&resource_key(sha1, size, params))?;
         let mut flag = [0u8; 1];
-        if e.len < 1 || e.reader.read_exact(&mut flag).is_err() || flag[0] > 1 {
+        if e.len < 1 || e.reader.read_exact(&mut flag).is_err() || flag[0] > SPLICED {
             self.cache.reject(&e);
             return None;
+        }
+        if flag[0] == SPLICED {
+            let spliced = spliced(&mut e, size, u64::from(params.chunk));
+            if spliced.is_none() {
+                self.cache.reject(&e);
+            }
+            return spliced.map(Stored::Spliced);
+        }
+        if flag[0] == RAW_MARKER {
+            // The whole body is the flag: check it like any entry.
+            if e.len != 1 || <[u8; 32]>::from(Sha256::digest(flag)) != e.sha256 {
+                self.cache.reject(&e);
+                return None;
+            }
+            return Some(Stored::Raw);
         }
         let mut hasher = Sha256::new();
         hasher.update(flag);
         let len = e.len - 1;
-        Some(StoredResource {
+        Some(Stored::Entry(StoredResource {
             reader: Box::new(std::io::BufReader::with_capacity(
                 1 << 20,
                 e.reader.take(len),
             )),
             len,
             compressed: flag[0] == 1,
-            hasher,
-            expected: e.sha256,
+            check: StoredCheck::Digest {
+                hasher,
+                expected: e.sha256,
+            },
             id: e.path.display().to_string(),
-        })
+            splice: None,
+        }))
     }
 
     fn corrupt(&self, id: &str) {
@@ -232,16 +341,25 @@ impl ResourceStore for WimStore {
         if size > PREV_LIMIT {
             return None;
         }
-        let mut res = self.resource(&sha1, size, params)?;
+        let Some(Stored::Entry(mut res)) = self.resource(&sha1, size, params) else {
+            return None;
+        };
+        let StoredCheck::Digest {
+            hasher: mut h,
+            expected,
+        } = res.check
+        else {
+            return None;
+        };
         if !res.compressed || res.len > PREV_LIMIT {
             return None;
         }
         let mut bytes = Vec::with_capacity(res.len as usize);
         let read = (&mut res.reader).take(res.len).read_to_end(&mut bytes);
-        res.hasher.update(&bytes);
+        h.update(&bytes);
         if read.is_err()
             || bytes.len() as u64 != res.len
-            || <[u8; 32]>::from(res.hasher.finalize()) != res.expected
+            || <[u8; 32]>::from(h.finalize()) != expected
         {
             self.corrupt(&res.id);
             return None;
@@ -277,8 +395,15 @@ pub fn store_after_write(
             continue;
         }
         let key = resource_key(&r.sha1, r.size, params);
-        let flag = [u8::from(r.compressed)];
-        cache.put_file_range(&key, &flag, wim, r.offset, r.size_in_wim);
+        if !r.compressed {
+            // The content is the resource: the next build copies the file.
+            cache.put(&key, &[RAW_MARKER]);
+            continue;
+        }
+        if store_spliced(cache, &key, wim, r, u64::from(params.chunk)) {
+            continue;
+        }
+        cache.put_file_ranges(&key, &[1], wim, &[(r.offset, r.size_in_wim)]);
         let Some(digests) = r.chunk_sha1.as_ref().filter(|_| r.compressed) else {
             continue;
         };
@@ -306,6 +431,53 @@ pub fn store_after_write(
             hashes::record(cache, file, stamp, &d);
         }
     }
+}
+
+/// Stores the compressed resource `r` of `wim` without its raw chunks when
+/// those are worth leaving out; false when it should be stored whole.
+fn store_spliced(
+    cache: &Cache,
+    key: &Key,
+    wim: &Path,
+    r: &crate::wimwrite::ResourceInfo,
+    chunk: u64,
+) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut table = vec![0u8; table_len(r.size, chunk)];
+    let read = std::fs::File::open(wim).and_then(|f| f.read_exact_at(&mut table, r.offset));
+    let Some(area) = r.size_in_wim.checked_sub(table.len() as u64) else {
+        return false;
+    };
+    let Some(spans) = read
+        .ok()
+        .and_then(|()| chunk_spans(&table, r.size, chunk, area))
+    else {
+        return false;
+    };
+    let raw = |i: usize, s: &std::ops::Range<u64>| s.end - s.start == chunk_size(i, r.size, chunk);
+    let raw_bytes: u64 = spans
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| raw(*i, s))
+        .map(|(_, s)| s.end - s.start)
+        .sum();
+    if raw_bytes < SPLICE_MIN {
+        return false;
+    }
+    // The kept chunks as ranges of the WIM, adjacent ones merged.
+    let base = r.offset + table.len() as u64;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (_, s) in spans.iter().enumerate().filter(|(i, s)| !raw(*i, s)) {
+        match ranges.last_mut() {
+            Some(last) if last.0 + last.1 == base + s.start => last.1 += s.end - s.start,
+            _ => ranges.push((base + s.start, s.end - s.start)),
+        }
+    }
+    let mut prefix = vec![SPLICED];
+    prefix.extend_from_slice(&r.size_in_wim.to_le_bytes());
+    prefix.extend_from_slice(&table);
+    cache.put_file_ranges(key, &prefix, wim, &ranges);
+    true
 }
 
 /// The body of an export entry: a plain WIM file beside the entry, so that
@@ -504,6 +676,122 @@ mod tests {
             std::fs::read(&third).unwrap(),
             std::fs::read(&clean).unwrap()
         );
+    }
+
+    /// Raw resources and the raw chunks of compressed ones are not kept in
+    /// the cache: a rebuild copies them from the content files, with the
+    /// same bytes; a corrupted entry or a changed content file is caught.
+    #[test]
+    fn raw_bytes_come_from_the_content_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        // An image-like file: compressible head, then 9 MiB that is not
+        // (a compressed resource whose chunks are mostly raw); a cab (a raw
+        // resource); a text file (compressed, kept whole).
+        let mut image = testgen::text(2 << 20, 1);
+        image.extend(testgen::noise(9 << 20, 2));
+        let files = [
+            ("sources/install.wim", image),
+            ("pkg/data.cab", testgen::noise(12 << 20, 3)),
+            ("docs/readme.txt", testgen::text(300 << 10, 4)),
+        ];
+        let entries: Vec<WimEntry> = files
+            .iter()
+            .map(|(p, bytes)| {
+                let f = src.join(p.replace('/', "_"));
+                std::fs::write(&f, bytes).unwrap();
+                WimEntry {
+                    path: (*p).into(),
+                    kind: EntryKind::File {
+                        size: bytes.len() as u64,
+                        content: Content::Path(f),
+                    },
+                }
+            })
+            .collect();
+        let known: BTreeMap<PathBuf, KnownDigests> = files
+            .iter()
+            .map(|(p, bytes)| {
+                (
+                    src.join(p.replace('/', "_")),
+                    KnownDigests {
+                        sha1: sha1::Sha1::digest(bytes).into(),
+                        sha256: Sha256::digest(bytes).into(),
+                    },
+                )
+            })
+            .collect();
+        let store = || {
+            Arc::new(WimStore::new(
+                Arc::clone(&cache),
+                known.clone(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+            ))
+        };
+        let first = dir.path().join("first.wim");
+        let rep = write(&entries, &first, Some(store()));
+        store_after_write(
+            &cache,
+            &first,
+            &rep,
+            &rep.resource_params,
+            &BTreeSet::new(),
+            &[],
+        );
+        let entry_of = |path: &str| {
+            let f = rep.files.iter().find(|f| f.path == path).unwrap();
+            cache.path(&resource_key(&f.sha1, f.size, &rep.resource_params))
+        };
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let (image_entry, cab_entry) = (entry_of("sources/install.wim"), entry_of("pkg/data.cab"));
+        assert!(
+            len(&image_entry) < (2 << 20),
+            "raw chunks left out: {}",
+            len(&image_entry)
+        );
+        assert!(len(&cab_entry) < 4096, "a raw resource is only a mark");
+        assert!(len(&entry_of("docs/readme.txt")) > 4096);
+
+        let second = dir.path().join("second.wim");
+        let rep2 = write(&entries, &second, Some(store()));
+        assert!(rep2.resources.iter().all(|r| r.from_store), "{rep2:?}");
+        let clean = dir.path().join("clean.wim");
+        write(&entries, &clean, None);
+        assert!(std::fs::read(&second).unwrap() == std::fs::read(&clean).unwrap());
+        crate::wim::Wim::open(&second).unwrap().verify().unwrap();
+
+        // A flipped byte in the spliced entry: detected, dropped, written again.
+        let mut raw = std::fs::read(&image_entry).unwrap();
+        let at = raw.len() - 10;
+        raw[at] ^= 1;
+        std::fs::write(&image_entry, raw).unwrap();
+        let opts = WriteOptions {
+            threads: 2,
+            store: Some(crate::wimwrite::StoreHandle(
+                store() as Arc<dyn ResourceStore>
+            )),
+            ..WriteOptions::default()
+        };
+        let mut f = std::fs::File::create(dir.path().join("third.wim")).unwrap();
+        let e = write_wim(
+            &entries,
+            &mut f,
+            &opts,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, crate::wimwrite::WimWriteError::CacheCorrupt(_)),
+            "{e}"
+        );
+        assert!(!image_entry.exists());
+        let third = dir.path().join("third.wim");
+        write(&entries, &third, Some(store()));
+        assert!(std::fs::read(&third).unwrap() == std::fs::read(&clean).unwrap());
     }
 
     #[test]

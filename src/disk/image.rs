@@ -1,13 +1,14 @@
 //! Writing a whole image: plan and check first, then a sparse file of the final size,
 //! the FAT32 volume at the partition offset, and the partition table last.
 
-use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::layout::min_disk_bytes;
-use super::table::write_table;
+use super::table::table_runs;
 use super::{DiskError, DiskIds, DiskLayout, Scheme};
 use crate::fat32::{self, FatError, FatFile, FatLayout, FatParams};
+use crate::fsutil::direct::{DirectFile, StreamedHash};
 
 /// Plans the FAT32 volume of the image without touching any file: validates the file
 /// list and states whether (and by how much) the content misses the disk.
@@ -57,8 +58,13 @@ pub fn plan_image(
 ///
 /// Every check (names, sizes, sources on the host) runs before the file is created.
 /// `progress` receives the running total of bytes done, up to
-/// [`FatLayout::bytes_to_write`] of the planned volume. The data is synced to disk
-/// before returning, so a following rename publishes a complete image.
+/// [`FatLayout::bytes_to_write`] of the planned volume. The image is written front to
+/// back around the page cache ([`DirectFile`](crate::fsutil::direct::DirectFile)) —
+/// MBR and primary GPT, the volume, the backup GPT — and synced to disk before
+/// returning, so a following rename publishes a complete image. Returns the image's
+/// SHA-256 computed on the way out, but for the zeros after the last write
+/// ([`StreamedHash::digest`] adds them); `None` only if a write went backwards, which
+/// this order never does.
 pub fn write_image(
     path: &Path,
     scheme: Scheme,
@@ -67,9 +73,10 @@ pub fn write_image(
     files: &[FatFile],
     params: &FatParams,
     progress: &mut dyn FnMut(u64),
-) -> Result<(), DiskError> {
+) -> Result<Option<StreamedHash>, DiskError> {
     let volume = plan_image(scheme, layout, files, params)?;
     fat32::check_sources(&volume, files)?;
+    let table = table_runs(path, layout, ids)?;
     let io = |action: &'static str| {
         move |source| DiskError::Io {
             action,
@@ -77,25 +84,22 @@ pub fn write_image(
             source,
         }
     };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io("create"))?;
-    // Truncating to zero and growing gives a file that reads as zeros and owns no
-    // blocks: free space is never written.
-    file.set_len(layout.disk_bytes)
-        .map_err(io("set the size of"))?;
-    fat32::write(
-        &volume,
-        files,
-        &mut crate::fsutil::Writeback::new(&file),
-        layout.partition_start,
-        progress,
-    )?;
-    write_table(&mut file, path, layout, ids)?;
-    file.sync_all().map_err(io("sync"))?;
-    Ok(())
+    // Created empty and sized: it reads as zeros and owns no blocks, so free space is
+    // never written.
+    let mut file = DirectFile::create(path, layout.disk_bytes, true).map_err(io("create"))?;
+    let (head, tail): (Vec<_>, Vec<_>) = table
+        .into_iter()
+        .partition(|(offset, _)| *offset < layout.partition_start);
+    let put = |file: &mut DirectFile, runs: Vec<(u64, Vec<u8>)>| -> Result<(), DiskError> {
+        for (offset, bytes) in runs {
+            file.seek(SeekFrom::Start(offset))
+                .and_then(|_| file.write_all(&bytes))
+                .map_err(io("write the partition table to"))?;
+        }
+        Ok(())
+    };
+    put(&mut file, head)?;
+    fat32::write(&volume, files, &mut file, layout.partition_start, progress)?;
+    put(&mut file, tail)?;
+    file.finish().map_err(io("write"))
 }

@@ -2,7 +2,6 @@
 //! and backup GPT through `gpt`, every identifier taken from [`DiskIds`].
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Cursor, Seek, Write};
 use std::path::Path;
 use std::str::FromStr;
@@ -22,19 +21,20 @@ pub const GPT_PARTITION_NAME: &str = "MEDIA";
 const HEADS: u64 = 255;
 const SECTORS_PER_TRACK: u64 = 63;
 
-/// Writes the partition table of `layout` into the image `file`, which already has its
-/// final size (the backup GPT goes at its end).
-pub(crate) fn write_table(
-    file: &mut File,
+/// The partition table of `layout` as byte runs `(offset, bytes)`, sorted and
+/// disjoint: the MBR (and primary GPT) before the partition, the backup GPT
+/// after it. Rendering into memory lets the image be written front to back.
+pub(crate) fn table_runs(
     path: &Path,
     layout: &DiskLayout,
     ids: &DiskIds,
-) -> Result<(), DiskError> {
+) -> Result<Vec<(u64, Vec<u8>)>, DiskError> {
     let fail = |message: String| DiskError::PartitionTable {
         scheme: layout.scheme,
         path: path.to_path_buf(),
         message,
     };
+    let mut disk = Overlay::new(layout.disk_bytes);
     match layout.scheme {
         Scheme::Mbr => {
             let sector = mbr_sector(
@@ -45,9 +45,101 @@ pub(crate) fn write_table(
                 ids.mbr_signature,
             )
             .map_err(fail)?;
-            write_at(file, path, 0, &sector)
+            disk.writes.push((0, sector.to_vec()));
         }
-        Scheme::Gpt => write_gpt(file, layout, ids).map_err(fail),
+        Scheme::Gpt => write_gpt(&mut disk, layout, ids).map_err(fail)?,
+    }
+    Ok(disk.runs())
+}
+
+/// A disk of `len` zero bytes in memory that records what is written to it.
+#[derive(Debug)]
+struct Overlay {
+    len: u64,
+    pos: u64,
+    writes: Vec<(u64, Vec<u8>)>,
+}
+
+impl Overlay {
+    fn new(len: u64) -> Overlay {
+        Overlay {
+            len,
+            pos: 0,
+            writes: Vec::new(),
+        }
+    }
+
+    /// The written bytes as sorted, disjoint runs (later writes win).
+    fn runs(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut spans: Vec<(u64, u64)> = self
+            .writes
+            .iter()
+            .map(|(o, b)| (*o, *o + b.len() as u64))
+            .filter(|(s, e)| e > s)
+            .collect();
+        spans.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in spans {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(s, e)| {
+                let mut run = vec![0u8; (e - s) as usize];
+                self.overlay(s, &mut run);
+                (s, run)
+            })
+            .collect()
+    }
+
+    /// Puts the recorded writes that overlap `[at, at + buf.len())` into `buf`.
+    fn overlay(&self, at: u64, buf: &mut [u8]) {
+        let end = at + buf.len() as u64;
+        for (o, b) in &self.writes {
+            let (s, e) = (*o.max(&at), (*o + b.len() as u64).min(end));
+            if s < e {
+                buf[(s - at) as usize..(e - at) as usize]
+                    .copy_from_slice(&b[(s - o) as usize..(e - o) as usize]);
+            }
+        }
+    }
+}
+
+impl std::io::Read for Overlay {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.len.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        self.overlay(self.pos, &mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Overlay {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes.push((self.pos, buf.to_vec()));
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Overlay {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(n) => i128::from(n),
+            std::io::SeekFrom::Current(d) => i128::from(self.pos) + i128::from(d),
+            std::io::SeekFrom::End(d) => i128::from(self.len) + i128::from(d),
+        };
+        self.pos = u64::try_from(target).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.pos)
     }
 }
 
@@ -96,7 +188,7 @@ fn chs(lba: u64) -> CHS {
 }
 
 /// Protective MBR, primary GPT (LBA 1–33) and backup GPT (last 33 sectors).
-fn write_gpt(file: &mut File, layout: &DiskLayout, ids: &DiskIds) -> Result<(), String> {
+fn write_gpt(file: &mut Overlay, layout: &DiskLayout, ids: &DiskIds) -> Result<(), String> {
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
@@ -132,16 +224,6 @@ fn parse_guid<T: FromStr>(bytes: &[u8; 16]) -> Result<T, String> {
     let text = guid_string(bytes);
     text.parse()
         .map_err(|_| format!("cannot parse GUID {text}"))
-}
-
-fn write_at(file: &mut File, path: &Path, offset: u64, data: &[u8]) -> Result<(), DiskError> {
-    let io = |source| DiskError::Io {
-        action: "write the partition table to",
-        path: path.to_path_buf(),
-        source,
-    };
-    file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
-    file.write_all(data).map_err(io)
 }
 
 #[cfg(test)]

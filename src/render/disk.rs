@@ -257,8 +257,12 @@ impl Renderer for DiskRenderer {
                 total,
             })
         };
-        disk::write_image(tmp, s, &layout, &ids, &files, &params(plan), &mut report)
+        let sha = disk::write_image(tmp, s, &layout, &ids, &files, &params(plan), &mut report)
             .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
+        // Hashed on the way out: the manifest and the verify cache need not read it back.
+        if let Some(sha) = sha {
+            ctx.remember_sha256(tmp, sha.digest());
+        }
         ctx.rep.event(Event::End {
             phase: "write disk",
             elapsed: started.elapsed(),

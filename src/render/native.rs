@@ -225,14 +225,10 @@ fn write_with(
         store,
         ..Default::default()
     };
-    let f = std::fs::File::create(out).map_err(|e| BuildError::io("create", out, e))?;
-    let rep = wimwrite::write_wim(
-        entries,
-        &mut crate::fsutil::Writeback::new(&f),
-        &opts,
-        report,
-        cancel,
-    )?;
-    f.sync_all().map_err(|e| BuildError::io("sync", out, e))?;
+    // Around the page cache: the WIM is not read again except to hash it.
+    let mut f = crate::fsutil::direct::DirectFile::create(out, 0, false)
+        .map_err(|e| BuildError::io("create", out, e))?;
+    let rep = wimwrite::write_wim(entries, &mut f, &opts, report, cancel)?;
+    f.finish().map_err(|e| BuildError::io("write", out, e))?;
     Ok(rep)
 }

@@ -16,10 +16,20 @@
 //! match: the caller drops the entry and writes again, so a corrupted entry
 //! is never part of a finished WIM.
 //!
+//! A resource stored raw (an exported image, a cab: nothing to gain from
+//! compression) is the content itself, so the store keeps only that fact
+//! ([`Stored::Raw`]) and the writer copies the content file, whose digests
+//! the store already knew. That copy is not hashed again; the file must keep
+//! its size, times and inode from before to after the copy, else the write
+//! fails with [`WimWriteError::ContentChanged`]. This keeps a second copy of
+//! every exported image out of the cache and a hashing pass out of rebuilds.
+//!
+//! [`WimWriteError::ContentChanged`]: super::WimWriteError::ContentChanged
+//!
 //! [`WimWriteError::CacheCorrupt`]: super::WimWriteError::CacheCorrupt
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Everything besides the content that shapes a resource's bytes.
@@ -52,19 +62,107 @@ impl ResourceParams {
 
 /// A stored resource, ready to be copied.
 pub struct StoredResource {
-    /// Yields exactly `len` resource bytes.
+    /// Yields the entry's remaining bytes: all `len` resource bytes, or
+    /// with a [`Splice`] only the stored (compressed) chunks.
     pub reader: Box<dyn Read + Send>,
     /// Bytes of the resource (`size_in_wim`).
     pub len: u64,
     /// A chunked, compressed resource (else raw).
     pub compressed: bool,
-    /// Hasher already fed with whatever the store read before the bytes;
-    /// after the bytes it must give `expected`.
-    pub hasher: sha2::Sha256,
-    /// Expected SHA-256 (of the store's entry body).
-    pub expected: [u8; 32],
+    /// How the copied bytes are known to be right.
+    pub check: StoredCheck,
     /// The store's name for the entry, handed back in [`ResourceStore::corrupt`].
     pub id: String,
+    /// Kept without its raw chunks.
+    pub splice: Option<Splice>,
+}
+
+/// How the bytes of a [`StoredResource`] are checked while copied.
+pub enum StoredCheck {
+    /// An entry of the store. `hasher` was already fed with whatever the
+    /// store read before; after the bytes read from the entry it must give
+    /// `expected` (the SHA-256 of the entry's body).
+    Digest {
+        hasher: sha2::Sha256,
+        expected: [u8; 32],
+    },
+    /// The content file itself ([`Stored::Raw`]).
+    Unchanged(SourceFile),
+}
+
+/// A compressed resource kept without the chunks that are stored raw: those
+/// are the content's own bytes (chunk `i` at `i * chunk`), copied from the
+/// content file; the entry keeps the chunk table and the other chunks.
+pub struct Splice {
+    /// The resource's chunk table (already fed to the entry's hasher).
+    pub table: Vec<u8>,
+    /// Per chunk: stored length, and whether it is raw (from the content).
+    pub chunks: Vec<(u32, bool)>,
+    /// Chunk size.
+    pub chunk: u64,
+    /// The content file, attached by the writer.
+    pub source: Option<SourceFile>,
+}
+
+/// A content file copied as (part of) a stored resource. Its digests were
+/// known without reading it, so the copy is not hashed again; instead it
+/// must keep its size, times and inode from before to after the copy.
+pub struct SourceFile {
+    /// Path inside the WIM (for the error).
+    pub wim_path: String,
+    pub path: PathBuf,
+    pub file: std::fs::File,
+    pub before: std::fs::Metadata,
+}
+
+impl SourceFile {
+    /// None if the file cannot be opened or has another size than `size`
+    /// (the writer then reads it as usual and reports what is wrong).
+    pub fn open(wim_path: &str, path: &Path, size: u64) -> Option<SourceFile> {
+        let file = std::fs::File::open(path).ok()?;
+        let before = file.metadata().ok()?;
+        (before.len() == size).then(|| SourceFile {
+            wim_path: wim_path.to_string(),
+            path: path.to_path_buf(),
+            file,
+            before,
+        })
+    }
+
+    /// Fails when the file changed since it was opened.
+    pub fn check(&self) -> Result<(), super::WimWriteError> {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (&self.before, self.file.metadata());
+        let same = b.is_ok_and(|b| {
+            (a.len(), a.ino(), a.dev()) == (b.len(), b.ino(), b.dev())
+                && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec())
+                && (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec())
+        });
+        if same {
+            Ok(())
+        } else {
+            Err(super::WimWriteError::ContentChanged {
+                path: self.wim_path.clone(),
+                source_path: self.path.clone(),
+            })
+        }
+    }
+}
+
+impl StoredResource {
+    /// The raw resource that is the content of `source` itself.
+    pub fn from_source(wim_path: &str, source: &Path, size: u64) -> Option<StoredResource> {
+        let src = SourceFile::open(wim_path, source, size)?;
+        let reader = src.file.try_clone().ok()?.take(size);
+        Some(StoredResource {
+            reader: Box::new(reader),
+            len: size,
+            compressed: false,
+            id: source.display().to_string(),
+            check: StoredCheck::Unchanged(src),
+            splice: None,
+        })
+    }
 }
 
 impl std::fmt::Debug for StoredResource {
@@ -73,8 +171,21 @@ impl std::fmt::Debug for StoredResource {
             .field("len", &self.len)
             .field("compressed", &self.compressed)
             .field("id", &self.id)
+            .field("spliced", &self.splice.is_some())
             .finish()
     }
+}
+
+/// What a store holds for a content.
+#[derive(Debug)]
+pub enum Stored {
+    /// Its resource, to copy verbatim.
+    Entry(StoredResource),
+    /// Its resource is raw, i.e. the content itself: copy the content file.
+    Raw,
+    /// Its resource without the raw chunks ([`Splice`]; the writer attaches
+    /// the content file).
+    Spliced(StoredResource),
 }
 
 /// Content digests known without reading.
@@ -90,13 +201,8 @@ pub struct KnownDigests {
 pub trait ResourceStore: Send + Sync {
     /// Digests of the `size` bytes of `source`, when known without reading.
     fn digests(&self, source: &Path, size: u64) -> Option<KnownDigests>;
-    /// A stored resource for the content with this SHA-1 and size.
-    fn resource(
-        &self,
-        sha1: &[u8; 20],
-        size: u64,
-        params: &ResourceParams,
-    ) -> Option<StoredResource>;
+    /// What is stored for the content with this SHA-1 and size.
+    fn resource(&self, sha1: &[u8; 20], size: u64, params: &ResourceParams) -> Option<Stored>;
     /// The entry `id` did not match its digest while being copied.
     fn corrupt(&self, id: &str);
     /// The previous version's chunks of the file at `wim_path`, when known.
@@ -184,28 +290,36 @@ mod tests {
         res: Mutex<Resources>,
         corrupted: Mutex<Vec<String>>,
         flip: bool,
+        /// Answer `Stored::Raw` for raw resources (as the cache does).
+        raw_marker: bool,
     }
 
     impl ResourceStore for Mem {
         fn digests(&self, source: &Path, _size: u64) -> Option<KnownDigests> {
             self.digests.get(source).copied()
         }
-        fn resource(&self, sha1: &[u8; 20], _: u64, _: &ResourceParams) -> Option<StoredResource> {
+        fn resource(&self, sha1: &[u8; 20], _: u64, _: &ResourceParams) -> Option<Stored> {
             let (compressed, bytes) = self.res.lock().unwrap().get(sha1)?.clone();
+            if !compressed && self.raw_marker {
+                return Some(Stored::Raw);
+            }
             let expected = sha2::Sha256::digest(&bytes).into();
             let mut served = bytes.clone();
             if self.flip {
                 let mid = served.len() / 2;
                 served[mid] ^= 1;
             }
-            Some(StoredResource {
+            Some(Stored::Entry(StoredResource {
                 len: served.len() as u64,
                 reader: Box::new(Cursor::new(served)),
                 compressed,
-                hasher: sha2::Sha256::new(),
-                expected,
+                check: StoredCheck::Digest {
+                    hasher: sha2::Sha256::new(),
+                    expected,
+                },
                 id: crate::ids::hex(sha1),
-            })
+                splice: None,
+            }))
         }
         fn corrupt(&self, id: &str) {
             self.corrupted.lock().unwrap().push(id.to_string());
@@ -281,5 +395,72 @@ mod tests {
         let e = write(&entries, Some(Arc::clone(&bad))).unwrap_err();
         assert!(matches!(e, WimWriteError::CacheCorrupt(_)), "{e}");
         assert_eq!(bad.corrupted.lock().unwrap().len(), 1);
+
+        // A store that keeps only "raw" for raw resources: the writer copies
+        // the content files instead, with the same bytes.
+        let marker = Arc::new(Mem {
+            digests: store.digests.clone(),
+            res: Mutex::new(store.res.lock().unwrap().clone()),
+            raw_marker: true,
+            ..Mem::default()
+        });
+        assert!(
+            rep.resources.iter().any(|r| !r.compressed),
+            "the noise is stored raw"
+        );
+        let (from_files, rep3) = write(&entries, Some(Arc::clone(&marker))).unwrap();
+        assert!(rep3.resources.iter().all(|r| r.from_store));
+        assert_eq!(from_files, reordered_clean);
+    }
+
+    #[test]
+    fn a_content_file_of_another_size_is_not_copied_as_the_stored_raw_resource() {
+        // The store says "raw" for the old content; the file now has another
+        // size than the entry lists, so it is not copied as that resource but
+        // read, and the change is reported.
+        let dir = tempfile::tempdir().unwrap();
+        let old = testgen::noise(100 << 10, 5);
+        let f = dir.path().join("noise.cab");
+        std::fs::write(&f, &old).unwrap();
+        let entries = |len: usize| {
+            vec![WimEntry {
+                path: "noise.cab".into(),
+                kind: EntryKind::File {
+                    size: len as u64,
+                    content: Content::Path(f.clone()),
+                },
+            }]
+        };
+        let never = AtomicBool::new(false);
+        let write = |entries: &[WimEntry], store: Option<Arc<Mem>>| {
+            let o = WriteOptions {
+                threads: 1,
+                store: store.map(|s| StoreHandle(s as Arc<dyn ResourceStore>)),
+                ..WriteOptions::default()
+            };
+            let mut out = Cursor::new(Vec::new());
+            write_wim(entries, &mut out, &o, &mut |_, _| {}, &never).map(|r| (out.into_inner(), r))
+        };
+        let (_, rep) = write(&entries(old.len()), None).unwrap();
+        let mut store = Mem {
+            raw_marker: true,
+            ..Mem::default()
+        };
+        store.digests.insert(
+            f.clone(),
+            KnownDigests {
+                sha1: sha1::Sha1::digest(&old).into(),
+                sha256: sha2::Sha256::digest(&old).into(),
+            },
+        );
+        store
+            .res
+            .lock()
+            .unwrap()
+            .insert(rep.resources[0].sha1, (false, Vec::new()));
+        let new = testgen::noise(90 << 10, 6);
+        std::fs::write(&f, &new).unwrap();
+        let e = write(&entries(old.len()), Some(Arc::new(store))).unwrap_err();
+        assert!(matches!(e, WimWriteError::SizeChanged { .. }), "{e}");
     }
 }

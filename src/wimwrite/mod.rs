@@ -114,8 +114,8 @@ use blobtable::BlobEntry;
 use header::{hdr_flags, res_flags, Header, Reshdr};
 
 pub use cached::{
-    KnownDigests, PrevChunks, ResourceInfo, ResourceParams, ResourceStore, StoreHandle,
-    StoredResource,
+    KnownDigests, PrevChunks, ResourceInfo, ResourceParams, ResourceStore, SourceFile, Splice,
+    StoreHandle, Stored, StoredCheck, StoredResource,
 };
 pub use error::WimWriteError;
 pub use resource::OverflowPolicy;

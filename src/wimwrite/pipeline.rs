@@ -251,7 +251,7 @@ pub enum Msg {
         /// Uncompressed size.
         size: u64,
         /// The stored bytes.
-        res: super::cached::StoredResource,
+        res: Box<super::cached::StoredResource>,
     },
     /// A file is resolved (written, duplicate or empty).
     FileDone(FileDone),
@@ -656,7 +656,7 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                 }
             }
             Msg::Stored { blob, size, res } => {
-                let reshdr = copy_stored(res, size, self.sink, self.input.store)?;
+                let reshdr = copy_stored(*res, size, self.sink, self.input.store)?;
                 self.out.done += size;
                 self.stored = Some((blob, reshdr));
             }
@@ -741,43 +741,87 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
     }
 }
 
-/// Copies a stored resource verbatim at the sink's position, checking its
-/// digest on the way; a mismatch is reported to the store and fails the write
-/// (the bytes already appended are in a partial file the caller discards).
+/// Copies a stored resource verbatim at the sink's position, checking it on
+/// the way: a store entry must match its digest (a mismatch is reported to
+/// the store and fails the write), a content file must not change. A
+/// spliced resource interleaves the entry's chunks with the raw chunks read
+/// from the content file. Bytes already appended on failure are in a partial
+/// file the caller discards.
 fn copy_stored<W: Write + Seek>(
     mut res: super::cached::StoredResource,
     size: u64,
     sink: &mut Sink<'_, W>,
     store: Option<&dyn super::cached::ResourceStore>,
 ) -> Result<Reshdr, WimWriteError> {
+    use super::cached::StoredCheck;
+    use std::os::unix::fs::FileExt;
     let offset = sink.pos();
     let mut buf = vec![0u8; 1 << 20];
-    let mut left = res.len;
-    let mut short = false;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = match std::io::Read::read(&mut res.reader, &mut buf[..want]) {
-            Ok(0) => {
-                short = true;
-                break;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                short = true;
-                break;
-            }
-        };
-        res.hasher.update(&buf[..n]);
-        sink.write(&buf[..n]).map_err(WimWriteError::Write)?;
-        left -= n as u64;
-    }
-    let digest: [u8; 32] = res.hasher.finalize().into();
-    if short || digest != res.expected {
-        if let Some(s) = store {
-            s.corrupt(&res.id);
+    let complete = match res.splice.take() {
+        None => {
+            let len = res.len;
+            copy_entry(&mut res, len, sink, &mut buf)?
         }
-        return Err(WimWriteError::CacheCorrupt(res.id));
+        Some(sp) => {
+            let src = sp.source.as_ref().ok_or_else(|| {
+                WimWriteError::Internal("a spliced resource without its content file".into())
+            })?;
+            sink.write(&sp.table).map_err(WimWriteError::Write)?;
+            let mut complete = true;
+            let mut i = 0;
+            while i < sp.chunks.len() && complete {
+                // A run of chunks of one kind that fits the buffer.
+                let raw = sp.chunks[i].1;
+                let (mut j, mut bytes) = (i, 0usize);
+                while j < sp.chunks.len()
+                    && sp.chunks[j].1 == raw
+                    && bytes + sp.chunks[j].0 as usize <= buf.len()
+                {
+                    bytes += sp.chunks[j].0 as usize;
+                    j += 1;
+                }
+                if j == i {
+                    buf.resize(sp.chunks[i].0 as usize, 0);
+                    continue;
+                }
+                if raw {
+                    complete = src
+                        .file
+                        .read_exact_at(&mut buf[..bytes], i as u64 * sp.chunk)
+                        .is_ok();
+                    if complete {
+                        sink.write(&buf[..bytes]).map_err(WimWriteError::Write)?;
+                    }
+                } else {
+                    complete = copy_entry(&mut res, bytes as u64, sink, &mut buf)?;
+                }
+                i = j;
+            }
+            if complete {
+                src.check()?;
+            }
+            complete
+        }
+    };
+    match res.check {
+        StoredCheck::Digest { hasher, expected } => {
+            let digest: [u8; 32] = hasher.finalize().into();
+            if !complete || digest != expected {
+                if let Some(s) = store {
+                    s.corrupt(&res.id);
+                }
+                return Err(WimWriteError::CacheCorrupt(res.id));
+            }
+        }
+        StoredCheck::Unchanged(src) => {
+            if !complete {
+                return Err(WimWriteError::ContentChanged {
+                    path: src.wim_path,
+                    source_path: src.path,
+                });
+            }
+            src.check()?;
+        }
     }
     Ok(Reshdr {
         size_in_wim: res.len,
@@ -789,6 +833,32 @@ fn copy_stored<W: Write + Seek>(
         offset,
         uncompressed_size: size,
     })
+}
+
+/// Copies `n` bytes of the stored resource's reader to the sink (hashing
+/// them for a store entry); false when the reader ends or fails first.
+fn copy_entry<W: Write + Seek>(
+    res: &mut super::cached::StoredResource,
+    n: u64,
+    sink: &mut Sink<'_, W>,
+    buf: &mut [u8],
+) -> Result<bool, WimWriteError> {
+    let mut left = n;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let got = match std::io::Read::read(&mut res.reader, &mut buf[..want]) {
+            Ok(0) => return Ok(false),
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Ok(false),
+        };
+        if let super::cached::StoredCheck::Digest { hasher, .. } = &mut res.check {
+            hasher.update(&buf[..got]);
+        }
+        sink.write(&buf[..got]).map_err(WimWriteError::Write)?;
+        left -= got as u64;
+    }
+    Ok(true)
 }
 
 /// Marks files that share their size with an earlier file in `order`: only

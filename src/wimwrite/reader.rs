@@ -239,7 +239,7 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         source: &Path,
         size: u64,
     ) -> Result<(), Stop> {
-        if size > 0 && self.serve_stored(fi, source, size)? {
+        if size > 0 && self.serve_stored(fi, wim_path, source, size)? {
             return Ok(());
         }
         let origin = Origin { wim_path, source };
@@ -285,7 +285,13 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
     /// Serves a file from the store when its digests are known without
     /// reading it: a duplicate of something written, or a stored resource.
     /// Returns false when the file must be read.
-    fn serve_stored(&mut self, fi: usize, source: &Path, size: u64) -> Result<bool, Stop> {
+    fn serve_stored(
+        &mut self,
+        fi: usize,
+        wim_path: &str,
+        source: &Path,
+        size: u64,
+    ) -> Result<bool, Stop> {
         let Some(store) = self.input.store else {
             return Ok(false);
         };
@@ -296,12 +302,32 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             self.file_done(fi, size, k.sha1, Some(k.sha256), Some(b), false)?;
             return Ok(true);
         }
-        let Some(res) = store.resource(&k.sha1, size, &self.input.res_params) else {
-            return Ok(false);
+        let res = match store.resource(&k.sha1, size, &self.input.res_params) {
+            Some(super::cached::Stored::Entry(res)) => res,
+            Some(super::cached::Stored::Raw) => {
+                match super::cached::StoredResource::from_source(wim_path, source, size) {
+                    Some(res) => res,
+                    None => return Ok(false),
+                }
+            }
+            Some(super::cached::Stored::Spliced(mut res)) => {
+                let Some(src) = super::cached::SourceFile::open(wim_path, source, size) else {
+                    return Ok(false);
+                };
+                if let Some(sp) = res.splice.as_mut() {
+                    sp.source = Some(src);
+                }
+                res
+            }
+            None => return Ok(false),
         };
         let blob = self.next_blob;
         self.next_blob += 1;
-        self.send(Msg::Stored { blob, size, res })?;
+        self.send(Msg::Stored {
+            blob,
+            size,
+            res: Box::new(res),
+        })?;
         self.seen.insert(k.sha1, blob);
         self.file_done(fi, size, k.sha1, Some(k.sha256), Some(blob), true)?;
         Ok(true)

@@ -1,7 +1,11 @@
-//! Walking content folders deterministically.
+//! File-system helpers: walking content folders deterministically, sparse
+//! regions, removal, and artefact files written around the page cache
+//! ([`direct`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
+
+pub mod direct;
 
 /// One regular file found under a source.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -134,53 +138,6 @@ pub fn regions(f: &std::fs::File, len: u64) -> Vec<(u64, u64, bool)> {
         pos = hole;
     }
     out
-}
-
-/// A file writer that asks the kernel to start writing dirty pages back
-/// every [`Writeback::EVERY`] bytes (`sync_file_range`, no waiting), so the
-/// device works while the build still computes and the closing `fsync`
-/// has little left to wait for. Bytes and order are those of the file.
-pub struct Writeback<'f> {
-    file: &'f std::fs::File,
-    since: u64,
-}
-
-impl<'f> Writeback<'f> {
-    pub const EVERY: u64 = 32 << 20;
-
-    pub fn new(file: &'f std::fs::File) -> Writeback<'f> {
-        Writeback { file, since: 0 }
-    }
-
-    fn hint(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        if self.since >= Self::EVERY {
-            self.since = 0;
-            // SAFETY: a plain syscall on a descriptor we hold; errors only
-            // mean the hint is not taken (the final fsync still syncs).
-            unsafe {
-                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-            }
-        }
-    }
-}
-
-impl io::Write for Writeback<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = io::Write::write(&mut self.file, buf)?;
-        self.since += n as u64;
-        self.hint();
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        io::Write::flush(&mut self.file)
-    }
-}
-
-impl io::Seek for Writeback<'_> {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        io::Seek::seek(&mut self.file, pos)
-    }
 }
 
 /// Removes `p`, a folder (with its contents) or a file; a missing path is fine.
