@@ -100,7 +100,7 @@ fn chunk_spans(
 ) -> Option<Vec<std::ops::Range<u64>>> {
     let n = size.div_ceil(chunk.max(1)) as usize;
     let entry = if size > u64::from(u32::MAX) { 8 } else { 4 };
-    if n == 0 || table.len() != (n - 1) * entry {
+    if n == 0 || table.len() != table_len(size, chunk) {
         return None;
     }
     let mut starts = vec![0u64];
@@ -580,6 +580,24 @@ mod tests {
         .unwrap()
     }
 
+    /// Writes `files` under `src` (one flat folder) and lists them as entries.
+    fn entries_in(src: &Path, files: &[(&str, Vec<u8>)]) -> Vec<WimEntry> {
+        files
+            .iter()
+            .map(|(p, bytes)| {
+                let f = src.join(p.replace('/', "_"));
+                std::fs::write(&f, bytes).unwrap();
+                WimEntry {
+                    path: (*p).into(),
+                    kind: EntryKind::File {
+                        size: bytes.len() as u64,
+                        content: Content::Path(f),
+                    },
+                }
+            })
+            .collect()
+    }
+
     /// A changed file's unchanged chunks come from its previous resource,
     /// and the WIM is the bytes of a write without any cache.
     #[test]
@@ -593,20 +611,7 @@ mod tests {
             ("docs/readme.txt", testgen::text(9 * 32768, 8)),
             ("pkg/data.cab", testgen::noise(3 * 32768, 9)),
         ];
-        let entries: Vec<WimEntry> = files
-            .iter()
-            .map(|(p, bytes)| {
-                let f = src.join(p.replace('/', "_"));
-                std::fs::write(&f, bytes).unwrap();
-                WimEntry {
-                    path: (*p).into(),
-                    kind: EntryKind::File {
-                        size: bytes.len() as u64,
-                        content: Content::Path(f),
-                    },
-                }
-            })
-            .collect();
+        let entries = entries_in(&src, &files);
         let store = || {
             Arc::new(WimStore::new(
                 Arc::clone(&cache),
@@ -697,20 +702,7 @@ mod tests {
             ("pkg/data.cab", testgen::noise(12 << 20, 3)),
             ("docs/readme.txt", testgen::text(300 << 10, 4)),
         ];
-        let entries: Vec<WimEntry> = files
-            .iter()
-            .map(|(p, bytes)| {
-                let f = src.join(p.replace('/', "_"));
-                std::fs::write(&f, bytes).unwrap();
-                WimEntry {
-                    path: (*p).into(),
-                    kind: EntryKind::File {
-                        size: bytes.len() as u64,
-                        content: Content::Path(f),
-                    },
-                }
-            })
-            .collect();
+        let entries = entries_in(&src, &files);
         let known: BTreeMap<PathBuf, KnownDigests> = files
             .iter()
             .map(|(p, bytes)| {
