@@ -124,7 +124,12 @@ pub(super) fn materialize(
                     None => None,
                 };
                 known = match (&ctx.cache, &key) {
-                    (Some(c), Some(k)) => crate::cache::resources::restore_export(c, k, &dst),
+                    (Some(c), Some(k)) => {
+                        crate::cache::resources::restore_export(c, k, &dst).map(|(d, r)| {
+                            ctx.restamp(r);
+                            d
+                        })
+                    }
                     _ => None,
                 };
                 if known.is_none() {
@@ -136,7 +141,9 @@ pub(super) fn materialize(
                         ctx.cancel.flag(),
                     )?;
                     if let (Some(c), Some(k)) = (&ctx.cache, &key) {
-                        crate::cache::resources::store_export(c, k, &dst);
+                        if let Some(r) = crate::cache::resources::store_export(c, k, &dst) {
+                            ctx.restamp(r);
+                        }
                     }
                 }
                 (dst, true)

@@ -119,11 +119,21 @@ pub(crate) struct Ctx<'a> {
     pub cache: Option<std::sync::Arc<crate::cache::Cache>>,
     /// SHA-256 of rendered artefacts, computed once (verify and finalize share it).
     pub artefact_sha: std::sync::Mutex<std::collections::BTreeMap<PathBuf, [u8; 32]>>,
+    /// Export bodies whose stamp is recorded once the staging folder is gone.
+    pub restamps: std::sync::Mutex<Vec<crate::cache::resources::Restamp>>,
     /// Variable name → fingerprint of its value, for the manifest.
     pub fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 impl Ctx<'_> {
+    /// Records `r` to apply when the build's links into the cache are gone.
+    pub(crate) fn restamp(&self, r: crate::cache::resources::Restamp) {
+        self.restamps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+    }
+
     /// SHA-256 of the artefact file at `tmp`, read once per build.
     pub fn artefact_sha256(&self, tmp: &Path) -> Result<[u8; 32], BuildError> {
         let memo = |m: &std::sync::Mutex<std::collections::BTreeMap<PathBuf, [u8; 32]>>| {
@@ -258,14 +268,16 @@ fn finish_vars(
     plan: &Plan,
     pending: Vec<PendingVar>,
     password: Option<&Secret>,
+    cache: Option<&crate::cache::Cache>,
 ) -> Result<Vec<MediaVar>, BuildError> {
+    let keys = |seed: &[u8; 32]| crate::cache::keys::rsa_key(cache, seed);
     pending
         .into_iter()
         .map(|p| match p {
             PendingVar::Ready(v) => Ok(v),
             PendingVar::Pfx(name) => Ok(MediaVar {
                 name,
-                value: crate::security::media_pfx_hex(plan, password)?,
+                value: crate::security::media_pfx_hex(plan, password, &keys)?,
                 secret: true,
             }),
         })
@@ -274,7 +286,10 @@ fn finish_vars(
 
 fn resolve_vars(plan: &Plan) -> Result<(Vec<MediaVar>, Option<Secret>), BuildError> {
     let (pending, password) = resolve_secrets(plan)?;
-    Ok((finish_vars(plan, pending, password.as_ref())?, password))
+    Ok((
+        finish_vars(plan, pending, password.as_ref(), None)?,
+        password,
+    ))
 }
 
 /// Every variable's fingerprint (secret ones cost a slow KDF each: in parallel).
@@ -317,6 +332,13 @@ pub fn build(
         .build()
         .map_err(|e| BuildError::Render(format!("cannot start worker threads: {e}")))?;
     let t = Instant::now();
+    let cache = match &opts.cache {
+        Some(c) => Some(std::sync::Arc::new(
+            crate::cache::Cache::open(&c.dir, c.max_size)
+                .map_err(|e| BuildError::Render(e.to_string()))?,
+        )),
+        None => None,
+    };
     let (pending, password) = resolve_secrets(plan)?;
     let weak = crate::security::enforce_password(password.as_ref(), opts.allow_weak_password)?;
     // The slow key work (the media PFX, the secret variables' fingerprints:
@@ -327,6 +349,7 @@ pub fn build(
         plan,
         pending,
         password.as_ref(),
+        cache.as_deref(),
     ) {
         Ok(vars) => {
             send(Ok(vars.clone()));
@@ -368,6 +391,7 @@ pub fn build(
             weak,
             vars,
             keys,
+            cache.clone(),
         )
     })
 }
@@ -402,6 +426,7 @@ fn build_with(
     weak: Option<String>,
     vars: impl FnOnce() -> Result<Vec<MediaVar>, BuildError>,
     keys: KeyWork,
+    cache: Option<std::sync::Arc<crate::cache::Cache>>,
 ) -> Result<BuildReport, BuildError> {
     let mut phases = Vec::new();
     if cancel.is_cancelled() {
@@ -416,13 +441,6 @@ fn build_with(
     )));
     std::fs::create_dir_all(staging.path())
         .map_err(|e| BuildError::io("create", staging.path(), e))?;
-    let cache = match &opts.cache {
-        Some(c) => Some(std::sync::Arc::new(
-            crate::cache::Cache::open(&c.dir, c.max_size)
-                .map_err(|e| BuildError::Render(e.to_string()))?,
-        )),
-        None => None,
-    };
     let mut ctx = Ctx {
         plan,
         staging: staging.path().to_path_buf(),
@@ -434,6 +452,7 @@ fn build_with(
         writer: opts.writer,
         cache,
         artefact_sha: Default::default(),
+        restamps: Default::default(),
     };
     let mut vars = Some(vars);
     let mut values = Vec::new();
@@ -480,6 +499,12 @@ fn build_with(
     trash.empty();
     phases.push(("finalize".to_string(), t.elapsed()));
     drop(staging);
+    if let Some(c) = &ctx.cache {
+        let done = std::mem::take(&mut *ctx.restamps.lock().unwrap_or_else(|e| e.into_inner()));
+        for r in done {
+            r.apply(c);
+        }
+    }
     let mut warnings: Vec<String> = weak.into_iter().collect();
     if plan.recipe.security.password.is_none() && values.iter().any(|v| v.secret) {
         warnings.push("secret variables are in media without a password (Variables.dat uses the public default key)".into());
@@ -599,6 +624,7 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
         writer: WimWriter::Wimlib,
         cache: None,
         artefact_sha: Default::default(),
+        restamps: Default::default(),
         fingerprints: Default::default(),
     };
     let members = materialize::materialize(&ctx, &mut || Ok(vars.clone()))?;

@@ -1,7 +1,8 @@
 //! The content-addressed build cache: a folder of self-checking entries.
 //!
 //! Every entry is one file named after the SHA-256 of its key text, in a
-//! subfolder per kind (`hash/`, `res/`, `export/`, `verify/`). It starts with
+//! subfolder per kind (`hash/`, `res/`, `chunks/`, `export/`, `verify/`,
+//! `keys/`). It starts with
 //! a header — magic, the key text itself, the body length and the SHA-256 of
 //! the body — so a reader can tell a corrupted, truncated or misplaced entry
 //! from a good one: such an entry is removed and reported as a miss, never
@@ -11,7 +12,7 @@
 //! entries and the last rename wins.
 //!
 //! Least-recently-used eviction: a hit sets the entry's modification time to
-//! now, and after a put the oldest entries are removed until the cache is
+//! now (an export body counts as used with its entry), and after a put the oldest entries are removed until the cache is
 //! below its size limit. The clock is only used for this bookkeeping, never
 //! for anything that ends up in an artefact.
 //!
@@ -19,6 +20,7 @@
 //! otherwise ignored, and no lookup ever turns into a build error.
 
 pub mod hashes;
+pub mod keys;
 pub mod resources;
 pub mod status;
 
@@ -30,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"MBCACHE1";
 /// Entry kinds, one subfolder each.
-pub const KINDS: [&str; 5] = ["hash", "res", "chunks", "export", "verify"];
+pub const KINDS: [&str; 6] = ["hash", "res", "chunks", "export", "verify", "keys"];
 /// Default size limit: 20 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
 
@@ -330,8 +332,21 @@ impl Cache {
             for e in rd.flatten() {
                 if let Ok(md) = e.metadata() {
                     if md.is_file() {
-                        let t = md.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        v.push((kind, e.path(), md.len(), t));
+                        let mut t = md.modified().unwrap_or(std::time::UNIX_EPOCH);
+                        // An export body is as recent as its entry, which a
+                        // hit touches (the body is not touched: its stamp
+                        // is what lets a restore trust it unread).
+                        let path = e.path();
+                        if kind == "export" && path.extension().is_some_and(|x| x == "wim") {
+                            let entry = path.with_extension("");
+                            if let Some(m) = std::fs::metadata(entry)
+                                .ok()
+                                .and_then(|m| m.modified().ok())
+                            {
+                                t = t.max(m);
+                            }
+                        }
+                        v.push((kind, path, md.len(), t));
                     }
                 }
             }

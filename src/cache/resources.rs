@@ -496,11 +496,111 @@ fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
     }
 }
 
+/// What an export entry records about its body besides the digests: the
+/// file system's stamp of it (inode, device, mtime, ctime; the size is the
+/// entry's length). A body whose stamp is unchanged is trusted without
+/// reading it — the rule of the input hash cache (`hashes`): any write or
+/// time change sets the ctime, which no unprivileged program can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BodyStamp {
+    ino: u64,
+    dev: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl BodyStamp {
+    fn of(md: &std::fs::Metadata) -> BodyStamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        BodyStamp {
+            ino: md.ino(),
+            dev: md.dev(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+        }
+    }
+}
+
+/// An export entry: length, SHA-256 and SHA-1 of the body, then (from v2
+/// on) the body's stamp.
+fn encode_export(len: u64, d: &KnownDigests, stamp: Option<BodyStamp>) -> Vec<u8> {
+    let mut meta = Vec::with_capacity(108);
+    meta.extend_from_slice(&len.to_le_bytes());
+    meta.extend_from_slice(&d.sha256);
+    meta.extend_from_slice(&d.sha1);
+    if let Some(s) = stamp {
+        meta.extend_from_slice(&s.ino.to_le_bytes());
+        meta.extend_from_slice(&s.dev.to_le_bytes());
+        meta.extend_from_slice(&s.mtime_ns.to_le_bytes());
+        meta.extend_from_slice(&s.ctime_ns.to_le_bytes());
+    }
+    meta
+}
+
+fn decode_export(meta: &[u8]) -> Option<(u64, KnownDigests, Option<BodyStamp>)> {
+    if meta.len() != 60 && meta.len() != 108 {
+        return None;
+    }
+    let len = u64::from_le_bytes(meta[..8].try_into().ok()?);
+    let d = KnownDigests {
+        sha256: meta[8..40].try_into().ok()?,
+        sha1: meta[40..60].try_into().ok()?,
+    };
+    let stamp = if meta.len() == 108 {
+        Some(BodyStamp {
+            ino: u64::from_le_bytes(meta[60..68].try_into().ok()?),
+            dev: u64::from_le_bytes(meta[68..76].try_into().ok()?),
+            mtime_ns: i128::from_le_bytes(meta[76..92].try_into().ok()?),
+            ctime_ns: i128::from_le_bytes(meta[92..108].try_into().ok()?),
+        })
+    } else {
+        None
+    };
+    Some((len, d, stamp))
+}
+
+/// The stamp of an export body to record once the build no longer holds a
+/// link to it. Linking the body into the build's staging folder and
+/// unlinking it there both set its ctime, so the stamp a restore checks
+/// would never match again; this is taken after the staging folder is
+/// gone, and only if the body's mtime and size are still those of the bytes
+/// this build checked (a write since then moves the mtime, and the entry is
+/// then left to be read in full next time).
+pub struct Restamp {
+    key: Key,
+    body: PathBuf,
+    len: u64,
+    digests: KnownDigests,
+    checked: BodyStamp,
+}
+
+impl Restamp {
+    /// Records the body's current stamp in its entry (see the type's doc).
+    pub fn apply(self, cache: &Cache) {
+        let Ok(md) = std::fs::metadata(&self.body) else {
+            return;
+        };
+        let now = BodyStamp::of(&md);
+        let same = md.len() == self.len
+            && (now.ino, now.dev, now.mtime_ns)
+                == (self.checked.ino, self.checked.dev, self.checked.mtime_ns);
+        if same && now != self.checked {
+            cache.put(
+                &self.key,
+                &encode_export(self.len, &self.digests, Some(now)),
+            );
+        }
+    }
+}
+
 /// Restores an exported image at `dst`: the entry (length, SHA-256, SHA-1
-/// of the body, itself checked) and its body, hard-linked (or copied), then
-/// read once to check the SHA-256. None on a miss or a bad entry (removed;
-/// `dst` removed too).
-pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<KnownDigests> {
+/// of the body and the body's stamp, itself checked) and its body,
+/// hard-linked (or copied). The body is read to check its SHA-256 only when
+/// its stamp changed since the entry recorded it (an older entry, a
+/// concurrent build, a write). None on a miss or a bad entry (removed; `dst`
+/// removed too).
+pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<(KnownDigests, Restamp)> {
     let meta = cache.get(key)?;
     let body = export_body(cache, key);
     let bad = |why_dst: bool| {
@@ -511,49 +611,78 @@ pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<KnownDiges
         cache.reject_path(&cache.path(key));
         None
     };
-    if meta.len() != 60 {
+    let Some((len, digests, stamp)) = decode_export(&meta) else {
+        return bad(false);
+    };
+    let Ok(md) = std::fs::metadata(&body) else {
+        return bad(false);
+    };
+    if md.len() != len {
         return bad(false);
     }
-    let len = u64::from_le_bytes(meta[..8].try_into().ok()?);
-    let sha256: [u8; 32] = meta[8..40].try_into().ok()?;
-    let sha1: [u8; 20] = meta[40..60].try_into().ok()?;
-    if std::fs::metadata(&body).map(|m| m.len()).ok() != Some(len) {
-        return bad(false);
-    }
+    let before = BodyStamp::of(&md);
+    let trusted = stamp == Some(before);
     if link_or_copy(&body, dst).is_err() {
         return bad(true);
     }
-    let _ = std::fs::File::options()
-        .write(true)
-        .open(&body)
-        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-    match crate::build::hash::sha256_file(dst, &|_| {}, &|| false) {
-        Ok(d) if d == sha256 => Some(KnownDigests { sha1, sha256 }),
-        _ => bad(true),
+    if !trusted {
+        match crate::build::hash::sha256_file(dst, &|_| {}, &|| false) {
+            Ok(d) if d == digests.sha256 => {}
+            _ => return bad(true),
+        }
     }
+    let restamp = Restamp {
+        key: key.clone(),
+        body,
+        len,
+        digests,
+        checked: before,
+    };
+    Some((digests, restamp))
 }
 
 /// Stores the freshly exported image at `file` under `key`: its body
-/// linked (or copied) into the cache, then the entry with its digests.
-pub fn store_export(cache: &Cache, key: &Key, file: &Path) {
+/// linked (or copied) into the cache, then the entry with its digests. The
+/// stamp is recorded by the returned [`Restamp`], once the build's own link
+/// to the body is gone.
+pub fn store_export(cache: &Cache, key: &Key, file: &Path) -> Option<Restamp> {
     let tmp = cache.tmp_path(key);
-    let res = (|| -> std::io::Result<()> {
+    let body = export_body(cache, key);
+    let res = (|| -> std::io::Result<Option<Restamp>> {
+        let md0 = std::fs::metadata(file)?;
         let d = hashes::read_digests(file)?;
         link_or_copy(file, &tmp)?;
-        std::fs::rename(&tmp, export_body(cache, key))?;
-        let mut meta = Vec::with_capacity(60);
-        meta.extend_from_slice(&d.size.to_le_bytes());
-        meta.extend_from_slice(&d.sha256);
-        meta.extend_from_slice(&d.sha1);
-        cache.put(key, &meta);
-        Ok(())
+        std::fs::rename(&tmp, &body)?;
+        let digests = KnownDigests {
+            sha1: d.sha1,
+            sha256: d.sha256,
+        };
+        cache.put(key, &encode_export(d.size, &digests, None));
+        // Trusted by stamp later only if the body is `file` itself (a hard
+        // link) and unchanged since it was hashed.
+        let md = std::fs::metadata(&body)?;
+        let (was, is) = (BodyStamp::of(&md0), BodyStamp::of(&md));
+        let same = md.len() == d.size
+            && md0.len() == d.size
+            && (was.ino, was.dev, was.mtime_ns) == (is.ino, is.dev, is.mtime_ns);
+        Ok(same.then(|| Restamp {
+            key: key.clone(),
+            body: body.clone(),
+            len: d.size,
+            digests,
+            checked: is,
+        }))
     })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        cache
-            .counters
-            .put_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match res {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+            cache
+                .counters
+                .put_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
     }
 }
 
@@ -578,6 +707,46 @@ mod tests {
             &AtomicBool::new(false),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn an_export_body_is_trusted_by_its_stamp_and_read_again_when_it_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
+        let key = export_key(&[1; 32], 1, false, &[2; 16], 0);
+        let staged = dir.path().join("staged.wim");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&staged, &body).unwrap();
+        let want = hashes::read_digests(&staged).unwrap();
+        let r = store_export(&cache, &key, &staged).expect("stored");
+        // The build's link goes away, then the stamp is recorded.
+        std::fs::remove_file(&staged).unwrap();
+        r.apply(&cache);
+        let meta = cache.get(&key).unwrap();
+        assert_eq!(meta.len(), 108, "the entry holds the body's stamp");
+        let dst = dir.path().join("restored.wim");
+        let (d, r) = restore_export(&cache, &key, &dst).expect("restored");
+        assert_eq!((d.sha1, d.sha256), (want.sha1, want.sha256));
+        assert_eq!(std::fs::read(&dst).unwrap(), body);
+        std::fs::remove_file(&dst).unwrap();
+        r.apply(&cache);
+
+        // Same size, one byte changed, the old mtime put back: the ctime
+        // moved, so the body is read, found wrong and dropped.
+        let path = export_body(&cache, &key);
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut bad = body.clone();
+        bad[123_456] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert!(restore_export(&cache, &key, &dst).is_none());
+        assert!(!dst.exists() && !path.exists(), "entry and copy removed");
+        assert!(cache.get(&key).is_none());
     }
 
     /// Writes `files` under `src` (one flat folder) and lists them as entries.

@@ -73,7 +73,8 @@ pub fn derive_seed(password: &str, recipe_digest: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-fn sub(seed: &[u8; 32], purpose: &str) -> [u8; 32] {
+/// A 32-byte value for one `purpose`, derived from the secret `seed`.
+pub(crate) fn sub(seed: &[u8; 32], purpose: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(seed);
     h.update(purpose.as_bytes());
@@ -92,6 +93,14 @@ fn time(days: i64, secs: u64) -> Result<Time, SecurityError> {
     Ok(Time::GeneralTime(GeneralizedTime::from_date_time(dt)))
 }
 
+/// The RSA key of the self-signed certificate of `seed` (the slow part:
+/// prime search, ~0.3–1 s; the build cache keeps it, encrypted, see
+/// `crate::cache::keys`).
+pub fn derive_key(seed: &[u8; 32]) -> Result<RsaPrivateKey, SecurityError> {
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed(sub(seed, "rsa key"));
+    RsaPrivateKey::new(&mut rng, RSA_BITS).map_err(create)
+}
+
 /// Generates the self-signed media certificate valid from the first second
 /// of `from_days` to the last second of `until_days` (UTC).
 pub fn self_signed(
@@ -101,8 +110,25 @@ pub fn self_signed(
     until_days: i64,
     seed: &[u8; 32],
 ) -> Result<Chain, SecurityError> {
-    let mut rng = rand_chacha::ChaCha20Rng::from_seed(sub(seed, "rsa key"));
-    let key = RsaPrivateKey::new(&mut rng, RSA_BITS).map_err(create)?;
+    self_signed_with(
+        media_name,
+        site_code,
+        from_days,
+        until_days,
+        seed,
+        derive_key(seed)?,
+    )
+}
+
+/// [`self_signed`] with the key of `seed` already at hand ([`derive_key`]).
+pub fn self_signed_with(
+    media_name: &str,
+    site_code: &str,
+    from_days: i64,
+    until_days: i64,
+    seed: &[u8; 32],
+    key: RsaPrivateKey,
+) -> Result<Chain, SecurityError> {
     let mut serial = sub(seed, "serial");
     // 16 bytes, positive, first byte non-zero: a fixed-length DER INTEGER.
     serial[0] = (serial[0] & 0x7F) | 0x40;

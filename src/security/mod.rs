@@ -75,6 +75,10 @@ pub fn import_pki(r: &Recipe, dir: &Path) -> Result<Option<cert::Chain>, Securit
     cert::import(&bytes, password.expose()).map(Some)
 }
 
+/// Where the self-signed certificate's RSA key comes from, given its seed:
+/// [`cert::derive_key`], or the build cache in front of it.
+pub type KeySource<'a> = &'a dyn Fn(&[u8; 32]) -> Result<rsa::RsaPrivateKey, SecurityError>;
+
 /// The media certificate chain of `c`.
 fn chain(
     c: &Certificate,
@@ -82,6 +86,7 @@ fn chain(
     dir: &Path,
     digest: &[u8; 32],
     media_password: Option<&Secret>,
+    keys: KeySource,
 ) -> Result<cert::Chain, SecurityError> {
     if let Some(s) = &c.self_signed {
         let pw = media_password.ok_or(SecurityError::NeedsPassword)?;
@@ -91,7 +96,8 @@ fn chain(
             &s.valid_until,
         )?;
         let seed = cert::derive_seed(pw.expose(), digest);
-        return cert::self_signed(&r.media.name, &r.media.site_code, from, until, &seed);
+        let key = keys(&seed)?;
+        return cert::self_signed_with(&r.media.name, &r.media.site_code, from, until, &seed, key);
     }
     import_pki(r, dir)?.ok_or_else(|| SecurityError::Create("no certificate in the recipe".into()))
 }
@@ -115,6 +121,7 @@ fn salt(digest: &[u8; 32], purpose: &str) -> [u8; 8] {
 pub fn media_pfx_hex(
     plan: &Plan,
     media_password: Option<&Secret>,
+    keys: KeySource,
 ) -> Result<String, SecurityError> {
     let r = &plan.recipe;
     let c = r
@@ -129,7 +136,7 @@ pub fn media_pfx_hex(
         .find(|v| v.name == GUID_VARIABLE)
         .and_then(|v| v.value.clone())
         .ok_or_else(|| SecurityError::Create("the plan has no _SMSMediaGuid".into()))?;
-    let chain = chain(c, r, &plan.dir, &plan.digest, media_password)?;
+    let chain = chain(c, r, &plan.dir, &plan.digest, media_password, keys)?;
     let salts = pfx::Salts {
         certs: salt(&plan.digest, "certificates"),
         key: salt(&plan.digest, "key"),

@@ -105,7 +105,7 @@ fn corrupted_and_truncated_entries_are_dropped_and_rebuilt() {
     let clean = outputs(&d);
     // Flip a byte in the body of half the entries of every kind, truncate the rest.
     let mut damaged = 0;
-    for kind in ["res", "export", "hash", "verify"] {
+    for kind in ["res", "export", "hash", "verify", "keys"] {
         for (i, p) in entries(cache.path(), kind).into_iter().enumerate() {
             let mut b = std::fs::read(&p).unwrap();
             if i % 2 == 0 {
@@ -311,7 +311,7 @@ fn no_secret_reaches_the_cache() {
         .map(|s| s.trim_end().to_string())
         .collect();
     assert!(!secrets.is_empty(), "the demo has secret files");
-    for kind in ["res", "export", "hash", "verify"] {
+    for kind in ["res", "export", "hash", "verify", "keys"] {
         for p in entries(cache.path(), kind) {
             let b = std::fs::read(&p).unwrap();
             for s in &secrets {
@@ -342,7 +342,7 @@ fn cache_size_limit_evicts() {
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     build(&d, &["--cache-dir", c, "--cache-max-size", "1MiB"]);
-    let bytes: u64 = ["res", "export", "hash", "verify"]
+    let bytes: u64 = ["res", "export", "hash", "verify", "keys"]
         .iter()
         .flat_map(|k| entries(cache.path(), k))
         .map(|p| std::fs::metadata(p).unwrap().len())
