@@ -105,6 +105,15 @@ pub fn lookup(cache: &Cache, path: &Path) -> Option<Digests> {
     lookup_stamp(cache, &st)
 }
 
+/// [`lookup`] for a prediction: not counted (`Cache::peek`).
+pub fn peek(cache: &Cache, path: &Path) -> Option<Digests> {
+    let st = Stamp::of(path).ok()?;
+    cache
+        .peek(&st.key())
+        .and_then(|b| decode(&b))
+        .filter(|d| d.size == st.size)
+}
+
 pub fn lookup_stamp(cache: &Cache, st: &Stamp) -> Option<Digests> {
     cache
         .get(&st.key())

@@ -160,15 +160,30 @@ impl Cache {
     /// Opens the entry for `key` and checks its header (magic, key, length
     /// against the file size). The body digest is the caller's to check.
     pub fn open_entry(&self, key: &Key) -> Option<Entry> {
+        self.open_entry_as(key, true)
+    }
+
+    /// [`open_entry`](Self::open_entry); `used: false` is a look that
+    /// neither counts as a hit or miss nor makes the entry recent.
+    fn open_entry_as(&self, key: &Key, used: bool) -> Option<Entry> {
         let path = self.path(key);
         let mut f = match File::open(&path) {
             Ok(f) => f,
             Err(_) => {
-                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                if used {
+                    self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                }
                 return None;
             }
         };
         match read_header(&mut f, key) {
+            Some((len, sha256, body_offset)) if !used => Some(Entry {
+                reader: f,
+                len,
+                sha256,
+                body_offset,
+                path,
+            }),
             Some((len, sha256, body_offset)) => {
                 // LRU: a hit is a use. Failing to touch only ages the entry.
                 let _ = f.set_modified(std::time::SystemTime::now());
@@ -181,6 +196,7 @@ impl Cache {
                     path,
                 })
             }
+            None if !used => None,
             None => {
                 self.drop_file(&path);
                 self.counters.misses.fetch_add(1, Ordering::Relaxed);
@@ -192,7 +208,22 @@ impl Cache {
     /// A small entry read whole and checked; None (and the entry removed)
     /// when it is missing, corrupted or truncated.
     pub fn get(&self, key: &Key) -> Option<Vec<u8>> {
-        let mut e = self.open_entry(key)?;
+        self.get_as(key, true)
+    }
+
+    /// [`get`](Self::get) for a prediction: not counted, not made recent,
+    /// and a bad entry is left for the real lookup to drop.
+    pub fn peek(&self, key: &Key) -> Option<Vec<u8>> {
+        self.get_as(key, false)
+    }
+
+    /// Whether an entry for `key` is there (not checked, not counted).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.path(key).is_file()
+    }
+
+    fn get_as(&self, key: &Key, used: bool) -> Option<Vec<u8>> {
+        let mut e = self.open_entry_as(key, used)?;
         let mut body = Vec::with_capacity(e.len.min(1 << 24) as usize);
         let ok = (&mut e.reader)
             .take(e.len + 1)
@@ -203,7 +234,9 @@ impl Cache {
         if ok {
             Some(body)
         } else {
-            self.reject_path(&e.path);
+            if used {
+                self.reject_path(&e.path);
+            }
             None
         }
     }

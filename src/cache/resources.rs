@@ -251,6 +251,20 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
 }
 
 impl ResourceStore for WimStore {
+    fn likely_stored(&self, source: &Path, size: u64, params: &ResourceParams) -> bool {
+        if self.never.contains(source) {
+            return false;
+        }
+        let sha1 = match self.known.get(source) {
+            Some(k) => k.sha1,
+            None => match hashes::peek(&self.cache, source) {
+                Some(d) if d.size == size => d.sha1,
+                _ => return false,
+            },
+        };
+        self.cache.contains(&resource_key(&sha1, size, params))
+    }
+
     fn digests(&self, source: &Path, size: u64) -> Option<KnownDigests> {
         if self.never.contains(source) {
             return None;

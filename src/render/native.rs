@@ -72,7 +72,7 @@ pub fn write(
     report: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
 ) -> Result<WimReport, BuildError> {
-    write_with(entries, out, spec, None, report, cancel)
+    write_with(entries, out, spec, None, report, cancel).map(|r| r.0)
 }
 
 /// The media members as a WIM at `out`, through the build cache when there
@@ -127,6 +127,10 @@ pub fn write_members(
             r => break r?,
         }
     };
+    let (rep, sha) = rep;
+    if let Some(sha) = sha {
+        ctx.remember_sha256(out, sha);
+    }
     cache
         .counters
         .chunks_reused
@@ -214,8 +218,8 @@ fn write_with(
     store: Option<wimwrite::StoreHandle>,
     report: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
-) -> Result<WimReport, BuildError> {
-    let opts = WriteOptions {
+) -> Result<(WimReport, Option<[u8; 32]>), BuildError> {
+    let mut opts = WriteOptions {
         compression: compression(spec.compression),
         threads: spec.threads,
         guid: spec.guid,
@@ -225,10 +229,13 @@ fn write_with(
         store,
         ..Default::default()
     };
+    // A rebuild whose resources are nearly all stored writes the WIM front
+    // to back, so that it is hashed on the way out instead of read again.
+    opts.replay = wimwrite::replay_pays(entries, &opts);
     // Around the page cache: the WIM is not read again except to hash it.
-    let mut f = crate::fsutil::direct::DirectFile::create(out, 0, false)
+    let mut f = crate::fsutil::direct::DirectFile::create(out, 0, opts.replay)
         .map_err(|e| BuildError::io("create", out, e))?;
     let rep = wimwrite::write_wim(entries, &mut f, &opts, report, cancel)?;
-    f.finish().map_err(|e| BuildError::io("write", out, e))?;
-    Ok(rep)
+    let sha = f.finish().map_err(|e| BuildError::io("write", out, e))?;
+    Ok((rep, sha.map(|h| h.digest())))
 }

@@ -210,6 +210,44 @@ pub trait ResourceStore: Send + Sync {
         let _ = (wim_path, params);
         None
     }
+    /// A guess, without reading `source` or counting a lookup: will the
+    /// write serve these `size` bytes from the store? (It decides whether
+    /// a WIM is laid out before it is written, see `write_wim`.)
+    fn likely_stored(&self, source: &Path, size: u64, params: &ResourceParams) -> bool {
+        let _ = (source, size, params);
+        false
+    }
+}
+
+/// Where a store's resource for a file comes from again at replay time.
+#[derive(Clone, Debug)]
+pub struct Reopen {
+    pub sha1: [u8; 20],
+    pub size: u64,
+    pub wim_path: String,
+    pub source: PathBuf,
+}
+
+/// Opens what `store` holds for the file `source` (media path `wim_path`)
+/// whose content has this SHA-1 and size: the entry, or the content file
+/// itself for a raw resource (with a spliced entry, both). None when the
+/// store has nothing usable.
+pub fn open_stored(
+    store: &dyn ResourceStore,
+    r: &Reopen,
+    params: &ResourceParams,
+) -> Option<StoredResource> {
+    match store.resource(&r.sha1, r.size, params)? {
+        Stored::Entry(res) => Some(res),
+        Stored::Raw => StoredResource::from_source(&r.wim_path, &r.source, r.size),
+        Stored::Spliced(mut res) => {
+            let src = SourceFile::open(&r.wim_path, &r.source, r.size)?;
+            if let Some(sp) = res.splice.as_mut() {
+                sp.source = Some(src);
+            }
+            Some(res)
+        }
+    }
 }
 
 /// A shareable handle in [`WriteOptions`](super::WriteOptions).

@@ -225,6 +225,10 @@ pub struct WriteOptions {
     pub tuning: Tuning,
     /// Resource cache: reuse stored resources of known contents (`cached`).
     pub store: Option<StoreHandle>,
+    /// With a store and no integrity table: lay the WIM out first and then
+    /// write it strictly front to back, header first (see [`write_wim`];
+    /// [`replay_pays`] says when it is worth it).
+    pub replay: bool,
 }
 
 impl Default for WriteOptions {
@@ -242,6 +246,7 @@ impl Default for WriteOptions {
             integrity: false,
             tuning: Tuning::default(),
             store: None,
+            replay: false,
         }
     }
 }
@@ -379,6 +384,14 @@ fn check_options(opts: &WriteOptions) -> Result<Format, WimWriteError> {
 /// (duplicates included) from the calling thread, at most once per MiB.
 /// Setting `cancel` makes the call return [`WimWriteError::Cancelled`]
 /// promptly; the partial output must then be discarded.
+/// With [`WriteOptions::replay`] (and a store, no integrity table) the
+/// write runs twice: first a recording run lays the whole file out in
+/// memory — new resources compressed and kept, stored ones only measured —
+/// then the file is written in order, stored resources copied between the
+/// recorded bytes. The bytes are the same; what changes is that every byte
+/// of the output is final when written, so a caller can hash the file on
+/// the way out. Memory is the new resources' bytes: use it when they are
+/// few ([`replay_pays`]).
 pub fn write_wim<W: Write + Seek>(
     entries: &[WimEntry],
     out: &mut W,
@@ -386,6 +399,72 @@ pub fn write_wim<W: Write + Seek>(
     progress: &mut dyn FnMut(u64, u64),
     cancel: &AtomicBool,
 ) -> Result<WimReport, WimWriteError> {
+    let store = match &opts.store {
+        Some(s) if opts.replay && !opts.integrity => Arc::clone(&s.0),
+        _ => return write_inner(entries, out, opts, false, progress, cancel).map(|r| r.0),
+    };
+    let mut rec = sink::Recorder::default();
+    let (rep, skips) = write_inner(entries, &mut rec, opts, true, progress, cancel)?;
+    let recorded = sink::Recorded {
+        segments: rec.into_segments(),
+        skips,
+    };
+    let mut sink = sink::Sink::new(out).map_err(WimWriteError::Write)?;
+    pipeline::replay(recorded, &mut sink, &*store, &rep.resource_params, cancel)?;
+    sink.flush().map_err(WimWriteError::Write)?;
+    if sink.pos() != rep.bytes_out {
+        return Err(WimWriteError::Internal(format!(
+            "replay wrote {} bytes, the layout has {}",
+            sink.pos(),
+            rep.bytes_out
+        )));
+    }
+    Ok(rep)
+}
+
+/// New (not stored) content bytes up to which [`replay_pays`] says yes.
+pub const REPLAY_FRESH_LIMIT: u64 = 128 << 20;
+
+/// Whether a write of `entries` with `opts` should replay (see
+/// [`write_wim`]): a store is there, no integrity table is asked for, and
+/// by the store's guess at most [`REPLAY_FRESH_LIMIT`] bytes of content are
+/// new, fewer than are stored.
+pub fn replay_pays(entries: &[WimEntry], opts: &WriteOptions) -> bool {
+    let (Some(store), false) = (&opts.store, opts.integrity) else {
+        return false;
+    };
+    let Ok(params) = resource_params_for(opts) else {
+        return false;
+    };
+    let (mut fresh, mut stored) = (0u64, 0u64);
+    for e in entries {
+        let EntryKind::File { size, content } = &e.kind else {
+            continue;
+        };
+        let hit = match content {
+            Content::Path(p) => store.0.likely_stored(p, *size, &params),
+            Content::Bytes(_) => false,
+        };
+        if hit {
+            stored += size;
+        } else {
+            fresh += size;
+            if fresh > REPLAY_FRESH_LIMIT {
+                return false;
+            }
+        }
+    }
+    fresh < stored
+}
+
+fn write_inner<W: Write + Seek>(
+    entries: &[WimEntry],
+    out: &mut W,
+    opts: &WriteOptions,
+    record: bool,
+    progress: &mut dyn FnMut(u64, u64),
+    cancel: &AtomicBool,
+) -> Result<(WimReport, Vec<sink::Skip>), WimWriteError> {
     // 1. Everything that can be checked before writing.
     let format = check_options(opts)?;
     let filetime = metadata::filetime_from_unix(opts.epoch).ok_or_else(|| {
@@ -447,6 +526,9 @@ pub fn write_wim<W: Write + Seek>(
         ..Header::default()
     };
     let mut sink = sink::Sink::new(out).map_err(WimWriteError::Write)?;
+    if record {
+        sink.start_recording();
+    }
     sink.write(&hdr.encode()).map_err(WimWriteError::Write)?;
     if opts.integrity {
         sink.start_integrity();
@@ -547,7 +629,8 @@ pub fn write_wim<W: Write + Seek>(
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let c = data.counters;
-    Ok(WimReport {
+    let skips = sink.take_skips();
+    let report = WimReport {
         files,
         bytes_in: tree.total_bytes,
         bytes_out: sink.pos(),
@@ -578,7 +661,8 @@ pub fn write_wim<W: Write + Seek>(
             })
             .collect(),
         resource_params: res_params,
-    })
+    };
+    Ok((report, skips))
 }
 
 /// The options that shape a data resource's bytes, as [`write_wim`] would

@@ -250,8 +250,8 @@ pub enum Msg {
         blob: u32,
         /// Uncompressed size.
         size: u64,
-        /// The stored bytes.
-        res: Box<super::cached::StoredResource>,
+        /// The stored bytes, and how to open them again.
+        res: Box<(super::cached::StoredResource, super::cached::Reopen)>,
     },
     /// A file is resolved (written, duplicate or empty).
     FileDone(FileDone),
@@ -656,7 +656,17 @@ impl<'a, 'i, 'w, W: Write + Seek> WriteState<'a, 'i, 'w, W> {
                 }
             }
             Msg::Stored { blob, size, res } => {
-                let reshdr = copy_stored(*res, size, self.sink, self.input.store)?;
+                let (res, reopen) = *res;
+                let reshdr = if self.sink.is_recording() {
+                    // Laid out now, copied when the file is written in order.
+                    let reshdr = stored_reshdr(&res, size, self.sink.pos());
+                    self.sink
+                        .skip(reopen, res.len, res.compressed)
+                        .map_err(WimWriteError::Write)?;
+                    reshdr
+                } else {
+                    copy_stored(res, size, self.sink, self.input.store)?
+                };
                 self.out.done += size;
                 self.stored = Some((blob, reshdr));
             }
@@ -755,7 +765,7 @@ fn copy_stored<W: Write + Seek>(
 ) -> Result<Reshdr, WimWriteError> {
     use super::cached::StoredCheck;
     use std::os::unix::fs::FileExt;
-    let offset = sink.pos();
+    let reshdr = stored_reshdr(&res, size, sink.pos());
     let mut buf = vec![0u8; 1 << 20];
     let complete = match res.splice.take() {
         None => {
@@ -823,7 +833,12 @@ fn copy_stored<W: Write + Seek>(
             src.check()?;
         }
     }
-    Ok(Reshdr {
+    Ok(reshdr)
+}
+
+/// The resource header of stored resource `res` of `size` bytes at `offset`.
+fn stored_reshdr(res: &super::cached::StoredResource, size: u64, offset: u64) -> Reshdr {
+    Reshdr {
         size_in_wim: res.len,
         flags: if res.compressed {
             super::header::res_flags::COMPRESSED
@@ -832,7 +847,59 @@ fn copy_stored<W: Write + Seek>(
         },
         offset,
         uncompressed_size: size,
-    })
+    }
+}
+
+/// Writes the file laid out by a recording run (`Sink::is_recording`) in
+/// order into `sink`: the recorded bytes (header, new resources, metadata,
+/// tables) and, between them, the stored resources copied and checked as
+/// [`copy_stored`] does. A stored resource that cannot be opened again as it
+/// was laid out fails as a corrupted entry (the caller writes again).
+pub fn replay<W: Write + Seek>(
+    recorded: super::sink::Recorded,
+    sink: &mut Sink<'_, W>,
+    store: &dyn super::cached::ResourceStore,
+    params: &super::cached::ResourceParams,
+    cancel: &AtomicBool,
+) -> Result<(), WimWriteError> {
+    let mut segments = recorded.segments.into_iter().peekable();
+    let mut skips = recorded.skips.into_iter().peekable();
+    loop {
+        let next_seg = segments.peek().map(|s| s.0);
+        let next_skip = skips.peek().map(|s| s.offset);
+        let at = match (next_seg, next_skip) {
+            (None, None) => break,
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+        };
+        if at != sink.pos() {
+            return Err(WimWriteError::Internal(format!(
+                "replay: a gap or overlap at {at} (written up to {})",
+                sink.pos()
+            )));
+        }
+        if next_seg == Some(at) {
+            let (_, bytes) = segments.next().unwrap_or_default();
+            sink.write(&bytes).map_err(WimWriteError::Write)?;
+            continue;
+        }
+        let Some(sk) = skips.next() else { break };
+        if cancel.load(Ordering::Relaxed) {
+            return Err(WimWriteError::Cancelled);
+        }
+        let id = format!("{} (stored resource)", sk.reopen.wim_path);
+        let res = super::cached::open_stored(store, &sk.reopen, params)
+            .filter(|r| r.len == sk.len && r.compressed == sk.compressed)
+            .ok_or(WimWriteError::CacheCorrupt(id))?;
+        copy_stored(res, sk.reopen.size, sink, Some(store))?;
+        if sink.pos() != sk.offset + sk.len {
+            return Err(WimWriteError::Internal(
+                "replay: a stored resource changed length".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Copies `n` bytes of the stored resource's reader to the sink (hashing

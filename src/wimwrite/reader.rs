@@ -302,31 +302,21 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             self.file_done(fi, size, k.sha1, Some(k.sha256), Some(b), false)?;
             return Ok(true);
         }
-        let res = match store.resource(&k.sha1, size, &self.input.res_params) {
-            Some(super::cached::Stored::Entry(res)) => res,
-            Some(super::cached::Stored::Raw) => {
-                match super::cached::StoredResource::from_source(wim_path, source, size) {
-                    Some(res) => res,
-                    None => return Ok(false),
-                }
-            }
-            Some(super::cached::Stored::Spliced(mut res)) => {
-                let Some(src) = super::cached::SourceFile::open(wim_path, source, size) else {
-                    return Ok(false);
-                };
-                if let Some(sp) = res.splice.as_mut() {
-                    sp.source = Some(src);
-                }
-                res
-            }
-            None => return Ok(false),
+        let reopen = super::cached::Reopen {
+            sha1: k.sha1,
+            size,
+            wim_path: wim_path.to_string(),
+            source: source.to_path_buf(),
+        };
+        let Some(res) = super::cached::open_stored(store, &reopen, &self.input.res_params) else {
+            return Ok(false);
         };
         let blob = self.next_blob;
         self.next_blob += 1;
         self.send(Msg::Stored {
             blob,
             size,
-            res: Box::new(res),
+            res: Box::new((res, reopen)),
         })?;
         self.seen.insert(k.sha1, blob);
         self.file_done(fi, size, k.sha1, Some(k.sha256), Some(blob), true)?;

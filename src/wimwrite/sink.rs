@@ -19,6 +19,100 @@ pub struct Sink<'w, W: Write + Seek> {
     pos: u64,
     stage: Vec<u8>,
     integrity: Option<IntegrityTracker>,
+    /// Recording (see [`Recorder`]): the stored resources laid out but not copied.
+    skips: Option<Vec<Skip>>,
+}
+
+/// A stored resource laid out at `offset` by a recording run.
+#[derive(Debug)]
+pub struct Skip {
+    pub offset: u64,
+    pub len: u64,
+    pub compressed: bool,
+    pub reopen: super::cached::Reopen,
+}
+
+/// What a recording run produced: the bytes it wrote, by offset, and the
+/// stored resources between them.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub segments: Vec<(u64, Vec<u8>)>,
+    pub skips: Vec<Skip>,
+}
+
+/// An in-memory `Write + Seek` that keeps what is written where, in
+/// segments, and nothing for the ranges skipped over: the output of a
+/// recording run, whose stored resources are only laid out. A write may
+/// overwrite and extend earlier segments (header and chunk-table patches).
+#[derive(Debug, Default)]
+pub struct Recorder {
+    segments: std::collections::BTreeMap<u64, Vec<u8>>,
+    pos: u64,
+}
+
+impl Recorder {
+    pub fn into_segments(self) -> Vec<(u64, Vec<u8>)> {
+        self.segments.into_iter().collect()
+    }
+}
+
+impl Write for Recorder {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let (at, end) = (self.pos, self.pos + data.len() as u64);
+        // The segment this write starts in or right after, else a new one.
+        let start = match self.segments.range(..=at).next_back() {
+            Some((&s, v)) if s + v.len() as u64 >= at => s,
+            _ => {
+                self.segments.insert(at, Vec::new());
+                at
+            }
+        };
+        // Later segments the write reaches are merged into this one.
+        let later: Vec<u64> = self
+            .segments
+            .range(start + 1..=end)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in later {
+            let tail = self.segments.remove(&s).unwrap_or_default();
+            let seg = self.segments.entry(start).or_default();
+            let off = (s - start) as usize;
+            if seg.len() < off + tail.len() {
+                seg.resize(off + tail.len(), 0);
+            }
+            seg[off..off + tail.len()].copy_from_slice(&tail);
+        }
+        let seg = self.segments.entry(start).or_default();
+        let off = (at - start) as usize;
+        if seg.len() < off + data.len() {
+            seg.resize(off + data.len(), 0);
+        }
+        seg[off..off + data.len()].copy_from_slice(data);
+        self.pos = end;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Recorder {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match to {
+            SeekFrom::Start(p) => self.pos = p,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the recorder seeks to absolute offsets only",
+                ))
+            }
+        }
+        Ok(self.pos)
+    }
 }
 
 impl<'w, W: Write + Seek> Sink<'w, W> {
@@ -30,7 +124,45 @@ impl<'w, W: Write + Seek> Sink<'w, W> {
             pos: 0,
             stage: Vec::with_capacity(STAGE),
             integrity: None,
+            skips: None,
         })
+    }
+
+    /// From now on, [`skip`](Self::skip) lays stored resources out without
+    /// their bytes (the output is a [`Recorder`]).
+    pub fn start_recording(&mut self) {
+        self.skips = Some(Vec::new());
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.skips.is_some()
+    }
+
+    /// Lays out the `len` bytes of a stored resource without writing them.
+    pub fn skip(
+        &mut self,
+        reopen: super::cached::Reopen,
+        len: u64,
+        compressed: bool,
+    ) -> io::Result<()> {
+        let Some(skips) = self.skips.as_mut() else {
+            return Err(io::Error::other("skip outside a recording run"));
+        };
+        skips.push(Skip {
+            offset: self.pos,
+            len,
+            compressed,
+            reopen,
+        });
+        self.flush_stage()?;
+        self.pos += len;
+        self.out.seek(SeekFrom::Start(self.pos))?;
+        Ok(())
+    }
+
+    /// The stored resources laid out so far.
+    pub fn take_skips(&mut self) -> Vec<Skip> {
+        self.skips.take().unwrap_or_default()
     }
 
     /// Logical end of the file so far.
