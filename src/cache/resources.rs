@@ -970,6 +970,118 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_write_is_the_clean_file_written_front_to_back_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 30).unwrap());
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut image = testgen::text(1 << 20, 11);
+        image.extend(testgen::noise(5 << 20, 12));
+        let old = [
+            ("sources/install.wim", image),
+            ("pkg/data.cab", testgen::noise(3 << 20, 13)),
+            ("docs/readme.txt", testgen::text(300 << 10, 14)),
+            ("docs/small.txt", testgen::text(5000, 15)),
+        ];
+        let known: BTreeMap<PathBuf, KnownDigests> = old
+            .iter()
+            .map(|(p, bytes)| {
+                let d = KnownDigests {
+                    sha1: sha1::Sha1::digest(bytes).into(),
+                    sha256: Sha256::digest(bytes).into(),
+                };
+                (src.join(p.replace('/', "_")), d)
+            })
+            .collect();
+        let store = || {
+            crate::wimwrite::StoreHandle(Arc::new(WimStore::new(
+                Arc::clone(&cache),
+                known.clone(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+            )) as Arc<dyn ResourceStore>)
+        };
+        let first = dir.path().join("first.wim");
+        let entries = entries_in(&src, &old);
+        let opts = WriteOptions {
+            threads: 2,
+            store: Some(store()),
+            ..WriteOptions::default()
+        };
+        assert!(
+            !crate::wimwrite::replay_pays(&entries, &opts),
+            "nothing is stored yet"
+        );
+        let rep = write(&entries, &first, None);
+        store_after_write(
+            &cache,
+            &first,
+            &rep,
+            &rep.resource_params,
+            &BTreeSet::new(),
+            &[],
+        );
+
+        // The rebuild: one new file (compressed now), the rest stored.
+        let mut files = old.to_vec();
+        files.insert(2, ("drivers/new.sys", testgen::text(700 << 10, 16)));
+        let entries = entries_in(&src, &files);
+        let clean = dir.path().join("clean.wim");
+        write(&entries, &clean, None);
+        let opts = WriteOptions {
+            replay: true,
+            ..opts
+        };
+        assert!(crate::wimwrite::replay_pays(&entries, &opts));
+        let out = dir.path().join("replayed.wim");
+        let mut f = crate::fsutil::direct::DirectFile::create(&out, 0, true).unwrap();
+        let rep = write_wim(
+            &entries,
+            &mut f,
+            &opts,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let digest = f.finish().unwrap().expect("written forward").digest();
+        assert_eq!(rep.resources.iter().filter(|r| !r.from_store).count(), 1);
+        let bytes = std::fs::read(&out).unwrap();
+        assert!(
+            bytes == std::fs::read(&clean).unwrap(),
+            "replay changed bytes"
+        );
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        crate::wim::Wim::open(&out).unwrap().verify().unwrap();
+
+        // A stored entry damaged after the layout was recorded: found while
+        // copying, dropped, and the write fails for the caller to retry.
+        let f = rep
+            .files
+            .iter()
+            .find(|f| f.path == "docs/readme.txt")
+            .unwrap();
+        let entry = cache.path(&resource_key(&f.sha1, f.size, &rep.resource_params));
+        let mut raw = std::fs::read(&entry).unwrap();
+        let at = raw.len() - 3;
+        raw[at] ^= 1;
+        std::fs::write(&entry, raw).unwrap();
+        let mut f = std::fs::File::create(dir.path().join("again.wim")).unwrap();
+        let e = write_wim(
+            &entries,
+            &mut f,
+            &opts,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, crate::wimwrite::WimWriteError::CacheCorrupt(_)),
+            "{e}"
+        );
+        assert!(!entry.exists());
+    }
+
+    #[test]
     fn chunk_tables_are_read_as_written() {
         // Three chunks of 8 bytes stored as 3, 8 (raw) and 2 bytes.
         let mut bytes = Vec::new();

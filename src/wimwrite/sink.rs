@@ -263,6 +263,32 @@ mod tests {
     use std::io::Cursor;
 
     #[test]
+    fn the_recorder_keeps_written_ranges_and_merges_what_touches() {
+        let mut r = Recorder::default();
+        r.write_all(b"HEADER__").unwrap();
+        r.seek(SeekFrom::Start(100)).unwrap();
+        r.write_all(b"abc").unwrap();
+        r.seek(SeekFrom::Start(200)).unwrap();
+        r.write_all(b"xyz").unwrap();
+        // A patch inside the first segment, one that extends the second up
+        // to the third (merged), and the header overwritten.
+        r.seek(SeekFrom::Start(2)).unwrap();
+        r.write_all(b"--").unwrap();
+        r.seek(SeekFrom::Start(101)).unwrap();
+        r.write_all(&[7u8; 99]).unwrap();
+        r.seek(SeekFrom::Start(0)).unwrap();
+        r.write_all(b"H").unwrap();
+        let segs = r.into_segments();
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        assert_eq!(segs[0], (0, b"HE--ER__".to_vec()));
+        let mut want = b"a".to_vec();
+        want.extend([7u8; 99]);
+        want.extend(b"xyz");
+        assert_eq!(segs[1], (100, want));
+        assert!(Recorder::default().seek(SeekFrom::End(0)).is_err());
+    }
+
+    #[test]
     fn reserve_patch_and_overwrite() {
         let mut buf = Cursor::new(Vec::new());
         {
