@@ -251,6 +251,12 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
 }
 
 impl ResourceStore for WimStore {
+    /// Restored exports are hard links to a cache body that concurrent
+    /// builds link and unlink too.
+    fn linked_by_others(&self, source: &Path) -> bool {
+        self.known.contains_key(source)
+    }
+
     fn likely_stored(&self, source: &Path, size: u64, params: &ResourceParams) -> bool {
         if self.never.contains(source) {
             return false;

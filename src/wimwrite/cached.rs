@@ -113,6 +113,12 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub file: std::fs::File,
     pub before: std::fs::Metadata,
+    /// Whether the ctime must stay too. Not for a file other builds may
+    /// hard-link and unlink while it is read (an image restored from the
+    /// cache, [`ResourceStore::linked_by_others`]): a link count change
+    /// moves the ctime without touching the content; a write still moves
+    /// the mtime.
+    pub ctime: bool,
 }
 
 impl SourceFile {
@@ -126,6 +132,7 @@ impl SourceFile {
             path: path.to_path_buf(),
             file,
             before,
+            ctime: true,
         })
     }
 
@@ -136,7 +143,7 @@ impl SourceFile {
         let same = b.is_ok_and(|b| {
             (a.len(), a.ino(), a.dev()) == (b.len(), b.ino(), b.dev())
                 && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec())
-                && (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec())
+                && (!self.ctime || (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec()))
         });
         if same {
             Ok(())
@@ -152,13 +159,17 @@ impl SourceFile {
 impl StoredResource {
     /// The raw resource that is the content of `source` itself.
     pub fn from_source(wim_path: &str, source: &Path, size: u64) -> Option<StoredResource> {
-        let src = SourceFile::open(wim_path, source, size)?;
+        StoredResource::from_file(SourceFile::open(wim_path, source, size)?, size)
+    }
+
+    /// The raw resource that is the content of the opened `src`.
+    pub fn from_file(src: SourceFile, size: u64) -> Option<StoredResource> {
         let reader = src.file.try_clone().ok()?.take(size);
         Some(StoredResource {
             reader: Box::new(reader),
             len: size,
             compressed: false,
-            id: source.display().to_string(),
+            id: src.path.display().to_string(),
             check: StoredCheck::Unchanged(src),
             splice: None,
         })
@@ -217,6 +228,12 @@ pub trait ResourceStore: Send + Sync {
         let _ = (source, size, params);
         false
     }
+    /// Whether `source` is a file of the store that other builds may link
+    /// and unlink while this one reads it (see [`SourceFile::ctime`]).
+    fn linked_by_others(&self, source: &Path) -> bool {
+        let _ = source;
+        false
+    }
 }
 
 /// Where a store's resource for a file comes from again at replay time.
@@ -237,11 +254,16 @@ pub fn open_stored(
     r: &Reopen,
     params: &ResourceParams,
 ) -> Option<StoredResource> {
+    let open = || {
+        let mut src = SourceFile::open(&r.wim_path, &r.source, r.size)?;
+        src.ctime = !store.linked_by_others(&r.source);
+        Some(src)
+    };
     match store.resource(&r.sha1, r.size, params)? {
         Stored::Entry(res) => Some(res),
-        Stored::Raw => StoredResource::from_source(&r.wim_path, &r.source, r.size),
+        Stored::Raw => StoredResource::from_file(open()?, r.size),
         Stored::Spliced(mut res) => {
-            let src = SourceFile::open(&r.wim_path, &r.source, r.size)?;
+            let src = open()?;
             if let Some(sp) = res.splice.as_mut() {
                 sp.source = Some(src);
             }
@@ -362,6 +384,32 @@ mod tests {
         fn corrupt(&self, id: &str) {
             self.corrupted.lock().unwrap().push(id.to_string());
         }
+    }
+
+    #[test]
+    fn a_link_by_another_build_moves_the_ctime_only_where_that_is_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("install.wim");
+        std::fs::write(&f, vec![7u8; 5000]).unwrap();
+        let strict = SourceFile::open("x", &f, 5000).unwrap();
+        let mut shared = SourceFile::open("x", &f, 5000).unwrap();
+        shared.ctime = false;
+        // ctime has a coarse clock: make sure the link lands in a later tick.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::hard_link(&f, dir.path().join("other-build.wim")).unwrap();
+        assert!(shared.check().is_ok(), "a link does not change the content");
+        assert!(
+            strict.check().is_err(),
+            "a content file must keep its ctime"
+        );
+        // A write still moves the mtime.
+        let shared2 = SourceFile {
+            ctime: false,
+            ..SourceFile::open("x", &f, 5000).unwrap()
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, vec![8u8; 5000]).unwrap();
+        assert!(shared2.check().is_err());
     }
 
     #[test]
