@@ -312,6 +312,16 @@ enum Stages {
     /// Hash stage, which owns the write stage.
     Hashing(JoinHandle<io::Result<IoEnd>>),
     Writing(JoinHandle<io::Result<()>>),
+    /// No threads (`--jobs 1`): each job is done when queued.
+    Inline(Inline),
+}
+
+/// The stages run on the caller's thread.
+struct Inline {
+    direct: bool,
+    /// The running hash while every write went forward (with `hash`).
+    state: Option<StreamedHash>,
+    error: Option<io::Error>,
 }
 
 /// An output file written around the page cache; see the module docs.
@@ -347,6 +357,12 @@ impl DirectFile {
     /// sparse file). With `hash`, [`finish`](Self::finish) returns the
     /// file's SHA-256 when every write went forward.
     pub fn create(path: &Path, len: u64, hash: bool) -> io::Result<DirectFile> {
+        DirectFile::create_with(path, len, hash, true)
+    }
+
+    /// [`create`](Self::create); `threads: false` writes (and hashes) on
+    /// the caller's thread, for a build that must use one thread.
+    pub fn create_with(path: &Path, len: u64, hash: bool, threads: bool) -> io::Result<DirectFile> {
         let (file, direct) = open(
             OpenOptions::new()
                 .read(true)
@@ -363,7 +379,19 @@ impl DirectFile {
         let (back_tx, back) = mpsc::sync_channel(BUFFERS);
         let failed = Arc::new(AtomicBool::new(false));
         let (file_w, failed_w) = (Arc::clone(&file), Arc::clone(&failed));
-        let stages = if hash {
+        let stages = if !threads {
+            drop((jobs_rx, back_tx, file_w, failed_w));
+            Stages::Inline(Inline {
+                direct,
+                state: hash.then(|| StreamedHash {
+                    hasher: Sha256::new(),
+                    hashed: 0,
+                    deferred: Vec::new(),
+                    len: 0,
+                }),
+                error: None,
+            })
+        } else if hash {
             let (to_writer, writer_rx) = mpsc::sync_channel(BUFFERS);
             let writer = std::thread::Builder::new()
                 .name("direct-io".into())
@@ -425,6 +453,10 @@ impl DirectFile {
         match self.stages.take() {
             Some(Stages::Hashing(t)) => join_stage(t),
             Some(Stages::Writing(t)) => join_stage(t).map(|()| IoEnd { hash: None }),
+            Some(Stages::Inline(i)) => match i.error {
+                Some(e) => Err(e),
+                None => Ok(IoEnd { hash: i.state }),
+            },
             None => Err(io::Error::other("the direct-io threads already stopped")),
         }
     }
@@ -441,6 +473,35 @@ impl DirectFile {
     }
 
     fn send(&mut self, job: Job) -> io::Result<()> {
+        if let Some(Stages::Inline(i)) = self.stages.as_mut() {
+            match job {
+                Job::Write {
+                    buf,
+                    offset,
+                    logical,
+                    io_len,
+                    hash,
+                } => {
+                    if !hash {
+                        i.state = None;
+                    }
+                    if let Some(h) = &mut i.state {
+                        h.add(offset, &buf.bytes()[..logical]);
+                    }
+                    let r = write_run(&self.file, &mut i.direct, &buf.bytes()[..io_len], offset);
+                    self.free.push(buf);
+                    if let Err(e) = r {
+                        self.failed.store(true, Ordering::Release);
+                        i.error = Some(io::Error::new(e.kind(), e.to_string()));
+                        return Err(e);
+                    }
+                }
+                Job::Sync(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+            return Ok(());
+        }
         let sent = self.jobs.as_ref().map(|j| j.send(job).is_ok());
         if sent == Some(true) {
             return Ok(());
@@ -703,15 +764,29 @@ mod tests {
         Sha256::digest(bytes).into()
     }
 
-    /// Applies `ops` (offset, bytes) to a `DirectFile` and to a model.
+    /// Applies `ops` (offset, bytes) to a `DirectFile` and to a model, with
+    /// the I/O threads and inline (`--jobs 1`): the same file, the same hash.
     fn run(
         dir: &Path,
         initial: u64,
         ops: &[(u64, Vec<u8>)],
         hash: bool,
     ) -> (Vec<u8>, Option<[u8; 32]>) {
+        let inline = run_with(dir, initial, ops, hash, false);
+        let threaded = run_with(dir, initial, ops, hash, true);
+        assert_eq!(inline, threaded, "inline and threaded writes differ");
+        threaded
+    }
+
+    fn run_with(
+        dir: &Path,
+        initial: u64,
+        ops: &[(u64, Vec<u8>)],
+        hash: bool,
+        threads: bool,
+    ) -> (Vec<u8>, Option<[u8; 32]>) {
         let path = dir.join("out.bin");
-        let mut f = DirectFile::create(&path, initial, hash).unwrap();
+        let mut f = DirectFile::create_with(&path, initial, hash, threads).unwrap();
         let mut model = vec![0u8; initial as usize];
         for (offset, data) in ops {
             f.seek(SeekFrom::Start(*offset)).unwrap();
@@ -824,9 +899,11 @@ mod tests {
         if !Path::new("/dev/full").exists() {
             return;
         }
-        let mut f = DirectFile::create(Path::new("/dev/full"), 0, false).unwrap();
-        let big = vec![1u8; BUFFER * BUFFERS * 2];
-        let failed = f.write_all(&big).is_err() || f.finish().is_err();
-        assert!(failed);
+        for threads in [true, false] {
+            let mut f = DirectFile::create_with(Path::new("/dev/full"), 0, false, threads).unwrap();
+            let big = vec![1u8; BUFFER * BUFFERS * 2];
+            let failed = f.write_all(&big).is_err() || f.finish().is_err();
+            assert!(failed, "threads: {threads}");
+        }
     }
 }

@@ -233,8 +233,10 @@ fn write_with(
     // to back, so that it is hashed on the way out instead of read again.
     opts.replay = wimwrite::replay_pays(entries, &opts);
     // Around the page cache: the WIM is not read again except to hash it.
-    let mut f = crate::fsutil::direct::DirectFile::create(out, 0, opts.replay)
-        .map_err(|e| BuildError::io("create", out, e))?;
+    // `--jobs 1`: no I/O thread either.
+    let mut f =
+        crate::fsutil::direct::DirectFile::create_with(out, 0, opts.replay, spec.threads != 1)
+            .map_err(|e| BuildError::io("create", out, e))?;
     let rep = wimwrite::write_wim(entries, &mut f, &opts, report, cancel)?;
     let sha = f.finish().map_err(|e| BuildError::io("write", out, e))?;
     Ok((rep, sha.map(|h| h.digest())))
