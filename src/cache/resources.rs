@@ -769,6 +769,35 @@ mod tests {
         assert!(cache.get(&key).is_none());
     }
 
+    /// Flips the byte `back` bytes from the end of the cache entry `entry`;
+    /// the next write with `opts` must fail as `CacheCorrupt` and drop it.
+    fn damaged_entry_fails_the_write(
+        entry: &Path,
+        back: usize,
+        entries: &[WimEntry],
+        opts: &WriteOptions,
+        dir: &Path,
+    ) {
+        let mut raw = std::fs::read(entry).unwrap();
+        let at = raw.len() - back;
+        raw[at] ^= 1;
+        std::fs::write(entry, raw).unwrap();
+        let mut f = std::fs::File::create(dir.join("damaged.wim")).unwrap();
+        let e = write_wim(
+            entries,
+            &mut f,
+            opts,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, crate::wimwrite::WimWriteError::CacheCorrupt(_)),
+            "{e}"
+        );
+        assert!(!entry.exists());
+    }
+
     /// Writes `files` under `src` (one flat folder) and lists them as entries.
     fn entries_in(src: &Path, files: &[(&str, Vec<u8>)]) -> Vec<WimEntry> {
         files
@@ -945,10 +974,6 @@ mod tests {
         crate::wim::Wim::open(&second).unwrap().verify().unwrap();
 
         // A flipped byte in the spliced entry: detected, dropped, written again.
-        let mut raw = std::fs::read(&image_entry).unwrap();
-        let at = raw.len() - 10;
-        raw[at] ^= 1;
-        std::fs::write(&image_entry, raw).unwrap();
         let opts = WriteOptions {
             threads: 2,
             store: Some(crate::wimwrite::StoreHandle(
@@ -956,20 +981,7 @@ mod tests {
             )),
             ..WriteOptions::default()
         };
-        let mut f = std::fs::File::create(dir.path().join("third.wim")).unwrap();
-        let e = write_wim(
-            &entries,
-            &mut f,
-            &opts,
-            &mut |_, _| {},
-            &AtomicBool::new(false),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, crate::wimwrite::WimWriteError::CacheCorrupt(_)),
-            "{e}"
-        );
-        assert!(!image_entry.exists());
+        damaged_entry_fails_the_write(&image_entry, 10, &entries, &opts, dir.path());
         let third = dir.path().join("third.wim");
         write(&entries, &third, Some(store()));
         assert!(std::fs::read(&third).unwrap() == std::fs::read(&clean).unwrap());
@@ -1067,24 +1079,7 @@ mod tests {
             .find(|f| f.path == "docs/readme.txt")
             .unwrap();
         let entry = cache.path(&resource_key(&f.sha1, f.size, &rep.resource_params));
-        let mut raw = std::fs::read(&entry).unwrap();
-        let at = raw.len() - 3;
-        raw[at] ^= 1;
-        std::fs::write(&entry, raw).unwrap();
-        let mut f = std::fs::File::create(dir.path().join("again.wim")).unwrap();
-        let e = write_wim(
-            &entries,
-            &mut f,
-            &opts,
-            &mut |_, _| {},
-            &AtomicBool::new(false),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, crate::wimwrite::WimWriteError::CacheCorrupt(_)),
-            "{e}"
-        );
-        assert!(!entry.exists());
+        damaged_entry_fails_the_write(&entry, 3, &entries, &opts, dir.path());
     }
 
     #[test]
