@@ -353,12 +353,14 @@ pub fn run<W: Write + Seek>(
             )),
         };
     }
-    let (tx, rx) = mpsc::channel::<(u64, Msg)>();
-    let (tok_tx, tok_rx) = mpsc::channel::<Buf>();
+    let (tx, rx) = mpsc::channel::<Packet>();
+    let (tok_tx, tok_rx) = mpsc::channel::<Vec<Buf>>();
     std::thread::scope(|scope| {
         let route = Threaded {
             tx,
             tokens: tok_rx,
+            stash: Vec::new(),
+            batch: Batch::default(),
             pool: input.pool,
             shared: input.shared,
             unit: input.params.unit,
@@ -384,19 +386,20 @@ pub fn run<W: Write + Seek>(
     .map(|()| state.into_outcome())
 }
 
-/// The writer's loop when the producer runs on its own thread: receive,
-/// apply in sequence order, hand freed buffers back.
+/// The writer's loop when the producer runs on its own thread: receive a
+/// packet, apply its messages in sequence order, hand the freed buffers back
+/// in one go (one wake-up of the producer per packet, not per chunk).
 fn write_loop<W: Write + Seek>(
     state: &mut WriteState<'_, '_, '_, W>,
-    rx: Receiver<(u64, Msg)>,
-    tokens: Sender<Buf>,
+    rx: Receiver<Packet>,
+    tokens: Sender<Vec<Buf>>,
     cancel: &AtomicBool,
 ) -> Result<(), WimWriteError> {
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(WimWriteError::Cancelled);
         }
-        let (seq, msg) = match rx.recv_timeout(POLL) {
+        let packet = match rx.recv_timeout(POLL) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => {
@@ -405,10 +408,16 @@ fn write_loop<W: Write + Seek>(
                 ))
             }
         };
-        let ended = state.accept(seq, msg)?;
-        for b in state.free.drain(..) {
-            // The reader may already be gone; the buffer is then dropped.
-            let _ = tokens.send(b);
+        let mut ended = false;
+        for (seq, msg) in packet {
+            if state.accept(seq, msg)? {
+                ended = true;
+                break;
+            }
+        }
+        if !state.free.is_empty() {
+            // The reader may already be gone; the buffers are then dropped.
+            let _ = tokens.send(std::mem::take(&mut state.free));
         }
         if ended {
             return Ok(());
@@ -440,11 +449,57 @@ impl From<WimWriteError> for Stop {
     }
 }
 
+/// Messages for the writer, each with its sequence number, in one channel
+/// send.
+type Packet = Vec<(u64, Msg)>;
+
+/// Chunks per pool job (and per packet). A job per 32 KiB chunk meant a
+/// wake-up of a worker, of the writer and of the producer per chunk; on a
+/// small VM those cost more than the probe of an incompressible chunk.
+/// Eight keep a job short (a quarter of a millisecond of XPRESS work per
+/// chunk) against the in-flight allowance of every worker.
+const BATCH_CHUNKS: usize = 8;
+
+/// Messages that need no worker, more than this many without a chunk among
+/// them, go out on their own (many small files in a row).
+const BATCH_MESSAGES: usize = 64;
+
+/// One message of a batch.
+enum Item {
+    /// Ready for the writer.
+    Ready(Msg),
+    /// A chunk of this blob still to be probed/compressed.
+    Work(u32, Buf),
+}
+
+impl Item {
+    fn into_msg(self, shared: &Shared) -> Msg {
+        match self {
+            Item::Ready(msg) => msg,
+            Item::Work(blob, buf) => shared.process(blob, buf),
+        }
+    }
+}
+
+/// What the producer has emitted but not yet handed on: the next packet.
+#[derive(Default)]
+struct Batch {
+    /// Messages in sequence order.
+    items: Vec<(u64, Item)>,
+    /// How many of them need a worker.
+    work: usize,
+}
+
 /// Producer on its own thread, workers on the pool, writer on the caller's
-/// thread.
+/// thread. The producer's output goes out in packets (`Batch`): chunks that
+/// need probing/compressing travel to the pool together and come back to
+/// the writer as one packet, with the messages between them.
 struct Threaded<'a> {
-    tx: Sender<(u64, Msg)>,
-    tokens: Receiver<Buf>,
+    tx: Sender<Packet>,
+    tokens: Receiver<Vec<Buf>>,
+    /// Buffers the writer handed back, not yet used.
+    stash: Vec<Buf>,
+    batch: Batch,
     pool: &'a ThreadPool,
     shared: &'a Arc<Shared>,
     unit: usize,
@@ -453,45 +508,92 @@ struct Threaded<'a> {
     limit: usize,
 }
 
-impl Route for Threaded<'_> {
-    fn send(&mut self, seq: u64, msg: Msg) -> Result<(), Stop> {
-        self.tx.send((seq, msg)).map_err(|_| Stop::WriterGone)
-    }
-
-    fn submit(&mut self, seq: u64, blob: u32, buf: Buf) -> Result<(), Stop> {
-        // Nothing to decide for an uncompressed WIM or a blob the writer
-        // already committed to raw storage: skip the hop through the pool
-        // (the worker would return exactly this).
-        if self.shared.kind.is_none()
-            || self.shared.raw_blob.load(Ordering::Relaxed) == u64::from(blob) + 1
-        {
-            let stored = Stored::Raw { probed: false };
-            return self.send(seq, Msg::Chunk { buf, stored });
+impl Threaded<'_> {
+    /// Hands the pending packet on: through the pool if some chunk needs a
+    /// worker, else straight to the writer.
+    fn flush(&mut self) -> Result<(), Stop> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.items.is_empty() {
+            return Ok(());
         }
-        if let Some(stored) = buf.preset {
-            return self.send(seq, Msg::Chunk { buf, stored });
+        let resolve = |items: Vec<(u64, Item)>, shared: &Shared| -> Packet {
+            items
+                .into_iter()
+                .map(|(seq, item)| (seq, item.into_msg(shared)))
+                .collect()
+        };
+        if batch.work == 0 {
+            let packet = resolve(batch.items, self.shared);
+            return self.tx.send(packet).map_err(|_| Stop::WriterGone);
         }
         let tx = self.tx.clone();
         let shared = Arc::clone(self.shared);
         self.pool.spawn(move || {
-            let msg = shared.process(blob, buf);
-            let _ = tx.send((seq, msg));
+            let _ = tx.send(resolve(batch.items, &shared));
         });
         Ok(())
     }
 
+    fn push(&mut self, seq: u64, item: Item) -> Result<(), Stop> {
+        let last = matches!(item, Item::Ready(Msg::End | Msg::Failed(_)));
+        self.batch.work += usize::from(matches!(item, Item::Work(..)));
+        self.batch.items.push((seq, item));
+        if last
+            || self.batch.work >= BATCH_CHUNKS
+            || self.batch.items.len() >= BATCH_MESSAGES + BATCH_CHUNKS
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Route for Threaded<'_> {
+    fn send(&mut self, seq: u64, msg: Msg) -> Result<(), Stop> {
+        self.push(seq, Item::Ready(msg))
+    }
+
+    fn submit(&mut self, seq: u64, blob: u32, buf: Buf) -> Result<(), Stop> {
+        // Nothing to decide for an uncompressed WIM or a blob the writer
+        // already committed to raw storage: skip the worker (it would
+        // return exactly this).
+        if self.shared.kind.is_none()
+            || self.shared.raw_blob.load(Ordering::Relaxed) == u64::from(blob) + 1
+        {
+            let stored = Stored::Raw { probed: false };
+            return self.push(seq, Item::Ready(Msg::Chunk { buf, stored }));
+        }
+        if let Some(stored) = buf.preset {
+            return self.push(seq, Item::Ready(Msg::Chunk { buf, stored }));
+        }
+        self.push(seq, Item::Work(blob, buf))
+    }
+
     fn take_buf(&mut self, check: &dyn Fn() -> Result<(), Stop>) -> Result<Buf, Stop> {
-        if let Ok(b) = self.tokens.try_recv() {
+        if self.stash.is_empty() {
+            if let Ok(v) = self.tokens.try_recv() {
+                self.stash = v;
+            }
+        }
+        if let Some(b) = self.stash.pop() {
             return Ok(b);
         }
         if self.created < self.limit {
             self.created += 1;
             return Ok(Buf::new(self.unit));
         }
+        // About to wait for the writer: what it needs to free buffers must
+        // be on its way first.
+        self.flush()?;
         loop {
             check()?;
             match self.tokens.recv_timeout(POLL) {
-                Ok(b) => return Ok(b),
+                Ok(v) => {
+                    self.stash = v;
+                    if let Some(b) = self.stash.pop() {
+                        return Ok(b);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return Err(Stop::WriterGone),
             }

@@ -9,8 +9,10 @@
 //! `Params::small_limit`) are read into pool buffers and hashed, then the
 //! buffers are either dropped (duplicate) or submitted (still one read).
 //! Large ones get a hashing pass first and a second read only when unique;
-//! a second read is also checked against the first hash, so a file that
-//! changes in between is reported instead of silently mis-stored.
+//! the second read is checked against an XXH3-128 of the first (SHA-1 again
+//! would cost as much as wimlib's own second pass, XXH3 a few percent of it),
+//! so a file that changes in between is reported instead of silently
+//! mis-stored.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::cached::PrevChunks;
 use super::error::WimWriteError;
@@ -254,7 +257,7 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             // No earlier file of this size: it cannot be a duplicate.
             let prev = self.previous(wim_path);
             let blob = self.new_blob(size, true)?;
-            let sha1 = self.stream(blob, &mut f, &origin, size, prev.as_ref())?;
+            let sha1 = self.stream(blob, &mut f, &origin, size, prev.as_ref(), None)?;
             self.seen.insert(sha1, blob);
             return self.file_done(fi, size, sha1, None, Some(blob), true);
         }
@@ -262,7 +265,8 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             return self.small_suspect(fi, &mut f, &origin, size);
         }
         // Large file sharing its size with an earlier one: hash first.
-        let (sha1, sha256) = hash_pass(&mut f, &origin, size, self)?;
+        let (first, sha256) = hash_pass(&mut f, &origin, size, self)?;
+        let sha1 = first.sha1;
         if let Some(&b) = self.seen.get(&sha1) {
             return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
         }
@@ -270,14 +274,7 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             .map_err(|e| origin.read_error(e))?;
         let prev = self.previous(wim_path);
         let blob = self.new_blob(size, false)?;
-        let again = self.stream(blob, &mut f, &origin, size, prev.as_ref())?;
-        if again != sha1 {
-            return Err(WimWriteError::ContentChanged {
-                path: wim_path.to_string(),
-                source_path: source.to_path_buf(),
-            }
-            .into());
-        }
+        self.stream(blob, &mut f, &origin, size, prev.as_ref(), Some(&first))?;
         self.seen.insert(sha1, blob);
         self.file_done(fi, size, sha1, Some(sha256), Some(blob), true)
     }
@@ -373,7 +370,9 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
     /// Reads `size` bytes from `f` chunk by chunk, SHA-1-hashing each and
     /// handing it to the pool as part of `blob`. Returns the SHA-1. A chunk
     /// the previous version `prev` holds unchanged at the same position is
-    /// handed on decided, with the previous stored form.
+    /// handed on decided, with the previous stored form. With `known` (from
+    /// a first pass) the bytes are only checked against its XXH3 and its
+    /// SHA-1 returned; a mismatch means the file changed in between.
     fn stream(
         &mut self,
         blob: u32,
@@ -381,9 +380,13 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         origin: &Origin<'_>,
         size: u64,
         prev: Option<&PrevChunks>,
+        known: Option<&FirstPass>,
     ) -> Result<[u8; 20], Stop> {
         let unit = self.input.params.unit as u64;
-        let mut h1 = Sha1::new();
+        let mut h = match known {
+            None => Hash::Sha1(Box::default()),
+            Some(_) => Hash::Xxh3(Box::default()),
+        };
         let mut off = 0u64;
         let mut i = 0usize;
         while off < size {
@@ -392,7 +395,7 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             let mut buf = self.take_buf()?;
             buf.raw.resize(len, 0);
             read_exact_sized(f, &mut buf.raw, origin, off, size)?;
-            h1.update(&buf.raw);
+            h.update(&buf.raw);
             if let Some(p) = prev {
                 reuse_chunk(&mut buf, p, i);
             }
@@ -401,7 +404,37 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             i += 1;
         }
         expect_eof(f, origin, size)?;
-        Ok(h1.finalize().into())
+        match (h, known) {
+            (Hash::Sha1(h1), _) => Ok(h1.finalize().into()),
+            (Hash::Xxh3(x), Some(k)) if x.digest128() == k.xxh3 => Ok(k.sha1),
+            (Hash::Xxh3(_), _) => Err(WimWriteError::ContentChanged {
+                path: origin.wim_path.to_string(),
+                source_path: origin.source.to_path_buf(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// What a file's first pass found: its SHA-1, and the XXH3-128 its second
+/// read is checked against.
+struct FirstPass {
+    sha1: [u8; 20],
+    xxh3: u128,
+}
+
+/// The streaming pass's hash: the SHA-1 the WIM needs, or only a check.
+enum Hash {
+    Sha1(Box<Sha1>),
+    Xxh3(Box<Xxh3>),
+}
+
+impl Hash {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hash::Sha1(h) => h.update(data),
+            Hash::Xxh3(h) => h.update(data),
+        }
     }
 }
 
@@ -421,16 +454,17 @@ fn reuse_chunk(buf: &mut Buf, prev: &PrevChunks, i: usize) {
     }
 }
 
-/// First pass over a large possible duplicate: both digests, no buffers
-/// from the pool (a private 1 MiB one).
+/// First pass over a large possible duplicate: both digests and the check
+/// for the second read, no buffers from the pool (a private 1 MiB one).
 fn hash_pass(
     f: &mut File,
     origin: &Origin<'_>,
     size: u64,
     producer: &Producer<'_, '_, impl Route>,
-) -> Result<([u8; 20], [u8; 32]), Stop> {
+) -> Result<(FirstPass, [u8; 32]), Stop> {
     let mut h1 = Sha1::new();
     let mut h256 = Sha256::new();
+    let mut x = Box::new(Xxh3::new());
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
     while off < size {
@@ -439,10 +473,15 @@ fn hash_pass(
         read_exact_sized(f, &mut buf[..len], origin, off, size)?;
         h1.update(&buf[..len]);
         h256.update(&buf[..len]);
+        x.update(&buf[..len]);
         off += len as u64;
     }
     expect_eof(f, origin, size)?;
-    Ok((h1.finalize().into(), h256.finalize().into()))
+    let first = FirstPass {
+        sha1: h1.finalize().into(),
+        xxh3: x.digest128(),
+    };
+    Ok((first, h256.finalize().into()))
 }
 
 /// Fills `buf` from `f`; hitting end-of-file first means the file shrank.
