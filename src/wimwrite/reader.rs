@@ -270,6 +270,8 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         if let Some(&b) = self.seen.get(&sha1) {
             return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
         }
+        #[cfg(test)]
+        BETWEEN_PASSES.with(|h| h.borrow().as_ref().map(|h| h(source)));
         f.seek(SeekFrom::Start(0))
             .map_err(|e| origin.read_error(e))?;
         let prev = self.previous(wim_path);
@@ -414,6 +416,14 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             .into()),
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Called with the source path between the two reads of a large file
+    /// that shares its size (tests change the file there).
+    pub static BETWEEN_PASSES: std::cell::RefCell<Option<Box<dyn Fn(&Path)>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// What a file's first pass found: its SHA-1, and the XXH3-128 its second

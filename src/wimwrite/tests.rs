@@ -549,6 +549,44 @@ fn errors_name_the_path() {
 }
 
 #[test]
+fn a_file_changed_between_its_two_reads_is_reported() {
+    // Two large files of one size: the second is hashed first, then read
+    // again to be written. Changing it in between (same size, same length
+    // of time) must fail the write, naming it, not store bytes whose SHA-1
+    // the blob table does not hold.
+    let mut fx = Fixture::new();
+    let len = 3 << 20;
+    fx.file("a.bin", binary(len, 1));
+    fx.file("b.bin", binary(len, 2));
+    let o = WriteOptions {
+        threads: 1, // the hook runs on the producer, here the test's thread
+        ..opts(Compression::Xpress)
+    };
+    let (clean, _) = write_to_vec(&fx.entries, &o);
+    super::reader::BETWEEN_PASSES.with(|h| {
+        *h.borrow_mut() = Some(Box::new(|p: &Path| {
+            let mut data = fs::read(p).expect("read");
+            data[12345] ^= 1;
+            fs::write(p, data).expect("rewrite");
+        }));
+    });
+    let never = AtomicBool::new(false);
+    let mut out = Cursor::new(Vec::new());
+    let r = write_wim(&fx.entries, &mut out, &o, &mut |_, _| {}, &never);
+    super::reader::BETWEEN_PASSES.with(|h| *h.borrow_mut() = None);
+    let e = r.expect_err("must fail").to_string();
+    assert!(e.contains("b.bin") && e.contains("changed"), "{e}");
+    // Without the change the same tree writes as before.
+    let Some(EntryKind::File { content: Content::Path(src), .. }) =
+        fx.entries.last().map(|e| e.kind.clone())
+    else {
+        panic!("fixture");
+    };
+    fs::write(src, binary(len, 2)).expect("restore");
+    assert_eq!(write_to_vec(&fx.entries, &o).0, clean);
+}
+
+#[test]
 fn cancel_during_the_data_phase_stops_promptly() {
     let mut fx = Fixture::new();
     for i in 0..24 {
