@@ -418,11 +418,15 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
     }
 }
 
+/// A test's hook: called with a source path.
+#[cfg(test)]
+pub type PathHook = Box<dyn Fn(&Path)>;
+
 #[cfg(test)]
 thread_local! {
     /// Called with the source path between the two reads of a large file
     /// that shares its size (tests change the file there).
-    pub static BETWEEN_PASSES: std::cell::RefCell<Option<Box<dyn Fn(&Path)>>> =
+    pub static BETWEEN_PASSES: std::cell::RefCell<Option<PathHook>> =
         const { std::cell::RefCell::new(None) };
 }
 
