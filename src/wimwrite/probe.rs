@@ -178,10 +178,9 @@ fn group_anchors(group: &[u8]) -> u64 {
         }
         return m;
     }
-    group
-        .chunks(8)
-        .enumerate()
-        .fold(0u64, |m, (k, word)| m | (pack_bits(anchors_in(word)) << (8 * k)))
+    group.chunks(8).enumerate().fold(0u64, |m, (k, word)| {
+        m | (pack_bits(anchors_in(word)) << (8 * k))
+    })
 }
 
 /// Bit 7 of byte k of `x` moved to bit k (the other bits must be clear).
@@ -280,4 +279,3 @@ mod tests {
         assert!(!looks_incompressible(&noise(1000, 5)));
     }
 }
-

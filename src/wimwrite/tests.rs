@@ -577,8 +577,10 @@ fn a_file_changed_between_its_two_reads_is_reported() {
     let e = r.expect_err("must fail").to_string();
     assert!(e.contains("b.bin") && e.contains("changed"), "{e}");
     // Without the change the same tree writes as before.
-    let Some(EntryKind::File { content: Content::Path(src), .. }) =
-        fx.entries.last().map(|e| e.kind.clone())
+    let Some(EntryKind::File {
+        content: Content::Path(src),
+        ..
+    }) = fx.entries.last().map(|e| e.kind.clone())
     else {
         panic!("fixture");
     };
