@@ -3,15 +3,22 @@
 //! ```text
 //!  producer thread            rayon pool (N workers)          caller's thread
 //!  ───────────────            ──────────────────────          ───────────────
-//!  for each file in order:    per chunk: probe, then          reorder by seq,
-//!   read a chunk into a Buf   compress with this worker's  →  SHA-256,
-//!   SHA-1 it                  own compressor                  BlobAssembler,
-//!   spawn job(seq, Buf)  ──▶  send (seq, result)              Sink (+integrity),
-//!                                                             return Buf ──┐
-//!   ▲                                                                      │
-//!   └────────────── fixed pool of Bufs (the in-flight window) ◀────────────┘
+//!  for each file in order:    per packet of ≤ 8 chunks:       reorder by seq,
+//!   read a chunk into a Buf   probe, then compress each    →  SHA-256,
+//!   SHA-1 it                  with this worker's own          BlobAssembler,
+//!   batch (seq, Buf) ──────▶  compressor; send the packet     Sink (+integrity),
+//!                                                             return the Bufs ─┐
+//!   ▲                                                                          │
+//!   └────────────── fixed pool of Bufs (the in-flight window) ◀────────────────┘
 //! ```
 //!
+//! * **Packets**: the producer's messages go out in batches (up to eight
+//!   chunks for the pool with the messages between them), one pool job and
+//!   one send to the writer per batch, and the writer hands freed buffers
+//!   back once per batch. A wake-up per 32 KiB chunk cost more than probing
+//!   an incompressible chunk on a small VM. A batch is flushed when full, at
+//!   the end, and before the producer waits for a buffer (so it never waits
+//!   on buffers it holds itself).
 //! * **Determinism**: every message carries a sequence number assigned by
 //!   the single producer; the writer applies them strictly in that order, so
 //!   the output never depends on which worker finished first. Compressor
