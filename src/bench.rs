@@ -184,8 +184,22 @@ fn vm_hwm(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Flushes what earlier steps left dirty in the page cache (the generated
+/// tree; a buffered writer's output, which wimlib's writer does not flush)
+/// before a timed run, untimed: its write-back would otherwise compete with
+/// the next writer's I/O — most with ours, which waits for the device.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 /// Runs `cmd`, timing it and sampling its peak RSS until it exits.
+///
+/// The time is taken by a blocking wait, the peak RSS (`VmHWM`, a high-water
+/// mark, so a late sample holds it) by a thread that looks every 50 ms: a
+/// poll every few milliseconds woke the machine 200 times a second and
+/// slowed the writer it was measuring.
 fn timed(mut cmd: Command) -> Result<(f64, u64, String), String> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::null())
@@ -193,23 +207,31 @@ fn timed(mut cmd: Command) -> Result<(f64, u64, String), String> {
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
     let pid = child.id();
-    let mut peak = 0;
-    loop {
-        if let Some(h) = vm_hwm(pid) {
-            peak = peak.max(h);
+    let peak = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(h) = vm_hwm(pid) {
+                    peak.fetch_max(h, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
         }
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+        let status = child.wait();
+        done.store(true, Ordering::Relaxed);
+        status.map(|s| (s, stderr))
+    });
     let secs = start.elapsed().as_secs_f64();
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    let (status, stderr) = out.map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(stderr);
     }
-    Ok((secs, peak, String::new()))
+    Ok((secs, peak.load(Ordering::Relaxed), String::new()))
 }
 
 fn ctype_arg(c: Compression) -> &'static str {
@@ -252,10 +274,13 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
     let mut rows: Vec<Row> = Vec::new();
     let mut reference: Option<BTreeSet<(String, u64, [u8; 20])>> = None;
     let repeat = opts.repeat.max(1);
+    // Per compression, every repeat runs every thread count and writer in
+    // turn, so that a slow spell of a shared machine hits 1 and 2 threads
+    // alike (the thread ratio is a target too), not only the writers.
     for &c in &opts.compressions {
-        for &t in &opts.threads {
-            let first = rows.len();
-            for rep in 0..repeat {
+        let first = rows.len();
+        for rep in 0..repeat {
+            for &t in &opts.threads {
                 for &w in &opts.writers {
                     if w == Writer::Imagex && !imagex {
                         if rep == 0 {
@@ -271,7 +296,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
                     if rep > 0 {
                         let row = rows[first..]
                             .iter_mut()
-                            .find(|r| r.writer == w)
+                            .find(|r| r.writer == w && r.threads == t)
                             .ok_or_else(|| BenchError::Setup("lost a row".into()))?;
                         let _ = std::fs::remove_file(&out);
                         log(&format!(
@@ -284,6 +309,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
                         // its blocks (≈ 0.3 s for 1 GB on a `discard` mount)
                         // is the file system's cost, not the writer's.
                         let _ = std::fs::remove_file(&out);
+                        settle();
                         let (secs, peak_rss, _) = timed(write_command(opts, w, c, t, &tree, &out))
                             .map_err(|e| BenchError::Setup(format!("{}: {e}", w.name())))?;
                         row.runs.push(secs);
@@ -304,6 +330,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
                         continue;
                     }
                     let _ = std::fs::remove_file(&out);
+                    settle();
                     let cmd = write_command(opts, w, c, t, &tree, &out);
                     log(&format!("{} {} {t} thread(s) …", w.name(), c.as_str()));
                     let (secs, peak_rss, _) =
@@ -366,9 +393,9 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
                     rows.push(row);
                 }
             }
-            for r in &mut rows[first..] {
-                r.secs = median(&r.runs);
-            }
+        }
+        for r in &mut rows[first..] {
+            r.secs = median(&r.runs);
         }
     }
     Ok(BenchReport { mix, input, rows })
