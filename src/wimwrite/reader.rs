@@ -386,7 +386,7 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
     ) -> Result<[u8; 20], Stop> {
         let unit = self.input.params.unit as u64;
         let mut h = match known {
-            None => Hash::Sha1(Box::default()),
+            None => Hash::Sha1(Sha1::new()),
             Some(_) => Hash::Xxh3(Box::default()),
         };
         let mut off = 0u64;
@@ -438,8 +438,9 @@ struct FirstPass {
 }
 
 /// The streaming pass's hash: the SHA-1 the WIM needs, or only a check.
+/// (Only the XXH3 state is large enough, ≈ 600 bytes, to be boxed.)
 enum Hash {
-    Sha1(Box<Sha1>),
+    Sha1(Sha1),
     Xxh3(Box<Xxh3>),
 }
 
