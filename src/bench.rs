@@ -474,6 +474,35 @@ impl BenchReport {
             .all(|r| shas.entry(r.compression.as_str()).or_insert(&r.sha256) == &&r.sha256)
     }
 
+    /// For each compression and thread count timed more than once with both
+    /// writers: wimlib's time over ours in every round, then their median.
+    fn round_ratios(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in self.rows.iter().filter(|r| r.writer == Writer::Native) {
+            let Some(b) = self.find(Writer::Wimlib, r.compression, r.threads) else {
+                continue;
+            };
+            if r.runs.len() < 2 || r.runs.len() != b.runs.len() {
+                continue;
+            }
+            let ratios: Vec<f64> = b
+                .runs
+                .iter()
+                .zip(&r.runs)
+                .map(|(w, m)| w / m.max(1e-9))
+                .collect();
+            let list: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+            out.push(format!(
+                "{} {} thread(s): {} (median {:.2}×)",
+                r.compression.as_str(),
+                r.threads,
+                list.join(" "),
+                median(&ratios)
+            ));
+        }
+        out
+    }
+
     /// The report as a table with the ratios.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -535,11 +564,66 @@ impl BenchReport {
         if !scal.is_empty() {
             let _ = writeln!(s, "\nmediabuild 2 threads vs 1: {}", scal.join(", "));
         }
+        let rounds = self.round_ratios();
+        if !rounds.is_empty() {
+            let _ = writeln!(
+                s,
+                "mediabuild vs wimlib per round (the two runs of a round are back to back; the spread is the machine's noise):"
+            );
+            for line in rounds {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         let _ = writeln!(
             s,
             "mediabuild output identical across thread counts: {}",
             if self.deterministic() { "yes" } else { "NO" }
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(writer: Writer, threads: usize, runs: &[f64]) -> Row {
+        Row {
+            writer,
+            compression: Compression::Lzx,
+            threads,
+            secs: median(runs),
+            runs: runs.to_vec(),
+            input: 1_000_000_000,
+            output: 900_000_000,
+            peak_rss: 1 << 20,
+            sha256: "same".into(),
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rounds_are_paired_and_the_table_keeps_the_ratio_of_medians() {
+        let report = BenchReport {
+            mix: vec![("text".into(), 1_000_000_000)],
+            input: 1_000_000_000,
+            rows: vec![
+                row(Writer::Native, 2, &[10.0, 8.0, 9.0]),
+                row(Writer::Wimlib, 2, &[19.0, 20.0, 18.0]),
+                // One run only: no per-round line for it.
+                row(Writer::Native, 1, &[15.0]),
+                row(Writer::Wimlib, 1, &[30.0]),
+            ],
+        };
+        assert_eq!(
+            report.round_ratios(),
+            vec!["lzx 2 thread(s): 1.90 2.50 2.00 (median 2.00×)".to_string()]
+        );
+        let text = report.render();
+        // Medians 9 s vs 19 s.
+        assert!(text.contains("2.11×"), "{text}");
+        assert!(text.contains("2.00×"), "{text}");
+        assert!(text.contains("per round"), "{text}");
+        assert!(text.contains("2 threads vs 1: lzx 1.67×"), "{text}");
     }
 }
