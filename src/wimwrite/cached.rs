@@ -139,20 +139,39 @@ impl SourceFile {
     /// Fails when the file changed since it was opened.
     pub fn check(&self) -> Result<(), super::WimWriteError> {
         use std::os::unix::fs::MetadataExt;
-        let (a, b) = (&self.before, self.file.metadata());
-        let same = b.is_ok_and(|b| {
-            (a.len(), a.ino(), a.dev()) == (b.len(), b.ino(), b.dev())
-                && (a.mtime(), a.mtime_nsec()) == (b.mtime(), b.mtime_nsec())
-                && (!self.ctime || (a.ctime(), a.ctime_nsec()) == (b.ctime(), b.ctime_nsec()))
-        });
-        if same {
-            Ok(())
-        } else {
-            Err(super::WimWriteError::ContentChanged {
-                path: self.wim_path.clone(),
-                source_path: self.path.clone(),
-            })
-        }
+        let a = &self.before;
+        let how = match self.file.metadata() {
+            Err(e) => format!("its metadata could not be read again ({e})"),
+            Ok(b) => {
+                let moved: Vec<&str> = [
+                    (a.len() != b.len(), "size"),
+                    ((a.ino(), a.dev()) != (b.ino(), b.dev()), "inode"),
+                    (
+                        (a.mtime(), a.mtime_nsec()) != (b.mtime(), b.mtime_nsec()),
+                        "modification time",
+                    ),
+                    (
+                        self.ctime && (a.ctime(), a.ctime_nsec()) != (b.ctime(), b.ctime_nsec()),
+                        "change time",
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(m, what)| m.then_some(what))
+                .collect();
+                if moved.is_empty() {
+                    return Ok(());
+                }
+                format!(
+                    "its {} moved while its stored copy was written",
+                    moved.join(", ")
+                )
+            }
+        };
+        Err(super::WimWriteError::ContentChanged {
+            path: self.wim_path.clone(),
+            source_path: self.path.clone(),
+            how,
+        })
     }
 }
 
@@ -398,10 +417,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::hard_link(&f, dir.path().join("other-build.wim")).unwrap();
         assert!(shared.check().is_ok(), "a link does not change the content");
-        assert!(
-            strict.check().is_err(),
-            "a content file must keep its ctime"
-        );
+        let e = strict
+            .check()
+            .expect_err("a content file must keep its ctime");
+        assert!(e.to_string().contains("its change time moved"), "{e}");
         // A write still moves the mtime.
         let shared2 = SourceFile {
             ctime: false,
@@ -409,7 +428,8 @@ mod tests {
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&f, vec![8u8; 5000]).unwrap();
-        assert!(shared2.check().is_err());
+        let e = shared2.check().expect_err("a write moves the mtime");
+        assert!(e.to_string().contains("modification time"), "{e}");
     }
 
     #[test]

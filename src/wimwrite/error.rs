@@ -35,15 +35,16 @@ pub enum WimWriteError {
         /// What was found instead, in words ("got 12", "more than 12").
         found: String,
     },
-    /// A file read twice (hash first, then write) gave different bytes.
-    #[error(
-        "{source_path} (for {path}) changed while reading: its content differs between two reads"
-    )]
+    /// A file changed while it was written into the WIM: read twice with
+    /// different bytes, ended early, or its size, inode or times moved.
+    #[error("{source_path} (for {path}) changed while reading: {how}")]
     ContentChanged {
         /// Path inside the WIM.
         path: String,
         /// File on disk.
         source_path: PathBuf,
+        /// What showed it, in words.
+        how: String,
     },
     /// Two entries have the same path.
     #[error("duplicate path {path} in the WIM entry list")]

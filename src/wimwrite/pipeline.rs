@@ -937,6 +937,7 @@ fn copy_stored<W: Write + Seek>(
                 return Err(WimWriteError::ContentChanged {
                     path: src.wim_path,
                     source_path: src.path,
+                    how: "it ended early or could not be read while its bytes were copied".into(),
                 });
             }
             src.check()?;

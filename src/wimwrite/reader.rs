@@ -412,6 +412,7 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             (Hash::Xxh3(_), _) => Err(WimWriteError::ContentChanged {
                 path: origin.wim_path.to_string(),
                 source_path: origin.source.to_path_buf(),
+                how: "its content differs between two reads".into(),
             }
             .into()),
         }
