@@ -31,8 +31,29 @@ pub(crate) fn complete_tree(
         }
         std::fs::copy(&m.file, &dst).map_err(|e| BuildError::io("copy", &m.file, e))?;
     }
+    for m in members.iter().filter(|m| m.in_tree) {
+        ctx.check_cancel()?;
+        unshare(&tree.join(&m.path))?;
+    }
     set_tree_times(&tree, ctx.plan.epoch).map_err(|e| BuildError::io("set times in", &tree, e))?;
     Ok(tree)
+}
+
+/// Replaces a file of the staging tree that is hard-linked elsewhere (an
+/// export restored from or stored into the cache is the cache's body) by a
+/// private copy, so that setting its times does not touch a file other
+/// builds are reading (they check its mtime).
+fn unshare(path: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).map_err(|e| BuildError::io("read", path, e))?;
+    if md.nlink() <= 1 {
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".unshared");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::copy(path, &tmp).map_err(|e| BuildError::io("copy", path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| BuildError::io("rename", &tmp, e))
 }
 
 impl Renderer for WimRenderer {

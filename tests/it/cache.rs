@@ -352,3 +352,43 @@ fn cache_size_limit_evicts() {
         "cache holds {bytes} bytes over its 1 MiB limit"
     );
 }
+
+#[test]
+fn a_wimlib_writer_build_leaves_the_cached_export_bodies_alone() {
+    // Found by CI: `--writer wimlib` sets every time in its staging tree to
+    // the epoch, and a restored export there is the cache's body itself (a
+    // hard link); a concurrent build copying from that body saw its mtime
+    // move and failed with "changed while reading".
+    use std::os::unix::fs::MetadataExt;
+    let a = Demo::new();
+    let b = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap().to_string();
+    settle();
+    build(&a, &["--cache-dir", &c]);
+    let mut bodies = Vec::new();
+    let mut stack = vec![cache.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "wim") {
+                bodies.push(p);
+            }
+        }
+    }
+    assert!(!bodies.is_empty(), "no export body in the cache");
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+    };
+    let before: Vec<_> = bodies.iter().map(|p| stamp(p)).collect();
+    build(&b, &["--cache-dir", &c, "--writer", "wimlib"]);
+    let after: Vec<_> = bodies.iter().map(|p| stamp(p)).collect();
+    assert_eq!(before, after, "a build changed a cached export body");
+    // And the wimlib writer's media still equal a clean build's.
+    let cached = outputs(&b);
+    build(&b, &["--no-cache", "--writer", "wimlib"]);
+    assert_eq!(cached, outputs(&b));
+}
