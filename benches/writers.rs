@@ -31,6 +31,10 @@ fn main() {
     let opts = BenchOptions {
         dir,
         size,
+        files: std::env::var("MEDIABUILD_BENCH_FILES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(14000),
         content,
         writers: vec![Writer::Native, Writer::Wimlib, Writer::Imagex],
         compressions: vec![Compression::Lzx, Compression::Xpress],

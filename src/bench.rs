@@ -53,6 +53,8 @@ pub struct BenchOptions {
     /// Working folder (inputs, tree, outputs).
     pub dir: PathBuf,
     pub size: u64,
+    /// Files of the mixed content's many-file part (`DemoOptions::files`).
+    pub files: usize,
     pub content: Content,
     pub writers: Vec<Writer>,
     pub compressions: Vec<Compression>,
@@ -138,6 +140,7 @@ pub fn prepare(opts: &BenchOptions) -> Result<(PathBuf, Vec<(String, u64)>), Ben
             let inputs = opts.dir.join("inputs");
             let d = DemoOptions {
                 size: opts.size,
+                files: opts.files,
                 ..Default::default()
             };
             let rep = demo::generate(&inputs, &d).map_err(|e| BenchError::Setup(e.to_string()))?;

@@ -10,6 +10,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+/// Many-file content of the default demo: enough folders and names to
+/// exercise per-file work in every test, small enough to stay quick.
+/// Benchmarks use real counts (`--files 14000`: a 4,000-file driver store
+/// and a 10,000-file application).
+pub const DEFAULT_FILES: usize = 1000;
+
 /// Options of the generator.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -19,6 +25,9 @@ pub struct DemoOptions {
     pub efi_loader: Option<PathBuf>,
     /// Epoch for every file time inside the generated WIMs.
     pub epoch: i64,
+    /// Files of the many-file content: a driver store (two files in seven)
+    /// and an application tree (the rest), beside the demo's few large files.
+    pub files: usize,
 }
 
 impl Default for DemoOptions {
@@ -27,6 +36,7 @@ impl Default for DemoOptions {
             size: 8 << 20,
             efi_loader: None,
             epoch: crate::ids::DEFAULT_EPOCH,
+            files: DEFAULT_FILES,
         }
     }
 }
@@ -247,6 +257,227 @@ fn fill_binary(rng: &mut Rng, buf: &mut [u8]) {
     }
 }
 
+/// One file of the many-file content: its path below the package folder,
+/// its kind and a relative weight for its share of the byte budget.
+struct Planned {
+    rel: String,
+    kind: Kind,
+    weight: f64,
+    /// Same bytes as an earlier planned file (real trees repeat files).
+    copy_of: Option<usize>,
+}
+
+/// A weight drawn log-uniformly between `lo` and `hi`: file sizes of real
+/// trees span orders of magnitude (a 2 KiB `.inf` beside a 4 MiB `.sys`).
+fn log_weight(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    let u = rng.below(1 << 30) as f64 / f64::from(1u32 << 30);
+    (lo.ln() + u * (hi.ln() - lo.ln())).exp()
+}
+
+const VENDORS: &[&str] = &[
+    "Intel",
+    "Realtek",
+    "Qualcomm",
+    "Synaptics",
+    "Broadcom",
+    "AMD",
+    "NVIDIA",
+    "Marvell",
+];
+const CATEGORIES: &[&str] = &[
+    "Network",
+    "WLAN",
+    "Bluetooth",
+    "Chipset",
+    "Audio",
+    "Video",
+    "Storage",
+    "Input",
+    "Camera",
+    "Firmware",
+];
+const DRIVER_NAMES: &[&str] = &[
+    "net", "wifi", "bth", "iaStor", "hda", "igfx", "usbxhc", "hid", "cam", "fw", "smbus", "gpio",
+    "serial", "thermal", "mei",
+];
+
+/// A driver store as admins import it: vendor/category/driver folders, each
+/// with an `.inf`, a `.cat`, a `.sys`, often co-installer `.dll`s and
+/// sometimes an `x64/` subfolder, about four files a folder.
+fn driver_store(rng: &mut Rng, files: usize) -> Vec<Planned> {
+    let mut out = Vec::with_capacity(files);
+    let mut folder = 0usize;
+    while out.len() < files {
+        let vendor = VENDORS[rng.below(VENDORS.len() as u64) as usize];
+        let cat = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
+        let name = DRIVER_NAMES[rng.below(DRIVER_NAMES.len() as u64) as usize];
+        let ver = format!(
+            "{}.{}.{}.{}",
+            10 + rng.below(20),
+            rng.below(10),
+            rng.below(999),
+            rng.below(9999)
+        );
+        let dir = format!("{vendor}/{cat}/{name}{folder:04}_{ver}");
+        let sub = if rng.below(4) == 0 { "/x64" } else { "" };
+        out.push(Planned {
+            rel: format!("{dir}/{name}{folder:04}.inf"),
+            kind: Kind::Text,
+            weight: log_weight(rng, 2.0, 60.0),
+            copy_of: None,
+        });
+        out.push(Planned {
+            rel: format!("{dir}/{name}{folder:04}.cat"),
+            kind: Kind::Random,
+            weight: log_weight(rng, 8.0, 16.0),
+            copy_of: None,
+        });
+        out.push(Planned {
+            rel: format!("{dir}{sub}/{name}{folder:04}.sys"),
+            kind: Kind::Binary,
+            weight: log_weight(rng, 20.0, 2000.0),
+            copy_of: None,
+        });
+        for d in 0..rng.below(3) {
+            out.push(Planned {
+                rel: format!("{dir}{sub}/{name}co{d}.dll"),
+                kind: Kind::Binary,
+                weight: log_weight(rng, 30.0, 1500.0),
+                copy_of: None,
+            });
+        }
+        folder += 1;
+    }
+    out.truncate(files);
+    out
+}
+
+const APP_DIRS: &[&str] = &[
+    "root/Office16",
+    "root/vfs/ProgramFilesCommonX64/Microsoft Shared/OFFICE16",
+    "root/vfs/System",
+    "root/Templates/1033",
+    "root/Licenses16",
+    "root/rsod",
+    "root/Integration/Addons",
+];
+const APP_SUBDIRS: &[&str] = &[
+    "Bibliography/Style",
+    "DCF",
+    "Document Themes 16/Theme Variants",
+    "SDXs/FA000000029",
+    "ADDINS/Microsoft Power Query for Excel Integrated/bin",
+    "Office Setup Controller/pkgs",
+    "PROOF",
+    "STARTUP",
+    "1033/DataServices",
+    "Modèles",
+    "日本語/リソース",
+    "Ελληνικά",
+    "Русский/Шаблоны",
+    "Ünïcödé Ordner",
+];
+const APP_EXT: &[(&str, Kind, f64, f64)] = &[
+    ("dll", Kind::Binary, 8.0, 4000.0),
+    ("xml", Kind::Text, 0.5, 40.0),
+    ("png", Kind::Random, 0.3, 30.0),
+    ("cab", Kind::Random, 40.0, 3000.0),
+    ("xsl", Kind::Text, 2.0, 60.0),
+    ("exe", Kind::Binary, 40.0, 3000.0),
+    ("json", Kind::Text, 0.2, 8.0),
+    ("dat", Kind::Random, 0.5, 200.0),
+];
+
+/// An application as big suites install it: thousands of files in folders
+/// up to ten deep, Unicode folder and file names, a few empty files and
+/// about one file in twenty a copy of another (single-instanced in a WIM).
+fn app_tree(rng: &mut Rng, files: usize) -> Vec<Planned> {
+    let mut out: Vec<Planned> = Vec::with_capacity(files);
+    let mut taken = std::collections::BTreeSet::new();
+    while out.len() < files {
+        let i = out.len();
+        let base = APP_DIRS[rng.below(APP_DIRS.len() as u64) as usize];
+        let mut dir = base.to_string();
+        for _ in 0..rng.below(4) {
+            dir.push('/');
+            dir.push_str(APP_SUBDIRS[rng.below(APP_SUBDIRS.len() as u64) as usize]);
+        }
+        let (ext, kind, lo, hi) = APP_EXT[rng.below(APP_EXT.len() as u64) as usize];
+        let stem = match i % 97 {
+            0 => format!("naïve café résumé {i}"),
+            1 => format!("説明書 {i}"),
+            2 => format!("📄 notes {i}"),
+            3 => format!(
+                "A very long file name as setup programs write them, part {i} of the installation"
+            ),
+            _ => format!("mso{i:05}"),
+        };
+        let mut rel = format!("{dir}/{stem}.{ext}");
+        let mut copy_of = None;
+        if i > 20 && rng.below(20) == 0 {
+            let j = rng.below(i as u64) as usize;
+            let name = out[j].rel.rsplit('/').next().unwrap_or_default();
+            let candidate = format!("{dir}/{name}");
+            if out[j].copy_of.is_none() && taken.insert(candidate.to_lowercase()) {
+                rel = candidate;
+                copy_of = Some(j);
+            }
+        }
+        if copy_of.is_none() {
+            taken.insert(rel.to_lowercase());
+        }
+        let weight = if i % 211 == 5 {
+            0.0
+        } else {
+            log_weight(rng, lo, hi)
+        };
+        out.push(Planned {
+            rel,
+            kind,
+            weight,
+            copy_of,
+        });
+    }
+    out
+}
+
+/// Writes `plan` under `root`, sharing `budget` bytes by weight; returns
+/// the bytes written per kind (random, binary, text).
+fn write_planned(root: &Path, plan: &[Planned], budget: u64, seed: u64) -> io::Result<[u64; 3]> {
+    let total: f64 = plan
+        .iter()
+        .filter(|p| p.copy_of.is_none())
+        .map(|p| p.weight)
+        .sum();
+    let mut sizes = vec![0u64; plan.len()];
+    let mut written = [0u64; 3];
+    for (i, p) in plan.iter().enumerate() {
+        let dst = root.join(&p.rel);
+        if let Some(j) = p.copy_of {
+            if let Some(d) = dst.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::copy(root.join(&plan[j].rel), &dst)?;
+            sizes[i] = sizes[j];
+        } else {
+            let len = if total > 0.0 {
+                (budget as f64 * p.weight / total) as u64
+            } else {
+                0
+            };
+            write_synthetic(&dst, p.kind, len, seed + i as u64)?;
+            sizes[i] = len;
+        }
+        let slot = match p.kind {
+            Kind::Random => 0,
+            Kind::Binary => 1,
+            Kind::Text => 2,
+        };
+        written[slot] += sizes[i];
+    }
+    Ok(written)
+}
+
 fn fake(path: &Path, what: &str) -> io::Result<()> {
     write_file(
         path,
@@ -361,7 +592,7 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
     // single-instanced in the WIM). Most bytes incompressible, like real
     // already-compressed payloads, so generation stays fast at GiB scale.
     let common = tmp.join("common");
-    let os_bytes = s * 70 / 100;
+    let os_bytes = s * 40 / 100;
     let big = 64 << 20;
     let mut left = os_bytes * 85 / 100;
     let mut i = 0u64;
@@ -423,18 +654,18 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
     // Content folders.
     let c = dir.join("content");
     let files: Vec<(&str, Kind, u64)> = vec![
-        ("apps/office/setup.exe", Kind::Binary, s * 2 / 100),
-        ("apps/office/office.msi", Kind::Random, s * 4 / 100),
+        ("apps/office/setup.exe", Kind::Binary, s / 100),
+        ("apps/office/office.msi", Kind::Random, s * 2 / 100),
         ("apps/office/config.xml", Kind::Text, 4 << 10),
         (
             "packages/configmgr-client/ccmsetup.exe",
             Kind::Binary,
-            s / 100,
+            s / 200,
         ),
         (
             "packages/configmgr-client/client.cab",
             Kind::Random,
-            s * 8 / 100,
+            s * 4 / 100,
         ),
         (
             "packages/bitlocker-wtg/i386/osdbitlocker_wtg.exe",
@@ -445,12 +676,12 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         (
             "drivers/surface/SurfaceTouch/surfacetouch.sys",
             Kind::Binary,
-            s * 6 / 100,
+            s * 3 / 100,
         ),
         (
             "drivers/surface/SurfaceTouch/surfacetouch.inf",
             Kind::Text,
-            s * 2 / 100,
+            s / 100,
         ),
         (
             "drivers/surface/SurfaceTouch/surfacetouch.cat",
@@ -465,7 +696,7 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         (
             "drivers/surface/Network/netadapter.inf",
             Kind::Text,
-            s / 100,
+            s / 200,
         ),
         (
             "drivers/surface/Network/Long File Name Readme.txt",
@@ -477,6 +708,16 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         let p = c.join(rel);
         write_synthetic(&p, *kind, *len, 300 + n as u64).map_err(io_at(&p))?;
     }
+    // Many-file content, shaped like what admins import (see `driver_store`
+    // and `app_tree`): 30 % and 15 % of the bytes.
+    let mut rng = Rng::new(0x5EED_F11E);
+    let drivers = driver_store(&mut rng, opts.files * 2 / 7);
+    let store = c.join("drivers/store");
+    let store_mix = write_planned(&store, &drivers, s * 30 / 100, 10_000).map_err(io_at(&store))?;
+    let app = app_tree(&mut rng, opts.files - drivers.len());
+    let office = c.join("apps/office");
+    let app_mix = write_planned(&office, &app, s * 15 / 100, 50_000).map_err(io_at(&office))?;
+
     let pre = c.join("prestart/ask-user.cmd");
     write_file(
         &pre,
@@ -529,10 +770,22 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
             Kind::Text => text += len,
         }
     }
+    for m in [store_mix, app_mix] {
+        random += m[0];
+        binary += m[1];
+        text += m[2];
+    }
     mix.push(("cab/msi-like (incompressible)".into(), random));
     mix.push(("driver-like binaries".into(), binary));
     mix.push(("text (inf/xml)".into(), text));
     let bytes = mix.iter().map(|(_, b)| b).sum();
+    mix.push((
+        format!(
+            "(of the content: {} files in a driver store and an application)",
+            drivers.len() + app.len()
+        ),
+        store_mix.iter().chain(&app_mix).sum(),
+    ));
     Ok(DemoReport { recipe, bytes, mix })
 }
 

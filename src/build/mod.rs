@@ -335,7 +335,8 @@ pub fn build(
     let cache = match &opts.cache {
         Some(c) => Some(std::sync::Arc::new(
             crate::cache::Cache::open(&c.dir, c.max_size)
-                .map_err(|e| BuildError::Render(e.to_string()))?,
+                .map_err(|e| BuildError::Render(e.to_string()))?
+                .with_scope(&plan.dir),
         )),
         None => None,
     };
@@ -504,6 +505,7 @@ fn build_with(
         for r in done {
             r.apply(c);
         }
+        c.flush();
     }
     let mut warnings: Vec<String> = weak.into_iter().collect();
     if plan.recipe.security.password.is_none() && values.iter().any(|v| v.secret) {

@@ -11,13 +11,32 @@
 //! complete entries; two builds putting the same key both write valid
 //! entries and the last rename wins.
 //!
-//! Least-recently-used eviction: a hit sets the entry's modification time to
-//! now (an export body counts as used with its entry), and after a put the oldest entries are removed until the cache is
-//! below its size limit. The clock is only used for this bookkeeping, never
-//! for anything that ends up in an artefact.
+//! The folder is marked by a `CACHEDIR.TAG` (the Cache Directory Tagging
+//! convention, plus our format version): a folder that is neither empty nor
+//! tagged nor laid out as an earlier mediabuild cache is refused, and
+//! eviction and `clean` only ever delete files whose header proves they are
+//! entries (and the `.wim` bodies of export entries).
 //!
-//! The cache is an accelerator: a failure to write an entry is counted and
-//! otherwise ignored, and no lookup ever turns into a build error.
+//! Costs grow with what a build touches, not with the cache (issue 18: a
+//! walk of the whole folder after every put made builds of many small files
+//! quadratic):
+//! * size accounting is a running total in `usage`, updated under a file
+//!   lock once per build (or per 64 MiB stored), from each put's size minus
+//!   the size of the entry it replaced; the folder is walked only when the
+//!   total passes the limit (then entries are removed down to 90 % of it, so
+//!   walks are at least a tenth of the limit apart) or when the total is
+//!   older than a week (it drifts when builds are killed or race);
+//! * least recently used by the entries' modification times, which a hit
+//!   refreshes only when they are more than an hour old: repeated hits do
+//!   not write;
+//! * content-addressed entries are not written again when present, and the
+//!   input hash cache is one index per recipe folder (`hashes`), written
+//!   only when it changed.
+//!
+//! The clock is only used for this bookkeeping, never for anything that
+//! ends up in an artefact. The cache is an accelerator: a failure to write an
+//! entry is counted and otherwise ignored, and no lookup ever turns into a
+//! build error.
 
 pub mod hashes;
 pub mod keys;
@@ -28,13 +47,28 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 const MAGIC: &[u8; 8] = b"MBCACHE1";
 /// Entry kinds, one subfolder each.
 pub const KINDS: [&str; 6] = ["hash", "res", "chunks", "export", "verify", "keys"];
 /// Default size limit: 20 GiB.
 pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
+/// The tag file (<https://bford.info/cachedir/>): its first line is fixed by
+/// the convention, the rest is ours.
+const TAG: &str = "CACHEDIR.TAG";
+const TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+const FORMAT: u32 = 2;
+/// The running total of the entries' bytes.
+const USAGE: &str = "usage";
+/// Stored bytes after which a build adds its share to the running total
+/// (and evicts if needed) without waiting for its end.
+const FLUSH_BYTES: i64 = 64 << 20;
+/// A running total older than this is recomputed by a walk.
+const RECOUNT_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A hit makes an entry recent only if its time is older than this.
+const TOUCH_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -46,6 +80,13 @@ pub enum CacheError {
     },
     #[error("no cache folder: set XDG_CACHE_HOME or HOME, or pass --cache-dir")]
     NoDir,
+    #[error(
+        "{path} is not a mediabuild cache (no {TAG}, and it holds {found:?}): \
+         pass --cache-dir with an empty or new folder, or move those files away"
+    )]
+    Foreign { path: PathBuf, found: String },
+    #[error("{path} is a mediabuild cache of format {found}, this mediabuild writes format {FORMAT}: run `mediabuild cache clean --cache-dir {path}` or use another folder")]
+    Format { path: PathBuf, found: String },
 }
 
 /// A cache key: its kind (subfolder) and its canonical text.
@@ -109,6 +150,11 @@ pub struct Cache {
     max_size: u64,
     pub counters: Counters,
     tmp_seq: AtomicU64,
+    /// Bytes this process added to the entries (removals negative) and not
+    /// yet added to the running total.
+    pending: AtomicI64,
+    /// The input hash index of this build's recipe folder.
+    hashes: hashes::Index,
 }
 
 /// `$XDG_CACHE_HOME/mediabuild`, else `$HOME/.cache/mediabuild`.
@@ -130,9 +176,96 @@ fn encode_header(key: &Key, len: u64, sha: &[u8; 32]) -> Vec<u8> {
     h
 }
 
+fn tag_text() -> String {
+    format!(
+        "{TAG_SIGNATURE}\n# This file is a cache directory tag created by mediabuild: the folder holds\n# its build cache (see https://bford.info/cachedir/). Backups may skip it.\nmediabuild-cache-format: {FORMAT}\n"
+    )
+}
+
+/// Checks that `dir` is ours (tagged, empty, or laid out as a mediabuild
+/// cache of before the tag), then tags it.
+fn claim(dir: &Path) -> Result<(), CacheError> {
+    let io_err = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CacheError::Io { what, path, source }
+    };
+    let tag = dir.join(TAG);
+    match std::fs::read_to_string(&tag) {
+        Ok(text) if text.starts_with(TAG_SIGNATURE) => {
+            let format = text
+                .lines()
+                .find_map(|l| l.strip_prefix("mediabuild-cache-format: "))
+                .unwrap_or("none");
+            if format == FORMAT.to_string() {
+                return Ok(());
+            }
+            return Err(CacheError::Format {
+                path: dir.to_path_buf(),
+                found: format.to_string(),
+            });
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    // Untagged: adopt it only if nothing in it is foreign.
+    let ours = |n: &str| KINDS.contains(&n) || n == "tmp" || n == USAGE || n == TAG;
+    let mut foreign: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_err("read", dir))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !ours(n))
+        .collect();
+    if !foreign.is_empty() {
+        foreign.sort();
+        foreign.truncate(3);
+        return Err(CacheError::Foreign {
+            path: dir.to_path_buf(),
+            found: foreign.join(", "),
+        });
+    }
+    crate::fsutil::write_file(&tag, tag_text().as_bytes()).map_err(io_err("tag", &tag))
+}
+
+/// The running total: bytes, and when the folder was last walked (Unix s).
+fn read_usage(path: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    let bytes = it.next()?.parse().ok()?;
+    let walked = it.next()?.parse().ok()?;
+    Some((bytes, walked))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// True when the file holds a cache entry (its header's magic).
+fn is_entry(path: &Path) -> bool {
+    let mut m = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut m))
+        .is_ok()
+        && &m == MAGIC
+}
+
+/// One file the cache owns: an entry, or the `.wim` body beside an export
+/// entry (which counts as recent as its entry).
+struct Owned {
+    kind: &'static str,
+    path: PathBuf,
+    size: u64,
+    time: SystemTime,
+}
+
 impl Cache {
-    /// Opens (creating) the cache at `dir` with a size limit in bytes.
+    /// Opens (creating and tagging) the cache at `dir` with a size limit in
+    /// bytes. Input hashes are kept in one index for the whole cache; a
+    /// build uses one per recipe folder ([`Cache::with_scope`]).
     pub fn open(dir: &Path, max_size: u64) -> Result<Cache, CacheError> {
+        claim(dir)?;
         for k in KINDS.iter().chain(&["tmp"]) {
             let p = dir.join(k);
             std::fs::create_dir_all(&p).map_err(|source| CacheError::Io {
@@ -146,7 +279,21 @@ impl Cache {
             max_size,
             counters: Counters::default(),
             tmp_seq: AtomicU64::new(0),
+            pending: AtomicI64::new(0),
+            hashes: hashes::Index::new(None),
         })
+    }
+
+    /// The input hash index used is the one of `scope` (a recipe's folder):
+    /// builds of the recipes of one folder share it, and its size is what
+    /// they hash, not what the whole cache ever saw.
+    pub fn with_scope(mut self, scope: &Path) -> Cache {
+        self.hashes = hashes::Index::new(Some(std::path::absolute(scope).unwrap_or(scope.into())));
+        self
+    }
+
+    pub(crate) fn hash_index(&self) -> &hashes::Index {
+        &self.hashes
     }
 
     pub fn dir(&self) -> &Path {
@@ -166,6 +313,14 @@ impl Cache {
     /// [`open_entry`](Self::open_entry); `used: false` is a look that
     /// neither counts as a hit or miss nor makes the entry recent.
     fn open_entry_as(&self, key: &Key, used: bool) -> Option<Entry> {
+        let (mut e, _) = self.open_head(key, used, 0)?;
+        e.reader.seek(SeekFrom::Start(e.body_offset)).ok()?;
+        Some(e)
+    }
+
+    /// Opens the entry, reads its header and up to `want` body bytes in one
+    /// read, and checks the header; the reader's position is then anywhere.
+    fn open_head(&self, key: &Key, used: bool, want: usize) -> Option<(Entry, Vec<u8>)> {
         let path = self.path(key);
         let mut f = match File::open(&path) {
             Ok(f) => f,
@@ -176,30 +331,53 @@ impl Cache {
                 return None;
             }
         };
-        match read_header(&mut f, key) {
-            Some((len, sha256, body_offset)) if !used => Some(Entry {
-                reader: f,
-                len,
-                sha256,
-                body_offset,
-                path,
-            }),
-            Some((len, sha256, body_offset)) => {
-                // LRU: a hit is a use. Failing to touch only ages the entry.
-                let _ = f.set_modified(std::time::SystemTime::now());
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Some(Entry {
-                    reader: f,
-                    len,
-                    sha256,
-                    body_offset,
-                    path,
-                })
+        let head_len = 52 + key.text.len();
+        let mut buf = vec![0u8; head_len + want];
+        let mut got = 0;
+        // One read in the common case; a short read goes on.
+        while got < buf.len() {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
-            None if !used => None,
+        }
+        buf.truncate(got);
+        let md = f.metadata().ok();
+        let parsed = parse_header(&buf, key)
+            .filter(|(len, _, off)| md.as_ref().is_some_and(|m| m.len() == off + len));
+        match parsed {
+            Some((len, sha256, body_offset)) => {
+                if used {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    // LRU: a hit is a use; an entry touched within the hour
+                    // is recent enough. Failing to touch only ages it.
+                    let now = SystemTime::now();
+                    let old = md
+                        .and_then(|m| m.modified().ok())
+                        .is_none_or(|t| now.duration_since(t).is_ok_and(|d| d > TOUCH_AFTER));
+                    if old {
+                        let _ = f.set_modified(now);
+                    }
+                }
+                let body = buf.split_off(head_len.min(buf.len()));
+                Some((
+                    Entry {
+                        reader: f,
+                        len,
+                        sha256,
+                        body_offset,
+                        path,
+                    },
+                    body,
+                ))
+            }
             None => {
-                self.drop_file(&path);
-                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                if used {
+                    self.drop_file(&path, md.map(|m| m.len()));
+                    self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                }
                 None
             }
         }
@@ -223,14 +401,17 @@ impl Cache {
     }
 
     fn get_as(&self, key: &Key, used: bool) -> Option<Vec<u8>> {
-        let mut e = self.open_entry_as(key, used)?;
-        let mut body = Vec::with_capacity(e.len.min(1 << 24) as usize);
-        let ok = (&mut e.reader)
-            .take(e.len + 1)
-            .read_to_end(&mut body)
-            .is_ok()
-            && body.len() as u64 == e.len
-            && <[u8; 32]>::from(Sha256::digest(&body)) == e.sha256;
+        // Most small entries come whole with the header's read.
+        let (mut e, mut body) = self.open_head(key, used, 4096)?;
+        let ok = e.len <= isize::MAX as u64 && {
+            if (body.len() as u64) < e.len {
+                body.reserve((e.len - body.len() as u64).min(1 << 24) as usize);
+                let _ = (&mut e.reader)
+                    .take(e.len - body.len() as u64 + 1)
+                    .read_to_end(&mut body);
+            }
+            body.len() as u64 == e.len && <[u8; 32]>::from(Sha256::digest(&body)) == e.sha256
+        };
         if ok {
             Some(body)
         } else {
@@ -257,15 +438,26 @@ impl Cache {
     }
 
     pub(crate) fn reject_path(&self, path: &Path) {
-        self.drop_file(path);
+        self.drop_file(path, None);
         // It was counted as a hit when opened; it was not one.
         self.counters.hits.fetch_sub(1, Ordering::Relaxed);
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn drop_file(&self, path: &Path) {
+    fn drop_file(&self, path: &Path, size: Option<u64>) {
+        let size = size.or_else(|| std::fs::metadata(path).ok().map(|m| m.len()));
         if std::fs::remove_file(path).is_ok() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.account(-(size.unwrap_or(0) as i64));
+        }
+    }
+
+    /// Adds `delta` bytes to this process's share of the running total;
+    /// past [`FLUSH_BYTES`] the share is added to the total now.
+    pub(crate) fn account(&self, delta: i64) {
+        let p = self.pending.fetch_add(delta, Ordering::Relaxed) + delta;
+        if p > FLUSH_BYTES {
+            self.flush_usage();
         }
     }
 
@@ -274,38 +466,44 @@ impl Cache {
         self.put_with(key, body.len() as u64, &mut |w| w.write_all(body));
     }
 
+    /// Stores `body` under a content-addressed `key` unless an entry is
+    /// already there (it holds the same bytes, or is found bad on use).
+    pub fn put_new(&self, key: &Key, body: &[u8]) {
+        if !self.contains(key) {
+            self.put(key, body);
+        }
+    }
+
     /// Stores `prefix` followed by the `(offset, len)` ranges of `src`, in
     /// order, as the body of `key`. True when stored.
     pub fn put_file_ranges(
         &self,
         key: &Key,
         prefix: &[u8],
-        src: &Path,
+        src: &File,
         ranges: &[(u64, u64)],
     ) -> bool {
+        use std::os::unix::fs::FileExt;
         let total: u64 = ranges.iter().map(|r| r.1).sum();
         self.put_with(key, prefix.len() as u64 + total, &mut |w| {
             w.write_all(prefix)?;
-            let mut f = File::open(src)?;
-            let mut buf = vec![0u8; 1 << 20];
+            let mut buf = vec![0u8; (total.min(1 << 20) as usize).max(1)];
             for &(offset, len) in ranges {
-                f.seek(SeekFrom::Start(offset))?;
-                let mut left = len;
-                while left > 0 {
-                    let n = f.read(&mut buf[..left.min(1 << 20) as usize])?;
-                    if n == 0 {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(buf.len() as u64) as usize;
+                    src.read_exact_at(&mut buf[..n], offset + done)?;
                     w.write_all(&buf[..n])?;
-                    left -= n as u64;
+                    done += n as u64;
                 }
             }
             Ok(())
         })
     }
 
-    /// Writes an entry: placeholder header, body (hashed on the way), real
-    /// header, rename. True when stored.
+    /// Writes an entry: header and body to a temporary file (the body
+    /// hashed on the way, the header written last), then the rename. True
+    /// when stored.
     fn put_with(
         &self,
         key: &Key,
@@ -313,30 +511,29 @@ impl Cache {
         body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
     ) -> bool {
         let target = self.path(key);
-        let tmp = self.dir.join("tmp").join(format!(
-            "{}.{}.{}",
-            key.file_name(),
-            std::process::id(),
-            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.tmp_path(key);
+        let placeholder = encode_header(key, len, &[0; 32]);
         let res = (|| -> io::Result<()> {
             let mut f = File::create(&tmp)?;
-            let placeholder = encode_header(key, len, &[0; 32]);
-            f.write_all(&placeholder)?;
             let sha: [u8; 32] = {
                 let mut w = Hashing {
-                    inner: io::BufWriter::with_capacity(1 << 20, &mut f),
+                    inner: io::BufWriter::with_capacity(
+                        (placeholder.len() as u64 + len).min(1 << 20) as usize,
+                        &mut f,
+                    ),
                     h: Sha256::new(),
+                    n: 0,
                 };
+                w.inner.write_all(&placeholder)?;
                 body(&mut w)?;
                 w.inner.flush()?;
+                if w.n != len {
+                    return Err(io::Error::other("entry body has the wrong length"));
+                }
                 w.h.finalize().into()
             };
-            f.seek(SeekFrom::Start(0))?;
-            f.write_all(&encode_header(key, len, &sha))?;
-            if f.metadata()?.len() != placeholder.len() as u64 + len {
-                return Err(io::Error::other("entry body has the wrong length"));
-            }
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&encode_header(key, len, &sha), 0)?;
             // No fsync: an entry lost or torn by a crash is detected on read.
             drop(f);
             std::fs::rename(&tmp, &target)
@@ -344,7 +541,10 @@ impl Cache {
         match res {
             Ok(()) => {
                 self.counters.puts.fetch_add(1, Ordering::Relaxed);
-                self.evict();
+                // The entry replaced (if any) is not known here without a
+                // stat per put: the total may overcount a rewritten key,
+                // which the next walk corrects (it only makes eviction early).
+                self.account((placeholder.len() as u64 + len) as i64);
                 true
             }
             Err(_) => {
@@ -355,57 +555,128 @@ impl Cache {
         }
     }
 
-    /// Every entry: (kind, path, size, mtime).
-    fn entries(&self) -> Vec<(&'static str, PathBuf, u64, std::time::SystemTime)> {
+    /// Every file the cache owns (entries and export bodies), with its
+    /// size and time; foreign files in the kind folders are left out.
+    fn entries(&self) -> Vec<Owned> {
         let mut v = Vec::new();
         for kind in KINDS {
             let Ok(rd) = std::fs::read_dir(self.dir.join(kind)) else {
                 continue;
             };
             for e in rd.flatten() {
-                if let Ok(md) = e.metadata() {
-                    if md.is_file() {
-                        let mut t = md.modified().unwrap_or(std::time::UNIX_EPOCH);
-                        // An export body is as recent as its entry, which a
-                        // hit touches (the body is not touched: its stamp
-                        // is what lets a restore trust it unread).
-                        let path = e.path();
-                        if kind == "export" && path.extension().is_some_and(|x| x == "wim") {
-                            let entry = path.with_extension("");
-                            if let Some(m) = std::fs::metadata(entry)
-                                .ok()
-                                .and_then(|m| m.modified().ok())
-                            {
-                                t = t.max(m);
-                            }
-                        }
-                        v.push((kind, path, md.len(), t));
+                let path = e.path();
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let (stem, body) = match name.strip_suffix(".wim") {
+                    Some(stem) if kind == "export" => (stem, true),
+                    _ => (&*name, false),
+                };
+                // Entry names are 64 hex digits; anything else is not ours.
+                if stem.len() != 64 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    continue;
+                }
+                let Ok(md) = e.metadata() else { continue };
+                if !md.is_file() {
+                    continue;
+                }
+                let mut time = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                if body {
+                    // An export body is as recent as its entry, which a hit
+                    // touches (the body is not touched: its stamp is what
+                    // lets a restore trust it unread).
+                    if let Some(m) = std::fs::metadata(path.with_extension(""))
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                    {
+                        time = time.max(m);
                     }
                 }
+                v.push(Owned {
+                    kind,
+                    path,
+                    size: md.len(),
+                    time,
+                });
             }
         }
         v
     }
 
-    /// Removes least-recently-used entries while the cache is over its limit
-    /// (down to 90 % of it, so that puts do not evict one by one).
-    pub fn evict(&self) {
-        let mut all = self.entries();
-        let mut total: u64 = all.iter().map(|e| e.2).sum();
-        if total <= self.max_size {
+    /// Adds this process's pending bytes to the running total, under the
+    /// total's file lock; evicts when the total is over the limit (or
+    /// recounts it when it is stale).
+    fn flush_usage(&self) {
+        let delta = self.pending.swap(0, Ordering::Relaxed);
+        let path = self.dir.join(USAGE);
+        let Ok(f) = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        else {
+            return;
+        };
+        if f.lock().is_err() {
             return;
         }
-        all.sort_by(|a, b| a.3.cmp(&b.3).then_with(|| a.1.cmp(&b.1)));
+        let now = unix_now();
+        let (total, walked) = match read_usage(&path) {
+            Some((bytes, walked)) => (bytes.saturating_add_signed(delta), walked),
+            None => (u64::MAX, 0),
+        };
+        let stale = now.saturating_sub(walked) > RECOUNT_AFTER.as_secs();
+        let (total, walked) = if total > self.max_size || stale {
+            (self.evict_walk(), now)
+        } else {
+            (total, walked)
+        };
+        use std::os::unix::fs::FileExt;
+        let _ = f.set_len(0);
+        let _ = f.write_all_at(format!("{total} {walked}\n").as_bytes(), 0);
+        let _ = f.unlock();
+    }
+
+    /// Ends a build's use of the cache: the input hash index written if it
+    /// changed, the running total brought up to date (evicting if needed).
+    /// Also done when the cache is dropped.
+    pub fn flush(&self) {
+        self.hashes.save(self);
+        self.flush_usage();
+    }
+
+    /// Walks the folder: removes least-recently-used entries while it is
+    /// over its limit (down to 90 % of it, so that walks are rare); returns
+    /// the bytes left.
+    fn evict_walk(&self) -> u64 {
+        let mut all = self.entries();
+        let mut total: u64 = all.iter().map(|e| e.size).sum();
+        if total <= self.max_size {
+            return total;
+        }
+        all.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.path.cmp(&b.path)));
         let goal = self.max_size / 10 * 9;
-        for (_, path, size, _) in all {
+        for e in all {
             if total <= goal {
                 break;
             }
-            if std::fs::remove_file(&path).is_ok() {
+            let body = e.kind == "export" && e.path.extension().is_some_and(|x| x == "wim");
+            if (body || is_entry(&e.path)) && std::fs::remove_file(&e.path).is_ok() {
                 self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                total = total.saturating_sub(e.size);
             }
-            total = total.saturating_sub(size);
         }
+        total
+    }
+
+    /// Removes least-recently-used entries while the cache is over its
+    /// limit (a walk of the folder; builds do it only when the running
+    /// total says so).
+    pub fn evict(&self) {
+        let path = self.dir.join(USAGE);
+        let total = self.evict_walk();
+        self.pending.store(0, Ordering::Relaxed);
+        let _ = std::fs::write(path, format!("{total} {}\n", unix_now()));
     }
 
     /// Totals per kind.
@@ -414,38 +685,57 @@ impl Cache {
         let kinds = KINDS
             .iter()
             .map(|k| {
-                let of: Vec<_> = all.iter().filter(|e| e.0 == *k).collect();
-                (k.to_string(), of.len() as u64, of.iter().map(|e| e.2).sum())
+                let of: Vec<_> = all.iter().filter(|e| e.kind == *k).collect();
+                (
+                    k.to_string(),
+                    of.len() as u64,
+                    of.iter().map(|e| e.size).sum(),
+                )
             })
             .collect();
         Stats {
             dir: self.dir.clone(),
             max_size: self.max_size,
             entries: all.len() as u64,
-            bytes: all.iter().map(|e| e.2).sum(),
+            bytes: all.iter().map(|e| e.size).sum(),
             kinds,
         }
     }
 
-    /// Removes every entry and leftover temporary file; returns (entries, bytes) removed.
+    /// Removes every entry and leftover temporary file; returns (entries,
+    /// bytes) removed. Files in the cache that are not entries stay.
     pub fn clean(&self) -> Result<(u64, u64), CacheError> {
         let (mut n, mut bytes) = (0, 0);
-        for (_, path, size, _) in self.entries() {
-            std::fs::remove_file(&path).map_err(|source| CacheError::Io {
+        for e in self.entries() {
+            let body = e.kind == "export" && e.path.extension().is_some_and(|x| x == "wim");
+            if !body && !is_entry(&e.path) {
+                continue;
+            }
+            std::fs::remove_file(&e.path).map_err(|source| CacheError::Io {
                 what: "clean",
-                path,
+                path: e.path.clone(),
                 source,
             })?;
             n += 1;
-            bytes += size;
+            bytes += e.size;
         }
         // Temporary files of builds still running would fail their rename:
-        // they are only left over after a crash, so take them too.
+        // they are only left over after a crash, so take them too (ours
+        // only: named after an entry, a process and a sequence number).
         if let Ok(rd) = std::fs::read_dir(self.dir.join("tmp")) {
             for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let ours = name.len() > 66
+                    && name.as_bytes()[64] == b'.'
+                    && name[..64].bytes().all(|b| b.is_ascii_hexdigit());
+                if ours {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
+        self.pending.store(0, Ordering::Relaxed);
+        let _ = std::fs::write(self.dir.join(USAGE), format!("0 {}\n", unix_now()));
         Ok((n, bytes))
     }
 
@@ -470,44 +760,42 @@ impl Cache {
     }
 }
 
-/// Reads and checks an entry header; returns (body length, body sha256, body offset).
-fn read_header(f: &mut File, key: &Key) -> Option<(u64, [u8; 32], u64)> {
-    let mut fixed = [0u8; 12];
-    f.read_exact(&mut fixed).ok()?;
-    if &fixed[..8] != MAGIC {
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Parses and checks an entry header at the start of `buf`; returns (body
+/// length, body sha256, body offset). The caller checks the file's length.
+fn parse_header(buf: &[u8], key: &Key) -> Option<(u64, [u8; 32], u64)> {
+    let klen = key.text.len();
+    if buf.len() < 52 + klen || &buf[..8] != MAGIC {
         return None;
     }
-    let klen = u32::from_le_bytes(fixed[8..12].try_into().ok()?) as usize;
-    if klen != key.text.len() {
+    if u32::from_le_bytes(buf[8..12].try_into().ok()?) as usize != klen
+        || &buf[12..12 + klen] != key.text.as_bytes()
+    {
         return None;
     }
-    let mut text = vec![0u8; klen];
-    f.read_exact(&mut text).ok()?;
-    if text != key.text.as_bytes() {
-        return None;
-    }
-    let mut tail = [0u8; 40];
-    f.read_exact(&mut tail).ok()?;
+    let tail = &buf[12 + klen..52 + klen];
     let len = u64::from_le_bytes(tail[..8].try_into().ok()?);
     let sha: [u8; 32] = tail[8..].try_into().ok()?;
-    let body_offset = 12 + klen as u64 + 40;
-    // A truncated (or extended) entry is caught here, before any body read.
-    if f.metadata().ok()?.len() != body_offset + len {
-        return None;
-    }
-    Some((len, sha, body_offset))
+    Some((len, sha, 52 + klen as u64))
 }
 
 /// A writer that hashes what passes through it.
 struct Hashing<W: Write> {
     inner: W,
     h: Sha256,
+    n: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.h.update(&buf[..n]);
+        self.n += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -574,9 +862,12 @@ mod tests {
                 .set_modified(old)
                 .unwrap();
         }
-        // Use k0: it becomes the most recent; the next put evicts k1 first.
+        // Use k0: it becomes the most recent; the next put evicts k1 first,
+        // when the build's bytes are added to the running total.
         assert!(c.get(&keys[0]).is_some());
         c.put(&Key::new("res", "k3".into()), &[9u8; 900]);
+        assert!(c.stats().bytes > 3000, "no walk per put");
+        c.flush();
         assert!(c.get(&keys[0]).is_some());
         assert!(c.get(&keys[1]).is_none());
         assert!(c.stats().bytes <= 3000);

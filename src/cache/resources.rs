@@ -394,8 +394,10 @@ impl ResourceStore for WimStore {
 }
 
 /// After a WIM was written at `wim`: stores every resource compressed now
-/// (not those of `never` contents) and records the digests of the content
-/// files whose stamps were taken before the write.
+/// (not those of `never` contents, nor those already stored) and records
+/// the digests of the content files whose stamps were taken before the
+/// write. The chunk digests of a path are kept only for resources of more
+/// than one chunk (a one-chunk file has nothing to reuse from).
 pub fn store_after_write(
     cache: &Cache,
     wim: &Path,
@@ -410,21 +412,38 @@ pub fn store_after_write(
         .filter(|f| never_paths.contains(&f.path))
         .map(|f| f.sha1)
         .collect();
+    let mut by_sha1: BTreeMap<[u8; 20], Vec<&str>> = BTreeMap::new();
+    for f in &report.files {
+        if !never_paths.contains(&f.path) {
+            by_sha1.entry(f.sha1).or_default().push(&f.path);
+        }
+    }
+    let file = std::fs::File::open(wim);
     for r in report.resources.iter().filter(|r| !r.from_store) {
         if never.contains(&r.sha1) {
             continue;
         }
         let key = resource_key(&r.sha1, r.size, params);
+        let stored = cache.contains(&key);
         if !r.compressed {
             // The content is the resource: the next build copies the file.
-            cache.put(&key, &[RAW_MARKER]);
+            if !stored {
+                cache.put(&key, &[RAW_MARKER]);
+            }
             continue;
         }
-        if store_spliced(cache, &key, wim, r, u64::from(params.chunk)) {
+        let Ok(file) = &file else {
+            continue;
+        };
+        // Chunk digests go with resources stored whole now: a spliced one
+        // (an exported image) is not read back for reuse.
+        if stored
+            || store_spliced(cache, &key, file, r, u64::from(params.chunk))
+            || !cache.put_file_ranges(&key, &[1], file, &[(r.offset, r.size_in_wim)])
+        {
             continue;
         }
-        cache.put_file_ranges(&key, &[1], wim, &[(r.offset, r.size_in_wim)]);
-        let Some(digests) = r.chunk_sha1.as_ref().filter(|_| r.compressed) else {
+        let Some(digests) = r.chunk_sha1.as_ref().filter(|d| d.len() > 1) else {
             continue;
         };
         let mut body = Vec::with_capacity(28 + 20 * digests.len());
@@ -433,10 +452,8 @@ pub fn store_after_write(
         for d in digests {
             body.extend_from_slice(d);
         }
-        for f in report.files.iter().filter(|f| f.sha1 == r.sha1) {
-            if !never_paths.contains(&f.path) {
-                cache.put(&chunks_key(&f.path, params), &body);
-            }
+        for path in by_sha1.get(&r.sha1).into_iter().flatten() {
+            cache.put(&chunks_key(path, params), &body);
         }
     }
     let by_path: BTreeMap<&str, &crate::wimwrite::FileDigest> =
@@ -458,13 +475,17 @@ pub fn store_after_write(
 fn store_spliced(
     cache: &Cache,
     key: &Key,
-    wim: &Path,
+    wim: &std::fs::File,
     r: &crate::wimwrite::ResourceInfo,
     chunk: u64,
 ) -> bool {
     use std::os::unix::fs::FileExt;
+    // A resource of fewer raw bytes than are worth leaving out: whole.
+    if r.size < SPLICE_MIN {
+        return false;
+    }
     let mut table = vec![0u8; table_len(r.size, chunk)];
-    let read = std::fs::File::open(wim).and_then(|f| f.read_exact_at(&mut table, r.offset));
+    let read = wim.read_exact_at(&mut table, r.offset);
     let Some(area) = r.size_in_wim.checked_sub(table.len() as u64) else {
         return false;
     };

@@ -34,6 +34,11 @@ fn open(args: &BuildArgs) -> Result<Option<Cache>> {
     }
 }
 
+/// The cache for work on `plan`: its recipe folder's input hash index.
+fn open_for(plan: &Plan, args: &BuildArgs) -> Result<Option<Cache>> {
+    Ok(open(args)?.map(|c| c.with_scope(&plan.dir)))
+}
+
 pub fn cmd_cache(action: &str, args: &BuildArgs) -> Result<i32> {
     let Some(c) = open(args)? else {
         anyhow::bail!("`mediabuild cache {action}` needs a cache: drop --no-cache");
@@ -77,7 +82,7 @@ pub fn cmd_lock(recipe: &Path, args: &BuildArgs) -> Result<i32> {
     let Some(plan) = checked(recipe, args) else {
         return Ok(2);
     };
-    let c = open(args)?;
+    let c = open_for(&plan, args)?;
     let (path, lock) = mediabuild::lock::write(&plan, c.as_ref())?;
     println!(
         "wrote {} ({} inputs, mediabuild {}, wimlib {})",
@@ -103,7 +108,7 @@ pub fn check_locked(plan: &Plan, args: &BuildArgs) -> Result<usize> {
             plan.recipe_file.display()
         );
     };
-    let c = open(args)?;
+    let c = open_for(plan, args)?;
     let now = mediabuild::lock::compute(plan, c.as_ref())?;
     let text = std::fs::read_to_string(&plan.recipe_file).unwrap_or_default();
     let drift = mediabuild::lock::drift(&locked, &now, &text);
@@ -130,7 +135,7 @@ pub fn plan_status(plan: &Plan, args: &BuildArgs) -> Result<Option<Vec<MemberSta
     // `plan` does not create a cache that is not there yet.
     match settings(args)? {
         Some(s) if s.dir.is_dir() => {
-            let c = Cache::open(&s.dir, s.max_size)?;
+            let c = Cache::open(&s.dir, s.max_size)?.with_scope(&plan.dir);
             Ok(Some(cache::status::member_status(plan, &c)))
         }
         _ => Ok(None),

@@ -108,6 +108,10 @@ enum Command {
         /// `mixed` (shaped like real media) or `compressible` (binaries and text only).
         #[arg(long, default_value = "mixed")]
         content: String,
+        /// Files of the mixed content's many-file part (a driver store and an
+        /// application tree, as `mediabuild demo --files`).
+        #[arg(long, default_value_t = 14000)]
+        files: usize,
         /// Writers to compare (comma-separated): mediabuild, wimlib, imagex.
         #[arg(long, default_value = "mediabuild,wimlib,imagex")]
         writers: String,
@@ -174,6 +178,10 @@ enum Command {
         /// Approximate size of the generated inputs, e.g. 8MiB, 1GiB.
         #[arg(long, default_value = "8MiB")]
         size: String,
+        /// Files of the many-file content (a driver store and an application
+        /// tree, sizes like real ones); 14000 is real-shaped media.
+        #[arg(long, default_value_t = demo::DEFAULT_FILES)]
+        files: usize,
         /// Only generate the inputs and the recipe; do not build.
         #[arg(long)]
         no_build: bool,
@@ -291,9 +299,10 @@ pub fn run() -> Result<i32> {
         Some(Command::Demo {
             dir,
             size,
+            files,
             no_build,
             build,
-        }) => cmd_demo(&dir, &size, no_build, &build),
+        }) => cmd_demo(&dir, &size, files, no_build, &build),
         Some(Command::Schema { of }) => docs::schema(of),
         Some(Command::Init { dir, force }) => init::init(&dir, force),
         Some(Command::Completions { shell }) => docs::completions(shell, Cli::command()),
@@ -302,6 +311,7 @@ pub fn run() -> Result<i32> {
             dir,
             size,
             content,
+            files,
             writers,
             compressions,
             threads,
@@ -310,6 +320,7 @@ pub fn run() -> Result<i32> {
             dir,
             &size,
             &content,
+            files,
             &writers,
             &compressions,
             &threads,
@@ -520,11 +531,12 @@ fn print_report(plan: &Plan, r: &BuildReport, total: Duration) {
     }
 }
 
-fn cmd_demo(dir: &Path, size: &str, no_build: bool, args: &BuildArgs) -> Result<i32> {
+fn cmd_demo(dir: &Path, size: &str, files: usize, no_build: bool, args: &BuildArgs) -> Result<i32> {
     let size = units::parse_size(size)
         .with_context(|| format!("--size {size:?}: write e.g. 8MiB or 1GiB"))?;
     let opts = DemoOptions {
         size,
+        files,
         ..Default::default()
     };
     let drawer = draw::Draw::new(args.progress());
@@ -566,6 +578,7 @@ fn cmd_bench(
     dir: PathBuf,
     size: &str,
     content: &str,
+    files: usize,
     writers: &str,
     comps: &str,
     threads: &str,
@@ -602,6 +615,7 @@ fn cmd_bench(
     let opts = BenchOptions {
         dir,
         size,
+        files,
         content,
         writers,
         compressions,

@@ -366,18 +366,10 @@ fn a_wimlib_writer_build_leaves_the_cached_export_bodies_alone() {
     let c = cache.path().to_str().unwrap().to_string();
     settle();
     build(&a, &["--cache-dir", &c]);
-    let mut bodies = Vec::new();
-    let mut stack = vec![cache.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "wim") {
-                bodies.push(p);
-            }
-        }
-    }
+    let bodies: Vec<PathBuf> = entries(cache.path(), "export")
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "wim"))
+        .collect();
     assert!(!bodies.is_empty(), "no export body in the cache");
     let stamp = |p: &Path| {
         let m = std::fs::metadata(p).unwrap();
