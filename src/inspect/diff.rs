@@ -300,13 +300,12 @@ fn members(
     };
     let (ma, mb) = (map(a), map(b));
     let mut groups: BTreeMap<String, GroupDiff> = BTreeMap::new();
-    let name_of = |g: &str| {
-        b.packages
-            .iter()
-            .chain(&a.packages)
-            .find(|p| p.id == g)
-            .map(|p| p.name.clone())
-    };
+    // A package's name as `b` says it, else as `a` does.
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for p in b.packages.iter().chain(&a.packages) {
+        names.entry(p.id.as_str()).or_insert(p.name.as_str());
+    }
+    let name_of = |g: &str| names.get(g).map(|n| n.to_string());
     fn entry<'a>(
         groups: &'a mut BTreeMap<String, GroupDiff>,
         g: &str,

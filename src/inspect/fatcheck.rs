@@ -118,18 +118,40 @@ impl<R: Read + Seek> Walk<'_, R> {
         out
     }
 
+    /// The bytes of `clusters`, each run of consecutive clusters in one read.
+    /// A run that fails is read again cluster by cluster, so that the error
+    /// names the first byte that cannot be read.
+    fn read_clusters(&mut self, clusters: &[u32]) -> Result<Vec<u8>, String> {
+        let n = self.g.cluster as usize;
+        let at = |c: u32| self.g.data_start + u64::from(c - 2) * self.g.cluster;
+        let mut bytes = vec![0u8; clusters.len() * n];
+        let mut i = 0;
+        while i < clusters.len() {
+            let mut j = i + 1;
+            while j < clusters.len() && clusters[j] == clusters[j - 1] + 1 {
+                j += 1;
+            }
+            if read_at(&mut *self.r, at(clusters[i]), &mut bytes[i * n..j * n]).is_err() {
+                for k in i..j {
+                    read_at(
+                        &mut *self.r,
+                        at(clusters[k]),
+                        &mut bytes[k * n..(k + 1) * n],
+                    )?;
+                }
+            }
+            i = j;
+        }
+        Ok(bytes)
+    }
+
     fn dir(&mut self, path: &str, first: u32, depth: usize) -> Result<(), String> {
         if depth > 64 {
             self.problem(format!("{path}/: directories nested deeper than 64"));
             return Ok(());
         }
         let clusters = self.chain(&format!("{path}/"), first);
-        let mut bytes = vec![0u8; clusters.len() * self.g.cluster as usize];
-        for (i, c) in clusters.iter().enumerate() {
-            let at = self.g.data_start + u64::from(c - 2) * self.g.cluster;
-            let n = self.g.cluster as usize;
-            read_at(&mut *self.r, at, &mut bytes[i * n..(i + 1) * n])?;
-        }
+        let bytes = self.read_clusters(&clusters)?;
         let mut lfn: Vec<(u8, [u16; 13])> = Vec::new();
         for e in bytes.chunks_exact(32) {
             match e[0] {

@@ -8,12 +8,14 @@
 //! artefact (`NAME.manifest.json`, the build's `Manifest` type) adds what the
 //! media cannot say: package names and kinds, source indexes, fingerprints.
 
+mod blockread;
 pub mod diff;
 mod disk;
 mod facts;
 mod fatcheck;
 pub mod source;
 pub mod verify;
+mod wimread;
 
 pub use disk::{FsFacts, PartitionFacts, TableFacts};
 pub use facts::{

@@ -4,16 +4,20 @@
 //! volume (`super::disk`).
 
 use super::disk::{self, DiskImage};
+use super::wimread::Resources;
 use super::InspectError;
-use crate::wim::{Wim, WimError, WimInfo};
+use crate::wim::{DirEntry, Wim, WimError, WimInfo};
 use sha2::{Digest, Sha256};
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// WIM files start with this magic (`reference/wim-format.md`).
 const WIM_MAGIC: &[u8] = b"MSWIM\0\0\0";
 /// Files extracted from a WIM per batch for hashing: bounds the temporary space.
 const BATCH_BYTES: u64 = 256 << 20;
+/// Buffer for hashing a member: a small file in one read.
+const READ_BYTES: usize = 256 << 10;
 
 /// A file of the artefact.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,37 +159,59 @@ impl Artefact {
     }
 
     /// Hashes every file of `files`, calling `each` with its digests (or why
-    /// it could not be read). A WIM is extracted in batches of at most
-    /// [`BATCH_BYTES`]; a batch that fails is retried file by file, so that a
-    /// damaged file is named.
+    /// it could not be read), in the order of `files`. A WIM member is read
+    /// in place from its resource, else extracted by wimlib in batches of at
+    /// most [`BATCH_BYTES`]; a disk image is walked once.
     pub fn hash_all(
         &self,
         files: &[Listed],
         each: &mut dyn FnMut(&Listed, Result<Digests, String>),
     ) -> Result<(), InspectError> {
         match self {
-            Artefact::Disk(d) => {
-                for l in files {
-                    let mut h = Hasher::new(&l.path);
-                    let r = d.read_into(&l.path, &mut h).map(|_| h.finish());
-                    each(l, r);
-                }
-            }
-            Artefact::Wim(w) => {
-                let mut batch: Vec<&Listed> = Vec::new();
-                let mut bytes = 0;
-                for (i, l) in files.iter().enumerate() {
-                    batch.push(l);
-                    bytes += l.size;
-                    if bytes >= BATCH_BYTES || i + 1 == files.len() {
-                        hash_wim_batch(w, &batch, each)?;
-                        batch.clear();
-                        bytes = 0;
-                    }
-                }
-            }
+            Artefact::Disk(d) => hash_disk(d, files, each),
+            Artefact::Wim(w) => hash_wim(w, files, each)?,
         }
         Ok(())
+    }
+}
+
+/// Hashes `files` of a disk image in one walk of the volume (each folder
+/// read once, each file as it is met), then hands the digests out in the
+/// order of `files`.
+fn hash_disk(
+    d: &DiskImage,
+    files: &[Listed],
+    each: &mut dyn FnMut(&Listed, Result<Digests, String>),
+) {
+    let paths: Vec<&str> = files.iter().map(|l| l.path.as_str()).collect();
+    let mut got: Vec<Option<Result<Digests, String>>> = vec![None; files.len()];
+    let mut buf = vec![0u8; READ_BYTES];
+    let whole = d.read_each(&paths, &mut |i, r| {
+        got[i] = Some(r.and_then(|r| {
+            hash_reader(r, paths[i], &mut buf).map_err(|e| format!("cannot read: {e}"))
+        }));
+    });
+    for (l, r) in files.iter().zip(got) {
+        // Not visited: the volume itself could not be opened.
+        let r = r.unwrap_or_else(|| Err(whole.clone().err().unwrap_or_default()));
+        each(l, r);
+    }
+}
+
+/// SHA-256 (and the GUID-blind one) of a stream, read through `buf`.
+pub(super) fn hash_reader(
+    r: &mut dyn Read,
+    member: &str,
+    buf: &mut [u8],
+) -> std::io::Result<Digests> {
+    let mut h = Hasher::new(member);
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Ok(h.finish()),
+            Ok(n) => h.write_all(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -196,40 +222,89 @@ pub fn scratch() -> std::io::Result<tempfile::TempDir> {
         .tempdir()
 }
 
-fn hash_wim_batch(
+/// Hashes `files` of a WIM: each member read in place from its resource
+/// (`wimread`, in the order of the file) when its SHA-1 comes out as wimlib
+/// lists it; the rest (a damaged member, a WIM with solid resources) are
+/// extracted by wimlib in batches. The digests are handed out in the order
+/// of `files`.
+fn hash_wim(
     w: &WimArtefact,
-    batch: &[&Listed],
+    files: &[Listed],
     each: &mut dyn FnMut(&Listed, Result<Digests, String>),
 ) -> Result<(), InspectError> {
-    let tmp = scratch()
-        .map_err(|e| InspectError::io("create a temporary folder in", &std::env::temp_dir(), e))?;
-    let paths: Vec<&str> = batch.iter().map(|l| l.path.as_str()).collect();
-    let whole = w.wim.extract(w.index, tmp.path(), &paths);
-    for l in batch {
-        let r = match &whole {
-            Ok(()) => hash_file(&tmp.path().join(&l.path), &l.path),
-            // Retry alone: which file is damaged?
-            Err(_) => {
-                let one = scratch().map_err(|e| e.to_string());
-                one.and_then(|d| {
-                    w.wim
-                        .extract(w.index, d.path(), &[l.path.as_str()])
-                        .map_err(|e| e.to_string())?;
-                    hash_file(&d.path().join(&l.path), &l.path)
-                })
-            }
-        };
-        let _ = std::fs::remove_file(tmp.path().join(&l.path));
-        each(l, r);
+    let mut got: Vec<Option<Result<Digests, String>>> = vec![None; files.len()];
+    let entries = w.wim.list(w.index).unwrap_or_default();
+    let by_path: BTreeMap<&str, &DirEntry> = entries
+        .iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    if let Some(mut res) = Resources::open(w.wim.path(), &w.info) {
+        let mut order: Vec<(u64, usize, &DirEntry)> = files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| by_path.get(l.path.as_str()).map(|e| (e.offset, i, *e)))
+            .collect();
+        order.sort_by_key(|&(offset, i, _)| (offset, i));
+        for (_, i, e) in order {
+            got[i] = res.digests(e, &files[i].path).map(Ok);
+        }
+    }
+    let rest: Vec<(usize, &Listed)> = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| got[*i].is_none())
+        .collect();
+    let mut batch: Vec<(usize, &Listed)> = Vec::new();
+    let mut bytes = 0;
+    for (k, &(i, l)) in rest.iter().enumerate() {
+        batch.push((i, l));
+        bytes += l.size;
+        if bytes >= BATCH_BYTES || k + 1 == rest.len() {
+            hash_wim_batch(w, &batch, &mut got)?;
+            batch.clear();
+            bytes = 0;
+        }
+    }
+    for (l, r) in files.iter().zip(got) {
+        each(l, r.unwrap_or_else(|| Err("not hashed".into())));
     }
     Ok(())
 }
 
-fn hash_file(p: &Path, member: &str) -> Result<Digests, String> {
+/// Extracts `batch` (index in `got`, file) in one wimlib call and hashes
+/// it. A batch that fails is halved until the damaged file is alone, so that
+/// it is named: a few calls per damaged file rather than one per file.
+fn hash_wim_batch(
+    w: &WimArtefact,
+    batch: &[(usize, &Listed)],
+    got: &mut [Option<Result<Digests, String>>],
+) -> Result<(), InspectError> {
+    let tmp = scratch()
+        .map_err(|e| InspectError::io("create a temporary folder in", &std::env::temp_dir(), e))?;
+    let paths: Vec<&str> = batch.iter().map(|(_, l)| l.path.as_str()).collect();
+    match w.wim.extract(w.index, tmp.path(), &paths) {
+        Ok(()) => {
+            let mut buf = vec![0u8; READ_BYTES];
+            for &(i, l) in batch {
+                got[i] = Some(hash_file(&tmp.path().join(&l.path), &l.path, &mut buf));
+                let _ = std::fs::remove_file(tmp.path().join(&l.path));
+            }
+        }
+        Err(e) if batch.len() == 1 => got[batch[0].0] = Some(Err(e.to_string())),
+        Err(_) => {
+            drop(tmp);
+            let (a, b) = batch.split_at(batch.len() / 2);
+            hash_wim_batch(w, a, got)?;
+            hash_wim_batch(w, b, got)?;
+        }
+    }
+    Ok(())
+}
+
+fn hash_file(p: &Path, member: &str, buf: &mut [u8]) -> Result<Digests, String> {
     let mut f = std::fs::File::open(p).map_err(|e| e.to_string())?;
-    let mut h = Hasher::new(member);
-    std::io::copy(&mut f, &mut h).map_err(|e| e.to_string())?;
-    Ok(h.finish())
+    hash_reader(&mut f, member, buf).map_err(|e| e.to_string())
 }
 
 /// The digests of one file.

@@ -10,14 +10,14 @@
 //! check" (exit 2).
 
 use super::facts::{inspect, Inspection};
-use super::source::{sniff, Artefact, Format, Listed};
+use super::source::{hash_reader, sniff, Artefact, Format, Listed};
 use super::{InspectError, Options};
 use crate::build::Manifest;
 use crate::ids::hex;
 use crate::media::Source;
 use crate::plan::Plan;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What `verify` found.
@@ -325,6 +325,49 @@ fn planned_matches(planned: &str, actual: &str) -> bool {
         .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
 }
 
+/// The listed files by lower-case path, to find a planned member without
+/// scanning the whole list for each.
+struct ListedIndex(BTreeMap<String, Vec<usize>>);
+
+impl ListedIndex {
+    fn new(listed: &[Listed]) -> ListedIndex {
+        let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, l) in listed.iter().enumerate() {
+            m.entry(l.path.to_ascii_lowercase()).or_default().push(i);
+        }
+        ListedIndex(m)
+    }
+
+    /// Indices (ascending) of the listed files `planned` stands for, as
+    /// [`planned_matches`] says: the same path in any case, and for a `.wim`,
+    /// the `.swm` parts, whose paths share its stem.
+    fn matches(&self, planned: &str, listed: &[Listed]) -> Vec<usize> {
+        let lower = planned.to_ascii_lowercase();
+        let mut found: Vec<usize> = self.0.get(&lower).cloned().unwrap_or_default();
+        if let Some(stem) = planned.strip_suffix(".wim") {
+            let stem = stem.to_ascii_lowercase();
+            let parts = self
+                .0
+                .range(stem.clone()..)
+                .take_while(|(k, _)| k.starts_with(&stem))
+                .flat_map(|(_, v)| v.iter().copied())
+                .filter(|&i| planned_matches(planned, &listed[i].path));
+            found.extend(parts);
+            found.sort_unstable();
+            found.dedup();
+        }
+        found
+    }
+}
+
+/// SHA-256 of a source file of the recipe (`None` when it cannot be read:
+/// not compared, as before), read through `buf`.
+fn sha256_of(path: &Path, buf: &mut [u8]) -> Option<[u8; 32]> {
+    let mut f = std::fs::File::open(path).ok()?;
+    // No member name: a plain SHA-256, without the WIM content digest.
+    hash_reader(&mut f, "", buf).ok().map(|d| d.sha256)
+}
+
 fn against_recipe(
     plan: &Plan,
     m: Option<&Manifest>,
@@ -334,13 +377,12 @@ fn against_recipe(
     rep: &mut VerifyReport,
 ) {
     let mut seen = vec![false; listed.len()];
+    let by_lower = ListedIndex::new(listed);
+    // Each source file once, however many members share it.
+    let mut sources: BTreeMap<&Path, Option<[u8; 32]>> = BTreeMap::new();
+    let mut buf = vec![0u8; 1 << 20];
     for pm in &plan.media.members {
-        let found: Vec<usize> = listed
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| planned_matches(&pm.path, &l.path))
-            .map(|(i, _)| i)
-            .collect();
+        let found = by_lower.matches(&pm.path, listed);
         if found.is_empty() {
             rep.problems.push(format!(
                 "{}: the recipe declares it, the media lacks it",
@@ -353,7 +395,9 @@ fn against_recipe(
         }
         let actual = &listed[found[0]];
         let want = match &pm.source {
-            Source::File { path } => crate::build::hash::sha256_file(path, &|_| {}, &|| false).ok(),
+            Source::File { path } => *sources
+                .entry(path.as_path())
+                .or_insert_with(|| sha256_of(path, &mut buf)),
             Source::Generated { bytes, .. } => {
                 use sha2::Digest;
                 Some(sha2::Sha256::digest(bytes).into())
@@ -437,15 +481,19 @@ fn variables(plan: &Plan, m: Option<&Manifest>, f: &Inspection, rep: &mut Verify
         .map(|v| v.name.as_str())
         .collect();
     let got: Vec<&str> = f.variables.list.iter().map(|v| v.name.as_str()).collect();
+    let (want_set, got_set): (BTreeSet<&str>, BTreeSet<&str>) = (
+        want.iter().copied().collect(),
+        got.iter().copied().collect(),
+    );
     for w in &want {
-        if !got.contains(w) {
+        if !got_set.contains(w) {
             rep.problems.push(format!(
                 "variable {w}: the recipe declares it, the media lacks it"
             ));
         }
     }
     for g in &got {
-        if !want.contains(g) {
+        if !want_set.contains(g) {
             rep.problems.push(format!(
                 "variable {g}: on the media, not declared by the recipe"
             ));
@@ -453,6 +501,10 @@ fn variables(plan: &Plan, m: Option<&Manifest>, f: &Inspection, rep: &mut Verify
     }
     // Non-secret values by fingerprint (the manifest's, or one computed from
     // the decrypted value); secret values are not compared here.
+    let mut on_media: BTreeMap<&str, &super::VarInfo> = BTreeMap::new();
+    for x in &f.variables.list {
+        on_media.entry(x.name.as_str()).or_insert(x);
+    }
     for v in &plan.media.variables {
         let Some(value) = &v.value else { continue };
         let expected = crate::media::variables::fingerprint(
@@ -465,11 +517,8 @@ fn variables(plan: &Plan, m: Option<&Manifest>, f: &Inspection, rep: &mut Verify
             "",
             "",
         );
-        let recorded = f
-            .variables
-            .list
-            .iter()
-            .find(|x| x.name == v.name)
+        let recorded = on_media
+            .get(v.name.as_str())
             .and_then(|x| x.fingerprint.clone())
             .or_else(|| m.and_then(|m| m.fingerprints.get(&v.name).cloned()));
         if let Some(r) = recorded {
