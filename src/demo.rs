@@ -696,7 +696,7 @@ fn generate_in(dir: &Path, tmp: &Path, opts: &DemoOptions) -> Result<DemoReport,
         (
             "drivers/surface/Network/netadapter.inf",
             Kind::Text,
-            s / 200,
+            s * 3 / 500,
         ),
         (
             "drivers/surface/Network/Long File Name Readme.txt",

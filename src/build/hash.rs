@@ -104,9 +104,46 @@ fn hash_all(
     Ok(out)
 }
 
+/// SHA-256 of every member: known ones (a restored export, a recorded boot
+/// file) and content files the input hash cache knows are not read; the
+/// others are read, content files through the hash cache (both digests, so
+/// that the next build knows them).
 pub(super) fn hash_members(ctx: &Ctx, members: &[Resolved]) -> Result<Vec<[u8; 32]>, BuildError> {
-    let files: Vec<(&Path, u64)> = members.iter().map(|m| (m.file.as_path(), m.size)).collect();
-    hash_all(ctx, &files, "hash members")
+    let cache = ctx.cache.as_deref();
+    let through_cache = |m: &Resolved| cache.is_some() && !m.in_tree && !m.never_cache;
+    let known = |m: &Resolved| -> Option<[u8; 32]> {
+        if let Some(k) = m.known {
+            return Some(k.sha256);
+        }
+        let c = cache.filter(|_| through_cache(m))?;
+        crate::cache::hashes::lookup(c, &m.file)
+            .filter(|d| d.size == m.size)
+            .map(|d| d.sha256)
+    };
+    let mut out: Vec<Option<[u8; 32]>> = members.iter().map(known).collect();
+    let todo: Vec<usize> = (0..members.len()).filter(|&i| out[i].is_none()).collect();
+    let (cached, plain): (Vec<usize>, Vec<usize>) =
+        todo.into_iter().partition(|&i| through_cache(&members[i]));
+    let files: Vec<(&Path, u64)> = plain
+        .iter()
+        .map(|&i| (members[i].file.as_path(), members[i].size))
+        .collect();
+    for (i, h) in plain.iter().zip(hash_all(ctx, &files, "hash members")?) {
+        out[*i] = Some(h);
+    }
+    let read = cached
+        .par_iter()
+        .map(|&i| {
+            let f = &members[i].file;
+            crate::cache::hashes::file_digests(cache, f)
+                .map(|d| (i, d.sha256))
+                .map_err(|e| BuildError::io("read", f, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, h) in read {
+        out[i] = Some(h);
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// SHA-256 of each WIM input file (the boot and OS images).

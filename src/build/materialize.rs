@@ -25,6 +25,13 @@ pub struct Resolved {
     pub known: Option<crate::wimwrite::KnownDigests>,
     /// Never served from nor stored in the cache (generated, secret-derived).
     pub never_cache: bool,
+    /// `file` is a hard link to a cache body that other builds link and
+    /// unlink too (a restored export): its ctime may move while it is read.
+    pub shared: bool,
+    /// Where to record this member's digests once a writer knows them, so
+    /// that the next build knows them without reading (a boot file,
+    /// extracted anew every build).
+    pub remember: Option<crate::cache::Key>,
 }
 
 /// `vars` gives the variables' values when Variables.dat is written: that
@@ -79,13 +86,25 @@ pub(super) fn materialize(
                 .map_err(|e| BuildError::io("create folder for", p, e))
         };
         let mut known = None;
+        let mut remember = None;
+        let mut shared = false;
         let never_cache = matches!(m.source, Source::Generated { .. } | Source::MediaVariables);
         let (file, in_tree) = match &m.source {
             Source::File { path } => (path.clone(), false),
-            Source::WimFile { path, .. } => {
+            Source::WimFile { wim, index, path } => {
                 mkparent(&dst)?;
                 std::fs::copy(bootx.join(path), &dst)
                     .map_err(|e| BuildError::io("copy boot file", &dst, e))?;
+                // Its digests, when an earlier build recorded them for this
+                // file of this very image (a new copy has a new stamp, so
+                // the input hash cache cannot know it).
+                if let Some(c) = &ctx.cache {
+                    let src = crate::cache::hashes::file_digests(Some(c), wim)
+                        .map_err(|e| BuildError::io("read", wim, e))?;
+                    let key = crate::cache::resources::boot_file_key(&src.sha256, *index, path);
+                    known = crate::cache::resources::boot_file_digests(c, &key, &dst);
+                    remember = known.is_none().then_some(key);
+                }
                 (dst, true)
             }
             Source::WimExport {
@@ -132,6 +151,8 @@ pub(super) fn materialize(
                     }
                     _ => None,
                 };
+                // Restored or stored, the file is a link to the cache's body.
+                shared = known.is_some();
                 if known.is_none() {
                     Wim::open(wim)?.export_to(
                         *index,
@@ -141,8 +162,12 @@ pub(super) fn materialize(
                         ctx.cancel.flag(),
                     )?;
                     if let (Some(c), Some(k)) = (&ctx.cache, &key) {
-                        if let Some(r) = crate::cache::resources::store_export(c, k, &dst) {
-                            ctx.restamp(r);
+                        if let Some(p) = crate::cache::resources::link_export(c, k, &dst) {
+                            shared = true;
+                            ctx.pending_exports
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(p);
                         }
                     }
                 }
@@ -182,6 +207,8 @@ pub(super) fn materialize(
             in_tree,
             known,
             never_cache,
+            shared,
+            remember,
         });
     }
     ctx.rep.event(Event::End {

@@ -121,6 +121,11 @@ pub(crate) struct Ctx<'a> {
     pub artefact_sha: std::sync::Mutex<std::collections::BTreeMap<PathBuf, [u8; 32]>>,
     /// Export bodies whose stamp is recorded once the staging folder is gone.
     pub restamps: std::sync::Mutex<Vec<crate::cache::resources::Restamp>>,
+    /// Work that the end of the build waits for (storing into the cache).
+    pub background: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Exports linked into the cache whose entries wait for their digests
+    /// (from the WIM writer, else read at the end of the build).
+    pub pending_exports: std::sync::Mutex<Vec<crate::cache::resources::PendingExport>>,
     /// Variable name → fingerprint of its value, for the manifest.
     pub fingerprints: std::collections::BTreeMap<String, String>,
 }
@@ -132,6 +137,69 @@ impl Ctx<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(r);
+    }
+
+    /// Runs `work` beside the build (in line with one job); the build waits
+    /// for it before it ends ([`Ctx::join_background`]).
+    pub(crate) fn background(&self, work: impl FnOnce() + Send + 'static) {
+        if self.jobs <= 1 {
+            return work();
+        }
+        // No thread to be had: the work is skipped (the cache is an
+        // accelerator), the build goes on.
+        if let Ok(h) = std::thread::Builder::new()
+            .name("cache-store".into())
+            .spawn(work)
+        {
+            self.background
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(h);
+        }
+    }
+
+    /// Waits for the work started by [`Ctx::background`].
+    pub(crate) fn join_background(&self) {
+        let handles =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+
+    /// Completes the pending export entries: those whose staged file is in
+    /// `known` with its digests, or all of them (`known` None: read them).
+    pub(crate) fn complete_exports(
+        &self,
+        known: Option<&std::collections::BTreeMap<PathBuf, crate::wimwrite::KnownDigests>>,
+    ) {
+        let Some(c) = &self.cache else { return };
+        let pending = std::mem::take(
+            &mut *self
+                .pending_exports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut left = Vec::new();
+        for p in pending {
+            let digests = match known {
+                Some(k) => match k.get(&p.staged) {
+                    Some(d) => Some(*d),
+                    None => {
+                        left.push(p);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if let Some(r) = p.complete(c, digests) {
+                self.restamp(r);
+            }
+        }
+        *self
+            .pending_exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = left;
     }
 
     /// SHA-256 of the artefact file at `tmp`, read once per build.
@@ -454,6 +522,8 @@ fn build_with(
         cache,
         artefact_sha: Default::default(),
         restamps: Default::default(),
+        pending_exports: Default::default(),
+        background: Default::default(),
     };
     let mut vars = Some(vars);
     let mut values = Vec::new();
@@ -499,6 +569,8 @@ fn build_with(
     finalize::update_sums(&plan.out_dir, &outputs)?;
     trash.empty();
     phases.push(("finalize".to_string(), t.elapsed()));
+    ctx.complete_exports(None);
+    ctx.join_background();
     drop(staging);
     if let Some(c) = &ctx.cache {
         let done = std::mem::take(&mut *ctx.restamps.lock().unwrap_or_else(|e| e.into_inner()));
@@ -627,6 +699,8 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
         cache: None,
         artefact_sha: Default::default(),
         restamps: Default::default(),
+        pending_exports: Default::default(),
+        background: Default::default(),
         fingerprints: Default::default(),
     };
     let members = materialize::materialize(&ctx, &mut || Ok(vars.clone()))?;

@@ -292,6 +292,18 @@ impl Index {
     }
 }
 
+/// The digests last recorded for the file at `path` (absolute) when it had
+/// `size` bytes, whatever its stamp now: a guess of its content after a
+/// fresh checkout or a `touch`, to be confirmed by reading it.
+pub fn last_known(cache: &Cache, path: &Path, size: u64) -> Option<Digests> {
+    let abs = std::path::absolute(path).ok()?;
+    cache
+        .hash_index()
+        .last(cache, &abs)
+        .filter(|r| r.size == size)
+        .map(|r| r.digests)
+}
+
 /// The cached digests of the file at `path`, if its stamp is known.
 pub fn lookup(cache: &Cache, path: &Path) -> Option<Digests> {
     let st = Stamp::of(path).ok()?;
@@ -302,6 +314,11 @@ pub fn lookup(cache: &Cache, path: &Path) -> Option<Digests> {
 pub fn peek(cache: &Cache, path: &Path) -> Option<Digests> {
     let st = Stamp::of(path).ok()?;
     cache.hash_index().lookup(cache, &st, false)
+}
+
+/// [`lookup_stamp`] for a prediction: not counted.
+pub fn peek_stamp(cache: &Cache, st: &Stamp) -> Option<Digests> {
+    cache.hash_index().lookup(cache, st, false)
 }
 
 pub fn lookup_stamp(cache: &Cache, st: &Stamp) -> Option<Digests> {

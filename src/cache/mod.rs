@@ -3,10 +3,13 @@
 //! Every entry is one file named after the SHA-256 of its key text, in a
 //! subfolder per kind (`hash/`, `res/`, `chunks/`, `export/`, `verify/`,
 //! `keys/`). It starts with
-//! a header — magic, the key text itself, the body length and the SHA-256 of
-//! the body — so a reader can tell a corrupted, truncated or misplaced entry
-//! from a good one: such an entry is removed and reported as a miss, never
-//! used. Entries are written to a temporary file in the cache folder and
+//! a header — magic, the key text itself, the body length and the XXH3-128
+//! of the body — so a reader can tell a corrupted, truncated or misplaced
+//! entry from a good one: such an entry is removed and reported as a miss,
+//! never used. The check is against accidents (a torn write, a flipped bit,
+//! a truncated copy), which a 128-bit checksum catches as surely as SHA-256
+//! at a tenth of the cost; an unkeyed SHA-256 would not stop someone who can
+//! write into the cache either (they would write its digest too). Entries are written to a temporary file in the cache folder and
 //! renamed into place, so readers (other builds included) only ever see
 //! complete entries; two builds putting the same key both write valid
 //! entries and the last rename wins.
@@ -29,9 +32,9 @@
 //! * least recently used by the entries' modification times, which a hit
 //!   refreshes only when they are more than an hour old: repeated hits do
 //!   not write;
-//! * content-addressed entries are not written again when present, and the
-//!   input hash cache is one index per recipe folder (`hashes`), written
-//!   only when it changed.
+//! * what a build takes from the cache is not written again, and the input
+//!   hash cache is one index per recipe folder (`hashes`), written only
+//!   when it changed.
 //!
 //! The clock is only used for this bookkeeping, never for anything that
 //! ends up in an artefact. The cache is an accelerator: a failure to write an
@@ -50,7 +53,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-const MAGIC: &[u8; 8] = b"MBCACHE1";
+const MAGIC: &[u8; 8] = b"MBCACHE2";
+/// Header bytes besides the key text: magic, key length, body length, check.
+const HEAD: usize = 8 + 4 + 8 + 16;
 /// Entry kinds, one subfolder each.
 pub const KINDS: [&str; 6] = ["hash", "res", "chunks", "export", "verify", "keys"];
 /// Default size limit: 20 GiB.
@@ -133,12 +138,13 @@ pub struct Stats {
 }
 
 /// An entry opened for streaming: the reader is positioned at the body.
-/// The caller must hash what it reads and compare with `sha256` before
-/// trusting it (see [`Cache::reject`] when it does not match).
+/// The caller must check what it reads ([`Cache::checker`]) against `check`
+/// before trusting it (see [`Cache::reject`] when it does not match).
 pub struct Entry {
     pub reader: File,
     pub len: u64,
-    pub sha256: [u8; 32],
+    /// XXH3-128 of the body.
+    pub check: u128,
     pub body_offset: u64,
     pub path: PathBuf,
 }
@@ -166,15 +172,18 @@ pub fn default_dir() -> Option<PathBuf> {
     nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("mediabuild"))
 }
 
-fn encode_header(key: &Key, len: u64, sha: &[u8; 32]) -> Vec<u8> {
-    let mut h = Vec::with_capacity(52 + key.text.len());
+fn encode_header(key: &Key, len: u64, check: u128) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEAD + key.text.len());
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&(key.text.len() as u32).to_le_bytes());
     h.extend_from_slice(key.text.as_bytes());
     h.extend_from_slice(&len.to_le_bytes());
-    h.extend_from_slice(sha);
+    h.extend_from_slice(&check.to_le_bytes());
     h
 }
+
+/// The check of an entry's body, streaming.
+pub type Checker = xxhash_rust::xxh3::Xxh3;
 
 fn tag_text() -> String {
     format!(
@@ -222,6 +231,20 @@ fn claim(dir: &Path) -> Result<(), CacheError> {
             path: dir.to_path_buf(),
             found: foreign.join(", "),
         });
+    }
+    // A folder laid out as a cache of before the tag holds format-1 entries,
+    // which this version cannot read: they go now, not one miss at a time.
+    for kind in KINDS.iter().chain(&["tmp"]) {
+        if let Ok(rd) = std::fs::read_dir(dir.join(kind)) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let stem = name.split('.').next().unwrap_or_default();
+                if stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
     crate::fsutil::write_file(&tag, tag_text().as_bytes()).map_err(io_err("tag", &tag))
 }
@@ -331,7 +354,7 @@ impl Cache {
                 return None;
             }
         };
-        let head_len = 52 + key.text.len();
+        let head_len = HEAD + key.text.len();
         let mut buf = vec![0u8; head_len + want];
         let mut got = 0;
         // One read in the common case; a short read goes on.
@@ -348,7 +371,7 @@ impl Cache {
         let parsed = parse_header(&buf, key)
             .filter(|(len, _, off)| md.as_ref().is_some_and(|m| m.len() == off + len));
         match parsed {
-            Some((len, sha256, body_offset)) => {
+            Some((len, check, body_offset)) => {
                 if used {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
                     // LRU: a hit is a use; an entry touched within the hour
@@ -366,7 +389,7 @@ impl Cache {
                     Entry {
                         reader: f,
                         len,
-                        sha256,
+                        check,
                         body_offset,
                         path,
                     },
@@ -375,7 +398,15 @@ impl Cache {
             }
             None => {
                 if used {
-                    self.drop_file(&path, md.map(|m| m.len()));
+                    // An entry of an earlier format is not damage: it goes
+                    // quietly.
+                    if buf.starts_with(b"MBCACHE") && !buf.starts_with(MAGIC) {
+                        if std::fs::remove_file(&path).is_ok() {
+                            self.account(-(md.map_or(0, |m| m.len()) as i64));
+                        }
+                    } else {
+                        self.drop_file(&path, md.map(|m| m.len()));
+                    }
                     self.counters.misses.fetch_add(1, Ordering::Relaxed);
                 }
                 None
@@ -410,7 +441,7 @@ impl Cache {
                     .take(e.len - body.len() as u64 + 1)
                     .read_to_end(&mut body);
             }
-            body.len() as u64 == e.len && <[u8; 32]>::from(Sha256::digest(&body)) == e.sha256
+            body.len() as u64 == e.len && xxhash_rust::xxh3::xxh3_128(&body) == e.check
         };
         if ok {
             Some(body)
@@ -420,6 +451,30 @@ impl Cache {
             }
             None
         }
+    }
+
+    /// Reads the entry for `key` through and checks it; a bad one is
+    /// removed. True when it is there and good. (Not counted as a use.)
+    pub fn check_entry(&self, key: &Key) -> bool {
+        let Some(mut e) = self.open_entry_as(key, false) else {
+            return false;
+        };
+        let mut h = Checker::new();
+        let mut buf = vec![0u8; (e.len.min(1 << 20) as usize).max(1)];
+        let mut left = e.len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            if e.reader.read_exact(&mut buf[..n]).is_err() {
+                break;
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let good = left == 0 && h.digest128() == e.check;
+        if !good {
+            self.drop_file(&e.path, Some(e.body_offset + e.len));
+        }
+        good
     }
 
     /// Removes an entry a reader found bad (digest mismatch).
@@ -512,16 +567,16 @@ impl Cache {
     ) -> bool {
         let target = self.path(key);
         let tmp = self.tmp_path(key);
-        let placeholder = encode_header(key, len, &[0; 32]);
+        let placeholder = encode_header(key, len, 0);
         let res = (|| -> io::Result<()> {
             let mut f = File::create(&tmp)?;
-            let sha: [u8; 32] = {
+            let check = {
                 let mut w = Hashing {
                     inner: io::BufWriter::with_capacity(
                         (placeholder.len() as u64 + len).min(1 << 20) as usize,
                         &mut f,
                     ),
-                    h: Sha256::new(),
+                    h: Checker::new(),
                     n: 0,
                 };
                 w.inner.write_all(&placeholder)?;
@@ -530,10 +585,10 @@ impl Cache {
                 if w.n != len {
                     return Err(io::Error::other("entry body has the wrong length"));
                 }
-                w.h.finalize().into()
+                w.h.digest128()
             };
             use std::os::unix::fs::FileExt;
-            f.write_all_at(&encode_header(key, len, &sha), 0)?;
+            f.write_all_at(&encode_header(key, len, check), 0)?;
             // No fsync: an entry lost or torn by a crash is detected on read.
             drop(f);
             std::fs::rename(&tmp, &target)
@@ -760,6 +815,29 @@ impl Cache {
     }
 }
 
+/// The effect of long runs of zeros on a running SHA-256 (a disk image's
+/// free space; `fsutil::sha256`): 32 bytes an entry, under `hash/`.
+impl crate::fsutil::sha256::ZeroRuns for Cache {
+    fn get(&self, state: &[u32; 8], blocks: u64) -> Option<[u32; 8]> {
+        let body = self.get(&zero_run_key(state, blocks))?;
+        let mut after = [0u32; 8];
+        for (w, b) in after.iter_mut().zip(body.chunks_exact(4)) {
+            *w = u32::from_le_bytes(b.try_into().ok()?);
+        }
+        (body.len() == 32).then_some(after)
+    }
+
+    fn put(&self, state: &[u32; 8], blocks: u64, after: &[u32; 8]) {
+        let body: Vec<u8> = after.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.put(&zero_run_key(state, blocks), &body);
+    }
+}
+
+fn zero_run_key(state: &[u32; 8], blocks: u64) -> Key {
+    let s: String = state.iter().map(|w| format!("{w:08x}")).collect();
+    Key::new("hash", format!("zeros1\0{s}\0{blocks}"))
+}
+
 impl Drop for Cache {
     fn drop(&mut self) {
         self.flush();
@@ -767,10 +845,10 @@ impl Drop for Cache {
 }
 
 /// Parses and checks an entry header at the start of `buf`; returns (body
-/// length, body sha256, body offset). The caller checks the file's length.
-fn parse_header(buf: &[u8], key: &Key) -> Option<(u64, [u8; 32], u64)> {
+/// length, body check, body offset). The caller checks the file's length.
+fn parse_header(buf: &[u8], key: &Key) -> Option<(u64, u128, u64)> {
     let klen = key.text.len();
-    if buf.len() < 52 + klen || &buf[..8] != MAGIC {
+    if buf.len() < HEAD + klen || &buf[..8] != MAGIC {
         return None;
     }
     if u32::from_le_bytes(buf[8..12].try_into().ok()?) as usize != klen
@@ -778,16 +856,16 @@ fn parse_header(buf: &[u8], key: &Key) -> Option<(u64, [u8; 32], u64)> {
     {
         return None;
     }
-    let tail = &buf[12 + klen..52 + klen];
+    let tail = &buf[12 + klen..HEAD + klen];
     let len = u64::from_le_bytes(tail[..8].try_into().ok()?);
-    let sha: [u8; 32] = tail[8..].try_into().ok()?;
-    Some((len, sha, 52 + klen as u64))
+    let check = u128::from_le_bytes(tail[8..].try_into().ok()?);
+    Some((len, check, (HEAD + klen) as u64))
 }
 
 /// A writer that hashes what passes through it.
 struct Hashing<W: Write> {
     inner: W,
-    h: Sha256,
+    h: Checker,
     n: u64,
 }
 

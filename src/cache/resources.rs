@@ -33,7 +33,6 @@ use crate::wimwrite::{
     KnownDigests, PrevChunks, ResourceParams, ResourceStore, Splice, Stored, StoredCheck,
     StoredResource, WimReport,
 };
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -159,6 +158,38 @@ pub fn export_key(
     )
 }
 
+/// Key of the digests of the file at `path` in image `index` of the WIM of
+/// SHA-256 `wim_sha256` (a boot file, extracted anew every build).
+pub fn boot_file_key(wim_sha256: &[u8; 32], index: u32, path: &str) -> Key {
+    Key::new(
+        "hash",
+        format!(
+            "bootfile1\0{}\0{index}\0{path}\0{}",
+            hex(wim_sha256),
+            versions()
+        ),
+    )
+}
+
+/// The digests recorded under `key` for a file of `staged`'s size.
+pub fn boot_file_digests(cache: &Cache, key: &Key, staged: &Path) -> Option<KnownDigests> {
+    let b = cache.get(key)?;
+    let size = std::fs::metadata(staged).ok()?.len();
+    (b.len() == 60 && b[..8] == size.to_le_bytes()).then(|| KnownDigests {
+        sha1: b[8..28].try_into().unwrap_or_default(),
+        sha256: b[28..60].try_into().unwrap_or_default(),
+    })
+}
+
+/// Records the digests of a file of `size` bytes under `key`.
+pub fn remember_digests(cache: &Cache, key: &Key, size: u64, d: &KnownDigests) {
+    let mut b = Vec::with_capacity(60);
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&d.sha1);
+    b.extend_from_slice(&d.sha256);
+    cache.put_new(key, &b);
+}
+
 /// Key of a verification mark.
 pub fn verified_key(check: &str, sha256: &[u8; 32], size: u64) -> Key {
     Key::new(
@@ -179,8 +210,14 @@ pub fn mark_verified(cache: &Cache, check: &str, sha256: &[u8; 32], size: u64) {
 /// The writer's view of the cache for one WIM.
 pub struct WimStore {
     cache: Arc<Cache>,
-    /// Digests known without a hash-cache lookup (restored exports).
+    /// Digests known without a hash-cache lookup (restored exports, boot
+    /// files an earlier build recorded).
     known: BTreeMap<PathBuf, KnownDigests>,
+    /// Files that are hard links to a cache body other builds link too.
+    shared: BTreeSet<PathBuf>,
+    /// The content files' stamps, taken once before the write (a lookup
+    /// by path would stat the file again, twice per file).
+    stamps: BTreeMap<PathBuf, Stamp>,
     /// Files never served from nor stored in the cache.
     never: BTreeSet<PathBuf>,
     /// Their media paths.
@@ -191,12 +228,15 @@ impl WimStore {
     pub fn new(
         cache: Arc<Cache>,
         known: BTreeMap<PathBuf, KnownDigests>,
+        shared: BTreeSet<PathBuf>,
         never: BTreeSet<PathBuf>,
         never_paths: BTreeSet<String>,
     ) -> WimStore {
         WimStore {
             cache,
             known,
+            shared,
+            stamps: BTreeMap::new(),
             never,
             never_paths,
         }
@@ -227,9 +267,9 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
     if e.len != 1 + 8 + table.len() as u64 + kept {
         return None;
     }
-    let mut hasher = Sha256::new();
-    hasher.update([SPLICED]);
-    hasher.update(head);
+    let mut hasher = Box::new(super::Checker::new());
+    hasher.update(&[SPLICED]);
+    hasher.update(&head);
     hasher.update(&table);
     let reader = std::io::BufReader::with_capacity(1 << 20, e.reader.try_clone().ok()?.take(kept));
     Some(StoredResource {
@@ -238,7 +278,7 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
         compressed: true,
         check: StoredCheck::Digest {
             hasher,
-            expected: e.sha256,
+            expected: e.check,
         },
         id: e.path.display().to_string(),
         splice: Some(Splice {
@@ -250,25 +290,79 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
     })
 }
 
+impl WimStore {
+    /// The stamps of the content files, taken just before the write.
+    pub fn with_stamps(mut self, stamps: BTreeMap<PathBuf, Stamp>) -> WimStore {
+        self.stamps = stamps;
+        self
+    }
+
+    /// The hash cache's digests of `source` (through its stamp taken before
+    /// the write when there is one); `used: false` for a prediction.
+    fn hashed(&self, source: &Path, used: bool) -> Option<Digests> {
+        match (self.stamps.get(source), used) {
+            (Some(st), true) => hashes::lookup_stamp(&self.cache, st),
+            (Some(st), false) => hashes::peek_stamp(&self.cache, st),
+            (None, true) => hashes::lookup(&self.cache, source),
+            (None, false) => hashes::peek(&self.cache, source),
+        }
+    }
+}
+
+impl WimStore {
+    /// Reads through every stored resource this store could serve for
+    /// `sources` (file and size) and drops the damaged ones: after one was
+    /// found in the middle of a write, the next write then meets none
+    /// (rather than one per attempt, issue 21).
+    pub fn sweep(&self, sources: &[(PathBuf, u64)], params: &ResourceParams) {
+        let mut seen = BTreeSet::new();
+        for (file, size) in sources {
+            if self.never.contains(file) {
+                continue;
+            }
+            // A file the hash cache does not know is read (and recorded):
+            // this only runs after damage was found.
+            let sha1 = match self.known.get(file) {
+                Some(k) => k.sha1,
+                None => match hashes::file_digests(Some(&self.cache), file) {
+                    Ok(d) if d.size == *size => d.sha1,
+                    _ => continue,
+                },
+            };
+            if seen.insert(sha1) {
+                self.cache.check_entry(&resource_key(&sha1, *size, params));
+            }
+        }
+    }
+}
+
 impl ResourceStore for WimStore {
     /// Restored exports are hard links to a cache body that concurrent
     /// builds link and unlink too.
     fn linked_by_others(&self, source: &Path) -> bool {
-        self.known.contains_key(source)
+        self.shared.contains(source)
     }
 
     fn likely_stored(&self, source: &Path, size: u64, params: &ResourceParams) -> bool {
         if self.never.contains(source) {
             return false;
         }
+        // A file whose stamp moved is guessed by its last digests.
         let sha1 = match self.known.get(source) {
             Some(k) => k.sha1,
-            None => match hashes::peek(&self.cache, source) {
+            None => match self
+                .hashed(source, false)
+                .or_else(|| hashes::last_known(&self.cache, source, size))
+            {
                 Some(d) if d.size == size => d.sha1,
                 _ => return false,
             },
         };
         self.cache.contains(&resource_key(&sha1, size, params))
+    }
+
+    fn seen_at(&self, source: &Path, size: u64) -> bool {
+        !self.never.contains(source) && hashes::last_known(&self.cache, source, size).is_some()
     }
 
     fn digests(&self, source: &Path, size: u64) -> Option<KnownDigests> {
@@ -278,7 +372,7 @@ impl ResourceStore for WimStore {
         if let Some(k) = self.known.get(source) {
             return Some(*k);
         }
-        hashes::lookup(&self.cache, source)
+        self.hashed(source, true)
             .filter(|d| d.size == size)
             .map(|d| KnownDigests {
                 sha1: d.sha1,
@@ -304,14 +398,14 @@ impl ResourceStore for WimStore {
         }
         if flag[0] == RAW_MARKER {
             // The whole body is the flag: check it like any entry.
-            if e.len != 1 || <[u8; 32]>::from(Sha256::digest(flag)) != e.sha256 {
+            if e.len != 1 || xxhash_rust::xxh3::xxh3_128(&flag) != e.check {
                 self.cache.reject(&e);
                 return None;
             }
             return Some(Stored::Raw);
         }
-        let mut hasher = Sha256::new();
-        hasher.update(flag);
+        let mut hasher = Box::new(super::Checker::new());
+        hasher.update(&flag);
         let len = e.len - 1;
         Some(Stored::Entry(StoredResource {
             reader: Box::new(std::io::BufReader::with_capacity(
@@ -322,7 +416,7 @@ impl ResourceStore for WimStore {
             compressed: flag[0] == 1,
             check: StoredCheck::Digest {
                 hasher,
-                expected: e.sha256,
+                expected: e.check,
             },
             id: e.path.display().to_string(),
             splice: None,
@@ -377,10 +471,7 @@ impl ResourceStore for WimStore {
         let mut bytes = Vec::with_capacity(res.len as usize);
         let read = (&mut res.reader).take(res.len).read_to_end(&mut bytes);
         h.update(&bytes);
-        if read.is_err()
-            || bytes.len() as u64 != res.len
-            || <[u8; 32]>::from(h.finalize()) != expected
-        {
+        if read.is_err() || bytes.len() as u64 != res.len || h.digest128() != expected {
             self.corrupt(&res.id);
             return None;
         }
@@ -394,13 +485,33 @@ impl ResourceStore for WimStore {
 }
 
 /// After a WIM was written at `wim`: stores every resource compressed now
-/// (not those of `never` contents, nor those already stored) and records
+/// (not those of `never` contents, nor those served from the store) and records
 /// the digests of the content files whose stamps were taken before the
 /// write. The chunk digests of a path are kept only for resources of more
 /// than one chunk (a one-chunk file has nothing to reuse from).
 pub fn store_after_write(
     cache: &Cache,
     wim: &Path,
+    report: &WimReport,
+    params: &ResourceParams,
+    never_paths: &BTreeSet<String>,
+    stamps: &[(String, PathBuf, Stamp)],
+) {
+    store_from(
+        cache,
+        std::fs::File::open(wim).as_ref().ok(),
+        report,
+        params,
+        never_paths,
+        stamps,
+    )
+}
+
+/// [`store_after_write`] from the WIM open as `file` (None: only the digests
+/// are recorded).
+pub fn store_from(
+    cache: &Cache,
+    file: Option<&std::fs::File>,
     report: &WimReport,
     params: &ResourceParams,
     never_paths: &BTreeSet<String>,
@@ -418,27 +529,25 @@ pub fn store_after_write(
             by_sha1.entry(f.sha1).or_default().push(&f.path);
         }
     }
-    let file = std::fs::File::open(wim);
     for r in report.resources.iter().filter(|r| !r.from_store) {
         if never.contains(&r.sha1) {
             continue;
         }
+        // Written now, not served: there was no usable entry when the
+        // writer asked (or it could not ask: a file it did not know), so an
+        // entry found under the key now may be a damaged one: replaced.
         let key = resource_key(&r.sha1, r.size, params);
-        let stored = cache.contains(&key);
         if !r.compressed {
             // The content is the resource: the next build copies the file.
-            if !stored {
-                cache.put(&key, &[RAW_MARKER]);
-            }
+            cache.put(&key, &[RAW_MARKER]);
             continue;
         }
-        let Ok(file) = &file else {
+        let Some(file) = file else {
             continue;
         };
         // Chunk digests go with resources stored whole now: a spliced one
         // (an exported image) is not read back for reuse.
-        if stored
-            || store_spliced(cache, &key, file, r, u64::from(params.chunk))
+        if store_spliced(cache, &key, file, r, u64::from(params.chunk))
             || !cache.put_file_ranges(&key, &[1], file, &[(r.offset, r.size_in_wim)])
         {
             continue;
@@ -663,40 +772,38 @@ pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<(KnownDige
     Some((digests, restamp))
 }
 
-/// Stores the freshly exported image at `file` under `key`: its body
-/// linked (or copied) into the cache, then the entry with its digests. The
-/// stamp is recorded by the returned [`Restamp`], once the build's own link
-/// to the body is gone.
-pub fn store_export(cache: &Cache, key: &Key, file: &Path) -> Option<Restamp> {
+/// A freshly exported image linked into the cache, whose entry waits for
+/// its digests: the WIM writer computes them when it reads the image for
+/// the media, so hashing it here as well would read 100s of MB twice.
+pub struct PendingExport {
+    key: Key,
+    body: PathBuf,
+    /// The exported file in the build's staging folder (a link to `body`).
+    pub staged: PathBuf,
+    len: u64,
+    linked: BodyStamp,
+}
+
+/// Links the freshly exported image at `file` into the cache under `key`
+/// (or copies it); its entry is written by [`PendingExport::complete`].
+pub fn link_export(cache: &Cache, key: &Key, file: &Path) -> Option<PendingExport> {
     let tmp = cache.tmp_path(key);
     let body = export_body(cache, key);
-    let res = (|| -> std::io::Result<Option<Restamp>> {
+    let res = (|| -> std::io::Result<PendingExport> {
         let md0 = std::fs::metadata(file)?;
-        let d = hashes::read_digests(file)?;
         link_or_copy(file, &tmp)?;
         std::fs::rename(&tmp, &body)?;
-        let digests = KnownDigests {
-            sha1: d.sha1,
-            sha256: d.sha256,
-        };
-        cache.put(key, &encode_export(d.size, &digests, None));
-        // Trusted by stamp later only if the body is `file` itself (a hard
-        // link) and unchanged since it was hashed.
-        let md = std::fs::metadata(&body)?;
-        let (was, is) = (BodyStamp::of(&md0), BodyStamp::of(&md));
-        let same = md.len() == d.size
-            && md0.len() == d.size
-            && (was.ino, was.dev, was.mtime_ns) == (is.ino, is.dev, is.mtime_ns);
-        Ok(same.then(|| Restamp {
+        cache.account(md0.len() as i64);
+        Ok(PendingExport {
             key: key.clone(),
             body: body.clone(),
-            len: d.size,
-            digests,
-            checked: is,
-        }))
+            staged: file.to_path_buf(),
+            len: md0.len(),
+            linked: BodyStamp::of(&md0),
+        })
     })();
     match res {
-        Ok(r) => r,
+        Ok(p) => Some(p),
         Err(_) => {
             let _ = std::fs::remove_file(&tmp);
             cache
@@ -708,10 +815,51 @@ pub fn store_export(cache: &Cache, key: &Key, file: &Path) -> Option<Restamp> {
     }
 }
 
+impl PendingExport {
+    /// Writes the entry with the image's digests — given by a reader of the
+    /// staged file, or read from the body when `None`. The stamp is recorded
+    /// by the returned [`Restamp`], once the build's own link to the body is
+    /// gone; None when the body changed since it was linked (then no entry:
+    /// the next build exports again).
+    pub fn complete(self, cache: &Cache, digests: Option<KnownDigests>) -> Option<Restamp> {
+        let md = std::fs::metadata(&self.body).ok()?;
+        let now = BodyStamp::of(&md);
+        // A link shares the staged file's inode and must not have moved; a
+        // copy (another file system) is entered unstamped: a restore then
+        // reads it to check it.
+        let linked = (now.ino, now.dev) == (self.linked.ino, self.linked.dev);
+        if md.len() != self.len || (linked && now.mtime_ns != self.linked.mtime_ns) {
+            return None;
+        }
+        let digests = match digests {
+            Some(d) => d,
+            None => {
+                let d = hashes::read_digests(&self.body).ok()?;
+                if d.size != self.len {
+                    return None;
+                }
+                KnownDigests {
+                    sha1: d.sha1,
+                    sha256: d.sha256,
+                }
+            }
+        };
+        cache.put(&self.key, &encode_export(self.len, &digests, None));
+        linked.then_some(Restamp {
+            key: self.key,
+            body: self.body,
+            len: self.len,
+            digests,
+            checked: now,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wimwrite::{testgen, write_wim, Content, EntryKind, WimEntry, WriteOptions};
+    use sha2::{Digest, Sha256};
     use std::sync::atomic::AtomicBool;
 
     fn write(entries: &[WimEntry], out: &Path, store: Option<Arc<WimStore>>) -> WimReport {
@@ -740,7 +888,9 @@ mod tests {
         let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&staged, &body).unwrap();
         let want = hashes::read_digests(&staged).unwrap();
-        let r = store_export(&cache, &key, &staged).expect("stored");
+        let r = link_export(&cache, &key, &staged)
+            .and_then(|p| p.complete(&cache, None))
+            .expect("stored");
         // The build's link goes away, then the stamp is recorded.
         std::fs::remove_file(&staged).unwrap();
         r.apply(&cache);
@@ -836,6 +986,7 @@ mod tests {
             Arc::new(WimStore::new(
                 Arc::clone(&cache),
                 BTreeMap::new(),
+                BTreeSet::new(),
                 BTreeSet::new(),
                 BTreeSet::new(),
             ))
@@ -939,6 +1090,7 @@ mod tests {
             Arc::new(WimStore::new(
                 Arc::clone(&cache),
                 known.clone(),
+                known.keys().cloned().collect(),
                 BTreeSet::new(),
                 BTreeSet::new(),
             ))
@@ -1017,6 +1169,7 @@ mod tests {
             crate::wimwrite::StoreHandle(Arc::new(WimStore::new(
                 Arc::clone(&cache),
                 known.clone(),
+                known.keys().cloned().collect(),
                 BTreeSet::new(),
                 BTreeSet::new(),
             )) as Arc<dyn ResourceStore>)

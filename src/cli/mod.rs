@@ -97,35 +97,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark the WIM writers side by side on a generated media tree (see README).
-    Bench {
-        /// Working folder (inputs, tree and outputs; reused between runs).
-        #[arg(long, default_value = "bench-work")]
-        dir: PathBuf,
-        /// Size of the generated content.
-        #[arg(long, default_value = "1GiB")]
-        size: String,
-        /// `mixed` (shaped like real media) or `compressible` (binaries and text only).
-        #[arg(long, default_value = "mixed")]
-        content: String,
-        /// Files of the mixed content's many-file part (a driver store and an
-        /// application tree, as `mediabuild demo --files`).
-        #[arg(long, default_value_t = 14000)]
-        files: usize,
-        /// Writers to compare (comma-separated): mediabuild, wimlib, imagex.
-        #[arg(long, default_value = "mediabuild,wimlib,imagex")]
-        writers: String,
-        /// Compressions (comma-separated).
-        #[arg(long, default_value = "lzx,xpress")]
-        compressions: String,
-        /// Thread counts (comma-separated).
-        #[arg(long, default_value = "1,2")]
-        threads: String,
-        /// Timed runs of each write, interleaved across writers; the median is
-        /// reported (a shared machine is noisy).
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
-    },
+    /// Benchmarks (see docs/benchmarks.md): `writers` (default) times the WIM
+    /// writers side by side on a generated media tree; `rebuild` times clean,
+    /// cached and incremental builds, verify and inspect of real-shaped media.
+    Bench(BenchCli),
     /// (internal) Write a folder as a WIM with one writer; used by `bench`.
     #[command(hide = true)]
     BenchWrite {
@@ -188,6 +163,46 @@ enum Command {
         #[command(flatten)]
         build: BuildArgs,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+struct BenchCli {
+    /// `writers` or `rebuild`.
+    #[arg(default_value = "writers", value_parser = ["writers", "rebuild"])]
+    suite: String,
+    /// Working folder (inputs, tree and outputs; `rebuild` empties it first).
+    #[arg(long, default_value = "bench-work")]
+    dir: PathBuf,
+    /// Size of the generated content.
+    #[arg(long, default_value = "1GiB")]
+    size: String,
+    /// `mixed` (shaped like real media) or `compressible` (binaries and text only).
+    #[arg(long, default_value = "mixed")]
+    content: String,
+    /// Files of the many-file content (a driver store and an application tree,
+    /// as `mediabuild demo --files`).
+    #[arg(long, default_value_t = 14000)]
+    files: usize,
+    /// Writers to compare (comma-separated): mediabuild, wimlib, imagex.
+    #[arg(long, default_value = "mediabuild,wimlib,imagex")]
+    writers: String,
+    /// Compressions (comma-separated).
+    #[arg(long, default_value = "lzx,xpress")]
+    compressions: String,
+    /// Thread counts (comma-separated).
+    #[arg(long, default_value = "1,2")]
+    threads: String,
+    /// Timed runs of each write (rounds of `rebuild`), interleaved; the median
+    /// is reported (a shared machine is noisy).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// `rebuild`: entries put in a second cache, whose no-change rebuild is
+    /// compared with the demo's own cache (0: skip).
+    #[arg(long, default_value_t = 0)]
+    fill: usize,
+    /// `rebuild`: count the system calls per file of builds and verifies (strace).
+    #[arg(long)]
+    strace: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -307,25 +322,7 @@ pub fn run() -> Result<i32> {
         Some(Command::Init { dir, force }) => init::init(&dir, force),
         Some(Command::Completions { shell }) => docs::completions(shell, Cli::command()),
         Some(Command::Manpage { out_dir }) => docs::manpage(Cli::command(), out_dir.as_deref()),
-        Some(Command::Bench {
-            dir,
-            size,
-            content,
-            files,
-            writers,
-            compressions,
-            threads,
-            repeat,
-        }) => cmd_bench(
-            dir,
-            &size,
-            &content,
-            files,
-            &writers,
-            &compressions,
-            &threads,
-            repeat,
-        ),
+        Some(Command::Bench(b)) => cmd_bench(b),
         Some(Command::BenchWrite {
             with,
             compression,
@@ -574,18 +571,32 @@ fn compression_arg(s: &str) -> Result<Compression> {
     })
 }
 
-fn cmd_bench(
-    dir: PathBuf,
-    size: &str,
-    content: &str,
-    files: usize,
-    writers: &str,
-    comps: &str,
-    threads: &str,
-    repeat: usize,
-) -> Result<i32> {
-    let size =
-        units::parse_size(size).with_context(|| format!("--size {size:?}: write e.g. 1GiB"))?;
+fn cmd_bench(b: BenchCli) -> Result<i32> {
+    let size = units::parse_size(&b.size)
+        .with_context(|| format!("--size {:?}: write e.g. 1GiB", b.size))?;
+    if b.suite == "rebuild" {
+        let opts = bench::rebuild::RebuildOptions {
+            dir: b.dir,
+            size,
+            files: b.files,
+            repeat: b.repeat,
+            fill: b.fill,
+            strace: b.strace,
+            exe: std::env::current_exe()?,
+        };
+        let report = bench::rebuild::run(&opts, &mut |line| eprintln!("{line}"))?;
+        print!("{}", report.render());
+        return Ok(if report.ok() { 0 } else { 1 });
+    }
+    let (content, writers, comps, threads, files, dir, repeat) = (
+        b.content.as_str(),
+        b.writers.as_str(),
+        b.compressions.as_str(),
+        b.threads.as_str(),
+        b.files,
+        b.dir,
+        b.repeat,
+    );
     let content = match content {
         "mixed" => bench::Content::Mixed,
         "compressible" => bench::Content::Compressible,

@@ -33,6 +33,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::sha256::{Sha256Stream, ZeroRuns};
 use sha2::{Digest, Sha256};
 
 /// Alignment of offsets, lengths and memory for `O_DIRECT` (a multiple of
@@ -44,6 +45,8 @@ pub const BLOCK: usize = 4096;
 const BUFFER: usize = 16 << 20;
 /// Buffers in flight: one being filled, the others queued or being written.
 const BUFFERS: usize = 3;
+/// Forward gaps up to this long are written as zeros rather than skipped.
+const GAP_FILL: u64 = 1 << 20;
 
 /// Whether artefacts may bypass the page cache (`MEDIABUILD_DIRECT_IO=0`
 /// turns it off, for comparisons).
@@ -134,8 +137,14 @@ fn write_run(file: &File, direct: &mut bool, data: &[u8], offset: u64) -> io::Re
 /// Feeds `data` (the file's bytes at `offset`) to a running file hash that
 /// has seen `*hashed` bytes: a gap before it is a hole (zeros), bytes before
 /// `*hashed` were seen already.
-fn feed(h: &mut Sha256, hashed: &mut u64, offset: u64, data: &[u8]) {
-    feed_zeros(h, hashed, offset);
+fn feed(
+    h: &mut Sha256Stream,
+    hashed: &mut u64,
+    offset: u64,
+    data: &[u8],
+    memo: Option<&dyn ZeroRuns>,
+) {
+    feed_zeros(h, hashed, offset, memo);
     let skip = hashed.saturating_sub(offset) as usize;
     if skip < data.len() {
         h.update(&data[skip..]);
@@ -143,12 +152,10 @@ fn feed(h: &mut Sha256, hashed: &mut u64, offset: u64, data: &[u8]) {
     }
 }
 
-fn feed_zeros(h: &mut Sha256, hashed: &mut u64, to: u64) {
-    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-    while *hashed < to {
-        let n = (to - *hashed).min(ZEROS.len() as u64) as usize;
-        h.update(&ZEROS[..n]);
-        *hashed += n as u64;
+fn feed_zeros(h: &mut Sha256Stream, hashed: &mut u64, to: u64, memo: Option<&dyn ZeroRuns>) {
+    if *hashed < to {
+        h.zeros(to - *hashed, memo);
+        *hashed = to;
     }
 }
 
@@ -223,7 +230,7 @@ fn hash_loop(
     writer: JoinHandle<io::Result<()>>,
 ) -> io::Result<IoEnd> {
     let mut state = Some(StreamedHash {
-        hasher: Sha256::new(),
+        hasher: Sha256Stream::new(),
         hashed: 0,
         deferred: Vec::new(),
         len: 0,
@@ -262,7 +269,7 @@ fn join_stage<T>(stage: JoinHandle<io::Result<T>>) -> io::Result<T> {
 /// The SHA-256 of a file written forward, hashed on the way out but for the
 /// zeros of long gaps (and what follows them) and of the tail.
 pub struct StreamedHash {
-    hasher: Sha256,
+    hasher: Sha256Stream,
     hashed: u64,
     /// Bytes written after a long gap, not hashed yet: `(offset, bytes)`.
     deferred: Vec<(u64, Vec<u8>)>,
@@ -287,23 +294,29 @@ impl StreamedHash {
                 self.deferred.push((offset, data.to_vec()));
                 return;
             }
-            self.catch_up();
+            self.catch_up(None);
         }
-        feed(&mut self.hasher, &mut self.hashed, offset, data);
+        feed(&mut self.hasher, &mut self.hashed, offset, data, None);
     }
 
     /// Hashes the deferred bytes (and the zeros before them).
-    fn catch_up(&mut self) {
+    fn catch_up(&mut self, memo: Option<&dyn ZeroRuns>) {
         for (offset, data) in std::mem::take(&mut self.deferred) {
-            feed(&mut self.hasher, &mut self.hashed, offset, &data);
+            feed(&mut self.hasher, &mut self.hashed, offset, &data, memo);
         }
     }
 
     /// The SHA-256 of the whole file.
-    pub fn digest(mut self) -> [u8; 32] {
-        self.catch_up();
-        feed_zeros(&mut self.hasher, &mut self.hashed, self.len);
-        self.hasher.finalize().into()
+    pub fn digest(self) -> [u8; 32] {
+        self.digest_with(None)
+    }
+
+    /// [`digest`](Self::digest), the long runs of zeros (free space, the
+    /// tail) taken from `memo` when it knows them (see `fsutil::sha256`).
+    pub fn digest_with(mut self, memo: Option<&dyn ZeroRuns>) -> [u8; 32] {
+        self.catch_up(memo);
+        feed_zeros(&mut self.hasher, &mut self.hashed, self.len, memo);
+        self.hasher.finalize()
     }
 }
 
@@ -384,7 +397,7 @@ impl DirectFile {
             Stages::Inline(Inline {
                 direct,
                 state: hash.then(|| StreamedHash {
-                    hasher: Sha256::new(),
+                    hasher: Sha256Stream::new(),
                     hashed: 0,
                     deferred: Vec::new(),
                     len: 0,
@@ -559,13 +572,27 @@ impl DirectFile {
     }
 
     /// Makes the current buffer cover `pos`, starting a new one if needed.
+    /// A short forward gap within the buffer (the slack after a file in its
+    /// last cluster) is filled with the zeros it reads as, when nothing was
+    /// written there: else every file of a volume would end its buffer and
+    /// cost a write of its own (14,000 small writes for a driver store).
     fn ensure_buffer(&mut self) -> io::Result<()> {
-        if self.cur.is_some() {
+        if let Some(cur) = self.cur.as_mut() {
             let end = self.cur_off + self.cur_len as u64;
             if self.cur_off <= self.pos
                 && self.pos <= end
                 && self.pos < self.cur_off + BUFFER as u64
             {
+                return Ok(());
+            }
+            if self.pos > end
+                && self.pos < self.cur_off + BUFFER as u64
+                && self.pos - end <= GAP_FILL
+                && end >= self.written
+            {
+                let (from, to) = (self.cur_len, (self.pos - self.cur_off) as usize);
+                cur.bytes_mut()[from..to].fill(0);
+                self.cur_len = to;
                 return Ok(());
             }
             self.submit()?;

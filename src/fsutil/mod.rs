@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub mod direct;
+pub mod sha256;
 
 /// One regular file found under a source.
 #[derive(Debug, Clone, serde::Serialize)]

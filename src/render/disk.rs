@@ -260,8 +260,13 @@ impl Renderer for DiskRenderer {
         let sha = disk::write_image(tmp, s, &layout, &ids, &files, &params(plan), &mut report)
             .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
         // Hashed on the way out: the manifest and the verify cache need not read it back.
+        // The free space's zeros come from the cache when it has seen them.
         if let Some(sha) = sha {
-            ctx.remember_sha256(tmp, sha.digest());
+            let memo = ctx
+                .cache
+                .as_deref()
+                .map(|c| c as &dyn crate::fsutil::sha256::ZeroRuns);
+            ctx.remember_sha256(tmp, sha.digest_with(memo));
         }
         ctx.rep.event(Event::End {
             phase: "write disk",

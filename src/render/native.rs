@@ -113,20 +113,45 @@ pub fn write_members(
         .filter(|m| !m.in_tree && !m.never_cache)
         .filter_map(|m| Some((m.path.clone(), m.file.clone(), Stamp::of(&m.file).ok()?)))
         .collect();
-    let store = wimwrite::StoreHandle(std::sync::Arc::new(resources::WimStore::new(
-        std::sync::Arc::clone(cache),
-        known,
-        never,
-        never_paths.clone(),
-    )));
-    let mut attempts = 0;
-    let rep = loop {
-        attempts += 1;
-        match write_with(&entries, out, spec, Some(store.clone()), report, cancel) {
-            Err(BuildError::CacheCorrupt(_)) if attempts < 8 => continue,
-            r => break r?,
-        }
-    };
+    let shared = members
+        .iter()
+        .filter(|m| m.shared)
+        .map(|m| m.file.clone())
+        .collect();
+    let by_file = stamps
+        .iter()
+        .map(|(_, file, st)| (file.clone(), st.clone()))
+        .collect();
+    let wim_store = std::sync::Arc::new(
+        resources::WimStore::new(
+            std::sync::Arc::clone(cache),
+            known,
+            shared,
+            never,
+            never_paths.clone(),
+        )
+        .with_stamps(by_file),
+    );
+    let store = wimwrite::StoreHandle(wim_store.clone());
+    // A damaged entry found while copying fails the write: the store is
+    // then swept (every entry it would serve read through and checked, the
+    // bad ones dropped) and the WIM written again; should that meet another
+    // (a race with another build), the last attempt uses no store at all.
+    let mut rep = write_with(&entries, out, spec, Some(store.clone()), report, cancel);
+    if matches!(rep, Err(BuildError::CacheCorrupt(_))) {
+        let params = wimwrite::resource_params_for(&WriteOptions {
+            compression: compression(spec.compression),
+            ..Default::default()
+        })?;
+        let sources: Vec<(std::path::PathBuf, u64)> =
+            members.iter().map(|m| (m.file.clone(), m.size)).collect();
+        wim_store.sweep(&sources, &params);
+        rep = write_with(&entries, out, spec, Some(store.clone()), report, cancel);
+    }
+    if matches!(rep, Err(BuildError::CacheCorrupt(_))) {
+        rep = write_with(&entries, out, spec, None, report, cancel);
+    }
+    let rep = rep?;
     let (rep, sha) = rep;
     if let Some(sha) = sha {
         ctx.remember_sha256(out, sha);
@@ -136,15 +161,49 @@ pub fn write_members(
         .chunks_reused
         .fetch_add(rep.chunks_reused, std::sync::atomic::Ordering::Relaxed);
     verify_fresh(ctx, cache, out, &rep)?;
-    // Only resources of a verified WIM enter the cache.
-    resources::store_after_write(
-        cache,
-        out,
-        &rep,
-        &rep.resource_params,
-        &never_paths,
-        &stamps,
-    );
+    // Only resources of a verified WIM enter the cache. Storing them (a
+    // read of the new resources and a write of each entry) is off the
+    // critical path with more than one job: it runs beside the rest of the
+    // build, which waits for it before it ends.
+    let store = {
+        let cache = std::sync::Arc::clone(cache);
+        let file = std::fs::File::open(out).ok();
+        let rep = rep.clone();
+        move || {
+            resources::store_from(
+                &cache,
+                file.as_ref(),
+                &rep,
+                &rep.resource_params,
+                &never_paths,
+                &stamps,
+            )
+        }
+    };
+    ctx.background(store);
+    // Exports linked into the cache now get their entries, with the digests
+    // this write computed.
+    let by_path: std::collections::BTreeMap<&str, &wimwrite::FileDigest> =
+        rep.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let known: std::collections::BTreeMap<std::path::PathBuf, wimwrite::KnownDigests> = members
+        .iter()
+        .filter_map(|m| {
+            let f = by_path.get(m.path.as_str())?;
+            Some((
+                m.file.clone(),
+                wimwrite::KnownDigests {
+                    sha1: f.sha1,
+                    sha256: f.sha256,
+                },
+            ))
+        })
+        .collect();
+    ctx.complete_exports(Some(&known));
+    for m in members {
+        if let (Some(key), Some(d)) = (&m.remember, known.get(&m.file)) {
+            resources::remember_digests(cache, key, m.size, d);
+        }
+    }
     Ok(rep)
 }
 

@@ -924,8 +924,7 @@ fn copy_stored<W: Write + Seek>(
     };
     match res.check {
         StoredCheck::Digest { hasher, expected } => {
-            let digest: [u8; 32] = hasher.finalize().into();
-            if !complete || digest != expected {
+            if !complete || hasher.digest128() != expected {
                 if let Some(s) = store {
                     s.corrupt(&res.id);
                 }

@@ -253,7 +253,12 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             let sha256: [u8; 32] = Sha256::digest([]).into();
             return self.file_done(fi, 0, sha1, Some(sha256), None, false);
         }
-        if !self.input.needs_prehash[fi] {
+        // A file the store saw at this path with this size, whose stamp has
+        // moved since (a fresh checkout, a restored or touched tree): likely
+        // unchanged, so it is hashed first and, if its content is stored,
+        // served like a known file instead of compressed again.
+        let by_path = self.input.store.is_some_and(|s| s.seen_at(source, size));
+        if !self.input.needs_prehash[fi] && !by_path {
             // No earlier file of this size: it cannot be a duplicate.
             let prev = self.previous(wim_path);
             let blob = self.new_blob(size, true)?;
@@ -262,13 +267,17 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             return self.file_done(fi, size, sha1, None, Some(blob), true);
         }
         if size <= self.input.params.small_limit {
-            return self.small_suspect(fi, &mut f, &origin, size);
+            return self.small_suspect(fi, &mut f, &origin, size, by_path);
         }
-        // Large file sharing its size with an earlier one: hash first.
+        // Large file sharing its size with an earlier one (or seen by the
+        // store): hash first.
         let (first, sha256) = hash_pass(&mut f, &origin, size, self)?;
         let sha1 = first.sha1;
         if let Some(&b) = self.seen.get(&sha1) {
             return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
+        }
+        if by_path && self.serve_known(fi, &origin, size, sha1, sha256)? {
+            return Ok(());
         }
         #[cfg(test)]
         BETWEEN_PASSES.with(|h| h.borrow().as_ref().map(|h| h(source)));
@@ -301,11 +310,28 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             self.file_done(fi, size, k.sha1, Some(k.sha256), Some(b), false)?;
             return Ok(true);
         }
+        let origin = Origin { wim_path, source };
+        self.serve_known(fi, &origin, size, k.sha1, k.sha256)
+    }
+
+    /// Serves a file of known digests (not a duplicate) from the store;
+    /// false when the store has nothing usable for it.
+    fn serve_known(
+        &mut self,
+        fi: usize,
+        origin: &Origin<'_>,
+        size: u64,
+        sha1: [u8; 20],
+        sha256: [u8; 32],
+    ) -> Result<bool, Stop> {
+        let Some(store) = self.input.store else {
+            return Ok(false);
+        };
         let reopen = super::cached::Reopen {
-            sha1: k.sha1,
+            sha1,
             size,
-            wim_path: wim_path.to_string(),
-            source: source.to_path_buf(),
+            wim_path: origin.wim_path.to_string(),
+            source: origin.source.to_path_buf(),
         };
         let Some(res) = super::cached::open_stored(store, &reopen, &self.input.res_params) else {
             return Ok(false);
@@ -317,8 +343,8 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             size,
             res: Box::new((res, reopen)),
         })?;
-        self.seen.insert(k.sha1, blob);
-        self.file_done(fi, size, k.sha1, Some(k.sha256), Some(blob), true)?;
+        self.seen.insert(sha1, blob);
+        self.file_done(fi, size, sha1, Some(sha256), Some(blob), true)?;
         Ok(true)
     }
 
@@ -329,14 +355,16 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
         self.input.store?.previous(wim_path, &self.input.res_params)
     }
 
-    /// A small file that may duplicate an earlier one: read it into
-    /// buffers, hash, then drop or submit the buffers.
+    /// A small file that may duplicate an earlier one (or be stored, with
+    /// `stored`): read it into buffers, hash, then drop or submit the
+    /// buffers.
     fn small_suspect(
         &mut self,
         fi: usize,
         f: &mut File,
         origin: &Origin<'_>,
         size: u64,
+        stored: bool,
     ) -> Result<(), Stop> {
         let unit = self.input.params.unit as u64;
         let mut h1 = Sha1::new();
@@ -361,8 +389,21 @@ impl<'a, 'i, R: Route> Producer<'a, 'i, R> {
             self.spare.extend(bufs);
             return self.file_done(fi, size, sha1, Some(sha256), Some(b), false);
         }
+        if stored && self.serve_known(fi, origin, size, sha1, sha256)? {
+            self.spare.extend(bufs);
+            return Ok(());
+        }
+        // Changed after all: its unchanged chunks come from its previous version.
+        let prev = if stored {
+            self.previous(origin.wim_path)
+        } else {
+            None
+        };
         let blob = self.new_blob(size, false)?;
-        for buf in bufs {
+        for (i, mut buf) in bufs.into_iter().enumerate() {
+            if let Some(p) = &prev {
+                reuse_chunk(&mut buf, p, i);
+            }
             self.submit(blob, buf)?;
         }
         self.seen.insert(sha1, blob);

@@ -4,6 +4,12 @@
 //! runs in its own process (so its peak RSS can be read from /proc), is timed
 //! from spawn to exit, and its output is checked: `wimlib-imagex verify`,
 //! `7z t`, and the same files (path, size, SHA-1) as the reference.
+//!
+//! `rebuild`: the build benchmark on real-shaped media — clean, cold-cache,
+//! no-change and one-file rebuilds, verify and inspect, against
+//! `wimlib-imagex capture` of the same media tree.
+
+pub mod rebuild;
 
 use crate::build::{self, BuildError};
 use crate::demo::{self, write_synthetic, DemoOptions, Kind};
@@ -107,7 +113,7 @@ pub enum BenchError {
     Io(PathBuf, std::io::Error),
 }
 
-fn io(p: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+pub(crate) fn io(p: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
     move |e| BenchError::Io(p.to_path_buf(), e)
 }
 
@@ -191,7 +197,7 @@ fn vm_hwm(pid: u32) -> Option<u64> {
 /// tree; a buffered writer's output, which wimlib's writer does not flush)
 /// before a timed run, untimed: its write-back would otherwise compete with
 /// the next writer's I/O — most with ours, which waits for the device.
-fn settle() {
+pub(crate) fn settle() {
     let _ = Command::new("sync").status();
 }
 
@@ -201,7 +207,7 @@ fn settle() {
 /// mark, so a late sample holds it) by a thread that looks every 50 ms: a
 /// poll every few milliseconds woke the machine 200 times a second and
 /// slowed the writer it was measuring.
-fn timed(mut cmd: Command) -> Result<(f64, u64, String), String> {
+pub(crate) fn timed(mut cmd: Command) -> Result<(f64, u64, String), String> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let start = Instant::now();
     let mut child = cmd
@@ -252,7 +258,7 @@ fn content_of(wim: &Path) -> Result<BTreeSet<(String, u64, [u8; 20])>, String> {
         .collect())
 }
 
-fn tool(name: &str) -> bool {
+pub(crate) fn tool(name: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output()
@@ -405,7 +411,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn FnMut(&str)) -> Result<BenchReport
 }
 
 /// The median of a non-empty list of times.
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
