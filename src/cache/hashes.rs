@@ -407,6 +407,52 @@ pub fn read_digests(path: &Path) -> std::io::Result<Digests> {
 mod tests {
     use super::*;
 
+    /// Two builds of one recipe folder record rows at the same time: both
+    /// rows survive (the second save merges), and one entry holds them.
+    #[test]
+    fn builds_of_one_folder_share_one_index_and_merge_their_rows() {
+        let t = tempfile::tempdir().unwrap();
+        let files: Vec<std::path::PathBuf> = (0..3)
+            .map(|i| {
+                let f = t.path().join(format!("f{i}"));
+                std::fs::write(&f, format!("file {i}")).unwrap();
+                f
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1100));
+        let dir = t.path().join("c");
+        let scope = t.path().join("recipes");
+        let a = Cache::open(&dir, 1 << 30).unwrap().with_scope(&scope);
+        let b = Cache::open(&dir, 1 << 30).unwrap().with_scope(&scope);
+        let da = file_digests(Some(&a), &files[0]).unwrap();
+        // b loads the (empty) index before a saves.
+        let db = file_digests(Some(&b), &files[1]).unwrap();
+        a.flush();
+        b.flush();
+        drop((a, b));
+        let c = Cache::open(&dir, 1 << 30).unwrap().with_scope(&scope);
+        assert_eq!(lookup(&c, &files[0]), Some(da));
+        assert_eq!(lookup(&c, &files[1]), Some(db));
+        assert_eq!(lookup(&c, &files[2]), None);
+        let index_files = || -> Vec<(std::path::PathBuf, SystemTime)> {
+            let mut v = Vec::new();
+            for shard in std::fs::read_dir(dir.join("hash")).unwrap().flatten() {
+                for e in std::fs::read_dir(shard.path()).unwrap().flatten() {
+                    v.push((e.path(), e.metadata().unwrap().modified().unwrap()));
+                }
+            }
+            v
+        };
+        assert_eq!(index_files().len(), 1, "one index, not an entry per file");
+        // Another folder's index does not see them.
+        let other = Cache::open(&dir, 1 << 30).unwrap().with_scope(t.path());
+        assert_eq!(peek(&other, &files[0]), None);
+        // A lookup-only build writes nothing.
+        let before = index_files();
+        c.flush();
+        assert_eq!(index_files(), before);
+    }
+
     #[test]
     fn a_rewrite_with_the_old_mtime_restored_is_not_served_stale() {
         let t = tempfile::tempdir().unwrap();

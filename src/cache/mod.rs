@@ -283,6 +283,40 @@ struct Owned {
     time: SystemTime,
 }
 
+/// The file `e` of a shard of `kind`, if it is named like one of ours.
+fn owned(kind: &'static str, e: &std::fs::DirEntry) -> Option<Owned> {
+    let path = e.path();
+    let name = e.file_name();
+    let name = name.to_string_lossy();
+    let (stem, body) = match name.strip_suffix(".wim") {
+        Some(stem) if kind == "export" => (stem, true),
+        _ => (&*name, false),
+    };
+    // Entry names are 64 hex digits; anything else is not ours.
+    if stem.len() != 64 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let md = e.metadata().ok().filter(|m| m.is_file())?;
+    let mut time = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    if body {
+        // An export body is as recent as its entry, which a hit touches
+        // (the body is not touched: its stamp is what lets a restore
+        // trust it unread).
+        if let Some(m) = std::fs::metadata(path.with_extension(""))
+            .ok()
+            .and_then(|m| m.modified().ok())
+        {
+            time = time.max(m);
+        }
+    }
+    Some(Owned {
+        kind,
+        path,
+        size: md.len(),
+        time,
+    })
+}
+
 impl Cache {
     /// Opens (creating and tagging) the cache at `dir` with a size limit in
     /// bytes. Input hashes are kept in one index for the whole cache; a
@@ -323,8 +357,27 @@ impl Cache {
         &self.dir
     }
 
+    /// Where the entry for `key` lives: `KIND/XX/NAME`, `XX` the first two
+    /// hex digits of the name — 256 folders a kind, so that no folder holds
+    /// more than a few thousand entries in a cache of a million (git's object
+    /// store does the same; a lookup in one huge folder slowed rebuilds).
     pub(crate) fn path(&self, key: &Key) -> PathBuf {
-        self.dir.join(key.kind).join(key.file_name())
+        let name = key.file_name();
+        self.dir.join(key.kind).join(&name[..2]).join(name)
+    }
+
+    /// Renames `tmp` to `target`, creating the target's shard folder first
+    /// when it is not there yet.
+    pub(crate) fn place(&self, tmp: &Path, target: &Path) -> io::Result<()> {
+        match std::fs::rename(tmp, target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tmp.exists() => {
+                if let Some(p) = target.parent() {
+                    std::fs::create_dir_all(p)?;
+                }
+                std::fs::rename(tmp, target)
+            }
+            r => r,
+        }
     }
 
     /// Opens the entry for `key` and checks its header (magic, key, length
@@ -538,21 +591,9 @@ impl Cache {
         src: &File,
         ranges: &[(u64, u64)],
     ) -> bool {
-        use std::os::unix::fs::FileExt;
         let total: u64 = ranges.iter().map(|r| r.1).sum();
         self.put_with(key, prefix.len() as u64 + total, &mut |w| {
-            w.write_all(prefix)?;
-            let mut buf = vec![0u8; (total.min(1 << 20) as usize).max(1)];
-            for &(offset, len) in ranges {
-                let mut done = 0u64;
-                while done < len {
-                    let n = (len - done).min(buf.len() as u64) as usize;
-                    src.read_exact_at(&mut buf[..n], offset + done)?;
-                    w.write_all(&buf[..n])?;
-                    done += n as u64;
-                }
-            }
-            Ok(())
+            copy_ranges(w, prefix, src, ranges, total)
         })
     }
 
@@ -565,7 +606,19 @@ impl Cache {
         len: u64,
         body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
     ) -> bool {
-        let target = self.path(key);
+        match self.write_tmp(key, len, body) {
+            Some(staged) => self.commit_ref(&staged),
+            None => false,
+        }
+    }
+
+    /// An entry written to `tmp/`, not yet renamed into place.
+    fn write_tmp(
+        &self,
+        key: &Key,
+        len: u64,
+        body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Option<StagedEntry> {
         let tmp = self.tmp_path(key);
         let placeholder = encode_header(key, len, 0);
         let res = (|| -> io::Result<()> {
@@ -588,26 +641,36 @@ impl Cache {
                 w.h.digest128()
             };
             use std::os::unix::fs::FileExt;
-            f.write_all_at(&encode_header(key, len, check), 0)?;
             // No fsync: an entry lost or torn by a crash is detected on read.
-            drop(f);
-            std::fs::rename(&tmp, &target)
+            f.write_all_at(&encode_header(key, len, check), 0)
         })();
         match res {
-            Ok(()) => {
-                self.counters.puts.fetch_add(1, Ordering::Relaxed);
-                // The entry replaced (if any) is not known here without a
-                // stat per put: the total may overcount a rewritten key,
-                // which the next walk corrects (it only makes eviction early).
-                self.account((placeholder.len() as u64 + len) as i64);
-                true
-            }
+            Ok(()) => Some(StagedEntry {
+                tmp,
+                target: self.path(key),
+                size: placeholder.len() as u64 + len,
+            }),
             Err(_) => {
                 let _ = std::fs::remove_file(&tmp);
                 self.counters.put_failures.fetch_add(1, Ordering::Relaxed);
-                false
+                None
             }
         }
+    }
+
+    /// Renames a staged entry into place. True when stored.
+    fn commit_ref(&self, e: &StagedEntry) -> bool {
+        if self.place(&e.tmp, &e.target).is_err() {
+            let _ = std::fs::remove_file(&e.tmp);
+            self.counters.put_failures.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.counters.puts.fetch_add(1, Ordering::Relaxed);
+        // The entry replaced (if any) is not known here without a stat per
+        // put: the total may overcount a rewritten key, which the next walk
+        // corrects (it only makes eviction early).
+        self.account(e.size as i64);
+        true
     }
 
     /// Every file the cache owns (entries and export bodies), with its
@@ -618,40 +681,21 @@ impl Cache {
             let Ok(rd) = std::fs::read_dir(self.dir.join(kind)) else {
                 continue;
             };
-            for e in rd.flatten() {
-                let path = e.path();
-                let name = e.file_name();
+            for shard in rd.flatten() {
+                let name = shard.file_name();
                 let name = name.to_string_lossy();
-                let (stem, body) = match name.strip_suffix(".wim") {
-                    Some(stem) if kind == "export" => (stem, true),
-                    _ => (&*name, false),
+                let is_shard = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if !is_shard || !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let Ok(rd) = std::fs::read_dir(shard.path()) else {
+                    continue;
                 };
-                // Entry names are 64 hex digits; anything else is not ours.
-                if stem.len() != 64 || !stem.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    continue;
-                }
-                let Ok(md) = e.metadata() else { continue };
-                if !md.is_file() {
-                    continue;
-                }
-                let mut time = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                if body {
-                    // An export body is as recent as its entry, which a hit
-                    // touches (the body is not touched: its stamp is what
-                    // lets a restore trust it unread).
-                    if let Some(m) = std::fs::metadata(path.with_extension(""))
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                    {
-                        time = time.max(m);
+                for e in rd.flatten() {
+                    if let Some(o) = owned(kind, &e) {
+                        v.push(o);
                     }
                 }
-                v.push(Owned {
-                    kind,
-                    path,
-                    size: md.len(),
-                    time,
-                });
             }
         }
         v
@@ -722,16 +766,6 @@ impl Cache {
             }
         }
         total
-    }
-
-    /// Removes least-recently-used entries while the cache is over its
-    /// limit (a walk of the folder; builds do it only when the running
-    /// total says so).
-    pub fn evict(&self) {
-        let path = self.dir.join(USAGE);
-        let total = self.evict_walk();
-        self.pending.store(0, Ordering::Relaxed);
-        let _ = std::fs::write(path, format!("{total} {}\n", unix_now()));
     }
 
     /// Totals per kind.
@@ -813,6 +847,117 @@ impl Cache {
             }
         )
     }
+}
+
+/// An entry written to the cache's `tmp/` and not yet in place.
+struct StagedEntry {
+    tmp: PathBuf,
+    target: PathBuf,
+    size: u64,
+}
+
+/// Puts that become visible together, later: entries are written now (to
+/// `tmp/`) and renamed into place by [`Staging::commit`] — or removed when
+/// the staging is dropped uncommitted. A build stores the resources of a
+/// new WIM this way while wimlib still verifies it, and commits only if the
+/// WIM passed.
+pub struct Staging<'a> {
+    cache: &'a Cache,
+    staged: std::sync::Mutex<Vec<StagedEntry>>,
+}
+
+impl<'a> Staging<'a> {
+    pub fn new(cache: &'a Cache) -> Staging<'a> {
+        Staging {
+            cache,
+            staged: Default::default(),
+        }
+    }
+
+    pub fn cache(&self) -> &'a Cache {
+        self.cache
+    }
+
+    fn push(&self, e: Option<StagedEntry>) -> bool {
+        let ok = e.is_some();
+        if let Some(e) = e {
+            self.staged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e);
+        }
+        ok
+    }
+
+    /// [`Cache::put`], staged.
+    pub fn put(&self, key: &Key, body: &[u8]) -> bool {
+        self.push(
+            self.cache
+                .write_tmp(key, body.len() as u64, &mut |w| w.write_all(body)),
+        )
+    }
+
+    /// [`Cache::put_file_ranges`], staged.
+    pub fn put_file_ranges(
+        &self,
+        key: &Key,
+        prefix: &[u8],
+        src: &File,
+        ranges: &[(u64, u64)],
+    ) -> bool {
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        self.push(
+            self.cache
+                .write_tmp(key, prefix.len() as u64 + total, &mut |w| {
+                    copy_ranges(w, prefix, src, ranges, total)
+                }),
+        )
+    }
+
+    /// Renames every staged entry into place; returns how many.
+    pub fn commit(self) -> usize {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
+        staged
+            .into_iter()
+            .filter(|e| self.cache.commit_ref(e))
+            .count()
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        for e in self
+            .staged
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = std::fs::remove_file(&e.tmp);
+        }
+    }
+}
+
+/// Writes `prefix` then the `(offset, len)` ranges of `src` (`total` bytes).
+fn copy_ranges(
+    w: &mut dyn Write,
+    prefix: &[u8],
+    src: &File,
+    ranges: &[(u64, u64)],
+    total: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    w.write_all(prefix)?;
+    let mut buf = vec![0u8; (total.min(1 << 20) as usize).max(1)];
+    for &(offset, len) in ranges {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            src.read_exact_at(&mut buf[..n], offset + done)?;
+            w.write_all(&buf[..n])?;
+            done += n as u64;
+        }
+    }
+    Ok(())
 }
 
 /// The effect of long runs of zeros on a running SHA-256 (a disk image's
@@ -919,6 +1064,7 @@ mod tests {
         let a = Key::new("hash", "a".into());
         let b = Key::new("hash", "b".into());
         c.put(&a, b"A");
+        std::fs::create_dir_all(c.path(&b).parent().unwrap()).unwrap();
         std::fs::copy(c.path(&a), c.path(&b)).unwrap();
         assert_eq!(c.get(&b), None);
         assert_eq!(c.get(&a).as_deref(), Some(&b"A"[..]));

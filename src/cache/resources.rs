@@ -497,26 +497,29 @@ pub fn store_after_write(
     never_paths: &BTreeSet<String>,
     stamps: &[(String, PathBuf, Stamp)],
 ) {
+    let staging = super::Staging::new(cache);
     store_from(
-        cache,
+        &staging,
         std::fs::File::open(wim).as_ref().ok(),
         report,
         params,
         never_paths,
         stamps,
-    )
+    );
+    staging.commit();
 }
 
 /// [`store_after_write`] from the WIM open as `file` (None: only the digests
-/// are recorded).
+/// are recorded), the entries staged until the caller commits them.
 pub fn store_from(
-    cache: &Cache,
+    staging: &super::Staging<'_>,
     file: Option<&std::fs::File>,
     report: &WimReport,
     params: &ResourceParams,
     never_paths: &BTreeSet<String>,
     stamps: &[(String, PathBuf, Stamp)],
 ) {
+    let cache = staging.cache();
     let never: BTreeSet<[u8; 20]> = report
         .files
         .iter()
@@ -539,7 +542,7 @@ pub fn store_from(
         let key = resource_key(&r.sha1, r.size, params);
         if !r.compressed {
             // The content is the resource: the next build copies the file.
-            cache.put(&key, &[RAW_MARKER]);
+            staging.put(&key, &[RAW_MARKER]);
             continue;
         }
         let Some(file) = file else {
@@ -547,8 +550,8 @@ pub fn store_from(
         };
         // Chunk digests go with resources stored whole now: a spliced one
         // (an exported image) is not read back for reuse.
-        if store_spliced(cache, &key, file, r, u64::from(params.chunk))
-            || !cache.put_file_ranges(&key, &[1], file, &[(r.offset, r.size_in_wim)])
+        if store_spliced(staging, &key, file, r, u64::from(params.chunk))
+            || !staging.put_file_ranges(&key, &[1], file, &[(r.offset, r.size_in_wim)])
         {
             continue;
         }
@@ -562,7 +565,7 @@ pub fn store_from(
             body.extend_from_slice(d);
         }
         for path in by_sha1.get(&r.sha1).into_iter().flatten() {
-            cache.put(&chunks_key(path, params), &body);
+            staging.put(&chunks_key(path, params), &body);
         }
     }
     let by_path: BTreeMap<&str, &crate::wimwrite::FileDigest> =
@@ -582,7 +585,7 @@ pub fn store_from(
 /// Stores the compressed resource `r` of `wim` without its raw chunks when
 /// those are worth leaving out; false when it should be stored whole.
 fn store_spliced(
-    cache: &Cache,
+    staging: &super::Staging<'_>,
     key: &Key,
     wim: &std::fs::File,
     r: &crate::wimwrite::ResourceInfo,
@@ -626,7 +629,7 @@ fn store_spliced(
     let mut prefix = vec![SPLICED];
     prefix.extend_from_slice(&r.size_in_wim.to_le_bytes());
     prefix.extend_from_slice(&table);
-    cache.put_file_ranges(key, &prefix, wim, &ranges);
+    staging.put_file_ranges(key, &prefix, wim, &ranges);
     true
 }
 
@@ -792,7 +795,7 @@ pub fn link_export(cache: &Cache, key: &Key, file: &Path) -> Option<PendingExpor
     let res = (|| -> std::io::Result<PendingExport> {
         let md0 = std::fs::metadata(file)?;
         link_or_copy(file, &tmp)?;
-        std::fs::rename(&tmp, &body)?;
+        cache.place(&tmp, &body)?;
         cache.account(md0.len() as i64);
         Ok(PendingExport {
             key: key.clone(),

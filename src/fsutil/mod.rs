@@ -1,10 +1,12 @@
 //! File-system helpers: walking content folders deterministically, sparse
-//! regions, removal, and artefact files written around the page cache
-//! ([`direct`]).
+//! regions, removal, artefact files written around the page cache
+//! ([`direct`]), large reads under small readers ([`blockread`]) and a
+//! streaming SHA-256 with a zero-run memo ([`sha256`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub mod blockread;
 pub mod direct;
 pub mod sha256;
 

@@ -5,9 +5,9 @@
 //! (`blockread`): the image is read in large calls, never field by field.
 //! Nothing here writes.
 
-use super::blockread::{BlockReader, ReadAt};
 use super::fatcheck;
 use super::InspectError;
+use crate::fsutil::blockread::{BlockReader, ReadAt};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -354,7 +354,7 @@ pub fn head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
 mod tests {
     use crate::disk::{DiskIds, Scheme};
     use crate::fat32::{FatFile, FatParams, FileSource};
-    use crate::inspect::blockread::counts;
+    use crate::fsutil::blockread::counts;
     use crate::inspect::source::Artefact;
     use sha2::{Digest, Sha256};
     use std::collections::BTreeMap;

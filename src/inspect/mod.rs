@@ -8,7 +8,6 @@
 //! artefact (`NAME.manifest.json`, the build's `Manifest` type) adds what the
 //! media cannot say: package names and kinds, source indexes, fingerprints.
 
-mod blockread;
 pub mod diff;
 mod disk;
 mod facts;

@@ -16,8 +16,8 @@
 //! layout this reader does not know — makes the caller extract that member
 //! with wimlib, which says what is wrong as before.
 
-use super::blockread::BlockReader;
 use super::source::{Digests, Hasher};
+use crate::fsutil::blockread::BlockReader;
 use crate::recipe::Compression;
 use crate::wim::compressor::{CompressorKind, Decompressor};
 use crate::wim::{DirEntry, WimInfo};

@@ -19,7 +19,6 @@ use crate::progress::Event;
 use crate::recipe::Scheme;
 use crate::units::human;
 use crate::wim::Wim;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -313,64 +312,17 @@ impl Renderer for DiskRenderer {
     }
 }
 
-/// A window onto the partition of an image file, for the `fatfs` reader
-/// (also `inspect`'s reader). Read-only.
-pub(crate) struct Window {
-    f: std::fs::File,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl Window {
-    pub(crate) fn new(f: std::fs::File, start: u64, len: u64) -> Window {
-        Window {
-            f,
-            start,
-            len,
-            pos: 0,
-        }
-    }
-}
-
-impl Read for Window {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        self.f.seek(SeekFrom::Start(self.start + self.pos))?;
-        let n = self.f.read(&mut buf[..n])?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl std::io::Write for Window {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "read-only check",
-        ))
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Window {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.pos = match to {
-            SeekFrom::Start(p) => p,
-            SeekFrom::End(d) => (self.len as i64 + d) as u64,
-            SeekFrom::Current(d) => (self.pos as i64 + d) as u64,
-        };
-        Ok(self.pos)
-    }
-}
-
 /// Reads the written volume back with an independent FAT reader (the `fatfs`
 /// crate): every directory can be walked and the boot loader is there.
 fn read_back(image: &Path, layout: &DiskLayout) -> Result<(), String> {
     let f = std::fs::File::open(image).map_err(|e| e.to_string())?;
-    let w = Window::new(f, layout.partition_start, layout.partition_bytes);
+    // Through a block cache: fatfs reads FAT entries and directory fields a
+    // few bytes at a time.
+    let w = crate::fsutil::blockread::BlockReader::new(
+        f,
+        layout.partition_start,
+        layout.partition_bytes,
+    );
     let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())
         .map_err(|e| format!("not a FAT volume: {e}"))?;
     fn walk<T: fatfs::ReadWriteSeek>(

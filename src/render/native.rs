@@ -160,27 +160,41 @@ pub fn write_members(
         .counters
         .chunks_reused
         .fetch_add(rep.chunks_reused, std::sync::atomic::Ordering::Relaxed);
-    verify_fresh(ctx, cache, out, &rep)?;
     // Only resources of a verified WIM enter the cache. Storing them (a
-    // read of the new resources and a write of each entry) is off the
-    // critical path with more than one job: it runs beside the rest of the
-    // build, which waits for it before it ends.
+    // read of the new resources and a write of each entry) runs beside
+    // wimlib's check and the rest of the build with more than one job: the
+    // entries are written to the cache's `tmp/` while wimlib reads the WIM,
+    // and renamed into place only once it passed (else removed). The build
+    // waits for it before it ends.
+    let (passed, verdict) = std::sync::mpsc::channel::<bool>();
     let store = {
         let cache = std::sync::Arc::clone(cache);
         let file = std::fs::File::open(out).ok();
         let rep = rep.clone();
-        move || {
+        move |verdict: Option<std::sync::mpsc::Receiver<bool>>| {
+            let staging = crate::cache::Staging::new(&cache);
             resources::store_from(
-                &cache,
+                &staging,
                 file.as_ref(),
                 &rep,
                 &rep.resource_params,
                 &never_paths,
                 &stamps,
-            )
+            );
+            if verdict.is_none_or(|v| v.recv() == Ok(true)) {
+                staging.commit();
+            }
         }
     };
-    ctx.background(store);
+    if ctx.jobs > 1 {
+        ctx.background(move || store(Some(verdict)));
+        let checked = verify_fresh(ctx, cache, out, &rep);
+        let _ = passed.send(checked.is_ok());
+        checked?;
+    } else {
+        verify_fresh(ctx, cache, out, &rep)?;
+        store(None);
+    }
     // Exports linked into the cache now get their entries, with the digests
     // this write computed.
     let by_path: std::collections::BTreeMap<&str, &wimwrite::FileDigest> =

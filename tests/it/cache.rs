@@ -4,7 +4,7 @@
 //! rewrite is not served stale; `--locked` names the drift; `plan` says why
 //! a member is not served. Every test uses its own `--cache-dir`.
 
-use crate::support::{run, sha256, text, Demo};
+use crate::support::{run, sh, sha256, text, tool, Demo, BIN};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,13 +37,9 @@ fn change_one_byte(p: &Path) {
     std::fs::write(p, b).unwrap();
 }
 
+/// The files of one kind of cache entry (in its shard folders).
 fn entries(dir: &Path, kind: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(kind))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
+    files_in(&dir.join(kind))
 }
 
 fn stat_line(out: &str) -> &str {
@@ -383,4 +379,149 @@ fn a_wimlib_writer_build_leaves_the_cached_export_bodies_alone() {
     let cached = outputs(&b);
     build(&b, &["--no-cache", "--writer", "wimlib"]);
     assert_eq!(cached, outputs(&b));
+}
+
+/// Every file under `dir` (a cache folder), recursively.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_in(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_no_change_rebuild_stores_nothing_and_costs_few_calls_per_file() {
+    // Issue 18: with an entry per input file and a walk of the cache after
+    // every store, a no-change rebuild of real-shaped content re-stored
+    // thousands of entries and made millions of statx calls.
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    build(&d, &["--cache-dir", c]);
+    build(&d, &["--cache-dir", c]);
+    let before = files_in(cache.path());
+    let files = files_in(&d.dir().join("content")).len();
+    assert!(
+        files > 500,
+        "the demo is real-shaped: {files} content files"
+    );
+    let again = build(&d, &["--cache-dir", c]);
+    let line = stat_line(&again);
+    assert_eq!(count(line, "misses"), 0, "{again}");
+    assert!(
+        count(line, "stored") <= 4,
+        "a no-change rebuild stored: {line}"
+    );
+    assert_eq!(files_in(cache.path()), before, "entries appeared or went");
+    assert!(
+        before.len() < 2 * files,
+        "{} cache files for {files} content files",
+        before.len()
+    );
+    if !tool("strace") {
+        return;
+    }
+    let trace = cache.path().join("strace.txt");
+    let r = d.recipe();
+    let o = sh(&format!(
+        "strace -f -c -o '{}' '{BIN}' build '{}' -q --cache-dir '{c}'",
+        trace.display(),
+        r.display()
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let table = std::fs::read_to_string(&trace).unwrap();
+    let calls = |name: &str| -> u64 {
+        table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.last() == Some(&name) && w.len() >= 5)
+            .and_then(|w| w[3].parse().ok())
+            .unwrap_or(0)
+    };
+    let per = |n: u64| n as f64 / files as f64;
+    // Measured: ≈ 7 statx, 4 openat, 6 read per file (the disk image copies
+    // every file; the WIM copies stored resources).
+    for (name, bound) in [("statx", 16.0), ("openat", 10.0), ("read", 16.0)] {
+        assert!(
+            per(calls(name)) < bound,
+            "{name}: {} calls for {files} files\n{table}",
+            calls(name)
+        );
+    }
+}
+
+#[test]
+fn a_fresh_checkout_is_served_from_the_cache() {
+    // A CI runner restores the cache onto a new checkout: same paths, new
+    // inodes and times. Nothing is compressed again.
+    let d = Demo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    settle();
+    build(&d, &["--cache-dir", c]);
+    let clean = outputs(&d);
+    let content = d.dir().join("content");
+    let copy = d.dir().join("content.copy");
+    assert!(sh(&format!(
+        "cp -r '{}' '{}' && rm -rf '{}' && mv '{}' '{}'",
+        content.display(),
+        copy.display(),
+        content.display(),
+        copy.display(),
+        content.display()
+    ))
+    .status
+    .success());
+    settle();
+    let again = build(&d, &["--cache-dir", c]);
+    let line = stat_line(&again);
+    // Only the hash index (and the verification marks) are written: every
+    // resource was served from the cache after the file was hashed.
+    assert!(count(line, "stored") <= 4, "{again}");
+    assert_eq!(clean, outputs(&d), "a fresh checkout changed the output");
+}
+
+#[test]
+fn a_folder_that_is_not_a_cache_is_refused_and_never_emptied() {
+    let d = Demo::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("thesis.docx"), b"years of work").unwrap();
+    let c = dir.path().to_str().unwrap();
+    for args in [
+        vec!["cache", "clean", "--cache-dir", c],
+        vec!["cache", "stats", "--cache-dir", c],
+    ] {
+        let o = run(&args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("not a mediabuild cache"), "{}", text(&o));
+    }
+    let r = d.recipe();
+    let o = run(&["build", r.to_str().unwrap(), "-q", "--cache-dir", c], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(dir.path().join("thesis.docx")).unwrap(),
+        b"years of work"
+    );
+    assert_eq!(
+        files_in(dir.path()).len(),
+        1,
+        "nothing created in a foreign folder"
+    );
+    // A cache folder keeps what is not an entry.
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    build(&d, &["--cache-dir", c]);
+    let notes = cache.path().join("res").join("notes.txt");
+    std::fs::write(&notes, b"mine").unwrap();
+    let o = run(&["cache", "clean", "--cache-dir", c], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(notes.exists(), "clean removed a file that is not an entry");
+    assert!(cache.path().join("CACHEDIR.TAG").exists());
 }
