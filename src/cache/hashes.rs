@@ -326,8 +326,12 @@ pub fn lookup_stamp(cache: &Cache, st: &Stamp) -> Option<Digests> {
 }
 
 /// Records digests computed from a read that started when the file had
-/// stamp `before`; kept only if the stamp is unchanged now and not racy.
+/// stamp `before`; kept only if the stamp is unchanged now and not racy. A
+/// row that already says this costs nothing (no second stat).
 pub fn record(cache: &Cache, path: &Path, before: &Stamp, d: &Digests) {
+    if cache.hash_index().lookup(cache, before, false) == Some(*d) {
+        return;
+    }
     match Stamp::of(path) {
         Ok(now) if &now == before && !now.racy() && d.size == now.size => {
             cache.hash_index().insert(cache, &now, d);

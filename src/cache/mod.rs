@@ -582,21 +582,6 @@ impl Cache {
         }
     }
 
-    /// Stores `prefix` followed by the `(offset, len)` ranges of `src`, in
-    /// order, as the body of `key`. True when stored.
-    pub fn put_file_ranges(
-        &self,
-        key: &Key,
-        prefix: &[u8],
-        src: &File,
-        ranges: &[(u64, u64)],
-    ) -> bool {
-        let total: u64 = ranges.iter().map(|r| r.1).sum();
-        self.put_with(key, prefix.len() as u64 + total, &mut |w| {
-            copy_ranges(w, prefix, src, ranges, total)
-        })
-    }
-
     /// Writes an entry: header and body to a temporary file (the body
     /// hashed on the way, the header written last), then the rename. True
     /// when stored.
@@ -897,7 +882,8 @@ impl<'a> Staging<'a> {
         )
     }
 
-    /// [`Cache::put_file_ranges`], staged.
+    /// Stores `prefix` followed by the `(offset, len)` ranges of `src`, in
+    /// order, as the body of `key` (staged). True when written.
     pub fn put_file_ranges(
         &self,
         key: &Key,
