@@ -48,6 +48,17 @@ pub fn guid_string(g: &[u8; 16]) -> String {
     )
 }
 
+/// Bytes of a hex string (either case); `None` if it is not hex.
+pub fn unhex(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod recipe;
 pub(crate) mod render;
 pub mod security;
+pub mod site;
 pub mod units;
 pub mod validate;
 pub mod wim;

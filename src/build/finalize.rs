@@ -299,7 +299,7 @@ fn properties(plan: &crate::plan::Plan) -> BTreeMap<String, String> {
             put(k, v.clone());
         }
     }
-    put("site_code", m.site_code.clone());
+    put("site_code", r.site_code().to_string());
     put("task_sequence", m.task_sequence.clone());
     put("unattended", m.unattended.to_string());
     put(

@@ -367,7 +367,7 @@ fn fingerprints(
     password: Option<&Secret>,
 ) -> std::collections::BTreeMap<String, String> {
     use rayon::prelude::*;
-    let site = &plan.recipe.media.site_code;
+    let site = plan.recipe.site_code();
     vars.par_iter()
         .map(|v| {
             let f = crate::media::variables::fingerprint(

@@ -145,6 +145,13 @@ enum Command {
         #[arg(value_parser = ["stats", "clean"])]
         action: String,
     },
+    /// Facts of the ConfigMgr site: `site fetch --mp URL` reads what a management point
+    /// publishes to media (site code, unknown-computer GUIDs, site signing certificate) and
+    /// writes the recipe's `site:` section for you to review (exit 2 and nothing written on error).
+    Site {
+        #[command(subcommand)]
+        action: SiteCommand,
+    },
     /// Write synthetic demo inputs and a recipe into DIR, then build it.
     Demo {
         /// Folder for the demo (default ./demo).
@@ -162,6 +169,26 @@ enum Command {
         no_build: bool,
         #[command(flatten)]
         build: BuildArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SiteCommand {
+    /// Read the site's facts from a management point; print or write the `site:` section.
+    Fetch {
+        /// The management point, `http://FQDN` or `https://FQDN`.
+        #[arg(long)]
+        mp: String,
+        /// Write the section to FILE (and the site signing certificate to
+        /// `site-signing.cer` beside it) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A root CA certificate (DER or PEM) to trust for an HTTPS point, besides the system's.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// Timeout of each request, in seconds.
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
     },
 }
 
@@ -291,6 +318,15 @@ pub fn run() -> Result<i32> {
         Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json, &cli.build),
         Some(Command::Lock { recipe }) => cache::cmd_lock(&recipe, &cli.build),
         Some(Command::Cache { action }) => cache::cmd_cache(&action, &cli.build),
+        Some(Command::Site {
+            action:
+                SiteCommand::Fetch {
+                    mp,
+                    out,
+                    ca_cert,
+                    timeout,
+                },
+        }) => cmd_site_fetch(&mp, out.as_deref(), ca_cert, timeout),
         Some(Command::Inspect {
             artefact,
             manifest,
@@ -526,6 +562,37 @@ fn print_report(plan: &Plan, r: &BuildReport, total: Duration) {
     for t in build::site_server_todo(plan) {
         println!("  - {t}");
     }
+}
+
+fn cmd_site_fetch(
+    mp: &str,
+    out: Option<&Path>,
+    ca_cert: Option<PathBuf>,
+    timeout: u64,
+) -> Result<i32> {
+    use mediabuild::site;
+    let opts = site::FetchOptions {
+        mp: mp.to_string(),
+        ca_cert: ca_cert.clone(),
+        timeout: Duration::from_secs(timeout.max(1)),
+    };
+    let facts = site::fetch(&opts)?;
+    match out {
+        Some(out) => {
+            site::write(out, &facts, mp, ca_cert.as_deref())?;
+            eprintln!(
+                "wrote {}{}: review it, then put its `site:` section in the recipe",
+                out.display(),
+                if facts.signing_certificate.is_some() {
+                    format!(" and {}", site::SIGNING_FILE)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        None => print!("{}", site::fragment(&facts, mp, None, ca_cert.as_deref())),
+    }
+    Ok(0)
 }
 
 fn cmd_demo(dir: &Path, size: &str, files: usize, no_build: bool, args: &BuildArgs) -> Result<i32> {

@@ -127,6 +127,13 @@ const PLAIN: &[&str] = &[
     "_SMSTSSiteCode",
     "_SMSTSBootMediaPackageID",
     "_SMSTSPackageID",
+    "_SMSTSHTTPPort",
+    "_SMSTSHTTPSPort",
+    "_SMSTSIISSSLState",
+    "_SMSTSUseFirstCert",
+    "_SMSTSRootCACerts",
+    "_SMSTSPublicRootKey",
+    "_SMSTSSiteSigningCertificate",
     "SMSTSLocationMPs",
     "SMSTSMP",
     "SMSTSPreferredAdvertID",
@@ -140,6 +147,7 @@ const PLAIN: &[&str] = &[
 /// Media properties that a variable states: (variable, property).
 const FROM_VARS: &[(&str, &str)] = &[
     ("_SMSTSSiteCode", "site_code"),
+    // Media written before issue 19 carried the task sequence here.
     ("_SMSTSPackageID", "task_sequence"),
     ("SMSTSPreferredAdvertID", "deployment_id"),
 ];
@@ -462,8 +470,9 @@ fn read_variables(
                 name: n.clone(),
                 secret,
                 fingerprint,
-                // Shown only when known not to be a secret.
-                value: (opts.show_values && secret == Some(false)).then(|| v.clone()),
+                // Shown only when known not to be a secret; certificates
+                // by subject and thumbprint.
+                value: (opts.show_values && secret == Some(false)).then(|| shown_value(n, v)),
             }
         })
         .collect();
@@ -475,6 +484,22 @@ fn read_variables(
         },
         Some(pairs),
     ))
+}
+
+/// A variable's value as `inspect --show-values` shows it: certificates
+/// (hex DER, `;`-separated) by subject and thumbprint, the rest as is.
+fn shown_value(name: &str, value: &str) -> String {
+    if !crate::media::CERTIFICATE_VARIABLES.contains(&name) {
+        return value.to_string();
+    }
+    value
+        .split(';')
+        .map(|h| match crate::ids::unhex(h) {
+            Some(der) => crate::security::cert::describe(&der),
+            None => format!("not hex ({} characters)", h.len()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The facts a manifest alone gives (for `diff` of two manifests).

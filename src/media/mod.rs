@@ -96,9 +96,24 @@ fn secret(name: &str, from: &str) -> PlannedVar {
     }
 }
 
-/// The media variables in the order they are written: mediabuild's, then the recipe's.
-pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
+/// Value of a certificate variable: the certificates' DER in upper-case hex
+/// (as `_SMSTSMediaPFX` carries its PKCS#12), several joined by `;`
+/// (docs/configmgr.md: the format of these values is not public).
+pub fn certificates_value(ders: &[Vec<u8>]) -> String {
+    ders.iter()
+        .map(|d| ids::hex(d).to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Variables whose value is certificates (`certificates_value`).
+pub const CERTIFICATE_VARIABLES: &[&str] = &["_SMSTSRootCACerts", "_SMSTSSiteSigningCertificate"];
+
+/// The media variables in the order they are written: mediabuild's, then the
+/// recipe's. Each name and value format and its public source: docs/configmgr.md.
+pub fn plan_variables(r: &Recipe, facts: &InputFacts, digest: &[u8; 32]) -> Vec<PlannedVar> {
     let m = &r.media;
+    let site = &r.site;
     let mut v = vec![
         lit("_SMSTSMediaType", "OEMMedia"),
         lit("_SMSTSLaunchMode", "HD"),
@@ -114,9 +129,8 @@ pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
         ));
     }
     v.extend([
-        lit("_SMSTSSiteCode", &m.site_code),
+        lit("_SMSTSSiteCode", r.site_code()),
         lit("_SMSTSBootMediaPackageID", &r.boot_image.id),
-        lit("_SMSTSPackageID", &m.task_sequence),
     ]);
     match m.management.mode {
         ManagementMode::SiteBased => v.push(lit(
@@ -124,6 +138,35 @@ pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
             m.management.points.first().cloned().unwrap_or_default(),
         )),
         ManagementMode::Dynamic => v.push(lit("SMSTSLocationMPs", m.management.points.join("*"))),
+    }
+    v.push(lit(
+        "_SMSTSHTTPPort",
+        site.http_port.unwrap_or(80).to_string(),
+    ));
+    v.push(lit(
+        "_SMSTSHTTPSPort",
+        site.https_port.unwrap_or(443).to_string(),
+    ));
+    if let Some(s) = site.iis_ssl_state {
+        v.push(lit("_SMSTSIISSSLState", s.to_string()));
+    }
+    if let Some(f) = site.use_first_cert {
+        v.push(lit("_SMSTSUseFirstCert", if f { "1" } else { "0" }));
+    }
+    if !facts.site_root_cas.is_empty() {
+        v.push(lit(
+            "_SMSTSRootCACerts",
+            certificates_value(&facts.site_root_cas),
+        ));
+    }
+    if let Some(k) = &site.trusted_root_key {
+        v.push(lit("_SMSTSPublicRootKey", k.to_ascii_uppercase()));
+    }
+    if let Some(c) = &facts.site_signing {
+        v.push(lit(
+            "_SMSTSSiteSigningCertificate",
+            certificates_value(std::slice::from_ref(c)),
+        ));
     }
     if let Some(d) = &m.deployment_id {
         v.push(lit("SMSTSPreferredAdvertID", d));
@@ -134,15 +177,9 @@ pub fn plan_variables(r: &Recipe, digest: &[u8; 32]) -> Vec<PlannedVar> {
         Affinity::None => "Disabled",
     };
     v.push(lit("SMSTSAssignUsersMode", mode));
-    if r.security.unknown_computers {
-        v.push(lit(
-            "_SMSTSx64UnknownMachineGUID",
-            ids::guid_string(&ids::derive16(digest, "unknown-x64")),
-        ));
-        v.push(lit(
-            "_SMSTSx86UnknownMachineGUID",
-            ids::guid_string(&ids::derive16(digest, "unknown-x86")),
-        ));
+    if let (true, Some(u)) = (r.security.unknown_computers, &site.unknown_computers) {
+        v.push(lit("_SMSTSx64UnknownMachineGUID", &u.x64));
+        v.push(lit("_SMSTSx86UnknownMachineGUID", &u.x86));
     }
     if let Some(p) = &r.prestart {
         v.push(lit("_SMSTSPreExecCommandLine", &p.command));
@@ -264,7 +301,7 @@ pub fn build_tree(
             },
         });
     }
-    let variables = plan_variables(r, digest);
+    let variables = plan_variables(r, facts, digest);
     members.push(Member {
         path: "SMS/data/Variables.dat".into(),
         size: 0,

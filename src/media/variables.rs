@@ -1,7 +1,14 @@
 //! Media variables and `SMS/data/Variables.dat` in ConfigMgr's format
-//! (`reference/configmgr.md`): a 24-byte header, AES-128-CBC (zero IV, PKCS#7)
-//! of UTF-16LE XML, key from CryptDeriveKey(SHA-1) of the UTF-16LE password,
-//! then 8 trailing bytes whose meaning is unknown — we write zeros.
+//! (`reference/configmgr.md`, docs/configmgr.md): a 24-byte header, AES-128-CBC
+//! (zero IV, PKCS#7, as CryptEncrypt with Final=TRUE pads) of UTF-16LE XML
+//! ending in a UTF-16 NUL (counted in the header's plain length), key from
+//! CryptDeriveKey(SHA-1) of the UTF-16LE password, then a 16-byte trailer
+//! whose meaning is unknown — we write zeros. Why 16 and the NUL: the public
+//! readers (PXEThief, pxethiefy) decrypt `raw[24:-8]` floored to 16 bytes and
+//! cut the text at its last U+0000; they succeed on real media, and a real
+//! prestaged file of 24,248 bytes is 24 + a multiple of 16. With an 8-byte
+//! trailer the sizes disagree; with none, those readers would drop the last
+//! block (and the NUL in it); 16 bytes satisfies both.
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use sha1::{Digest, Sha1};
@@ -12,7 +19,7 @@ pub const DEFAULT_PASSWORD: &str = "{BAC6E688-DE21-4ABE-B7FB-C9F54E6DB664}";
 const MAGIC: u32 = 0xECED_0000;
 const CALG_AES_128: u32 = 0x660E;
 const HEADER: usize = 24;
-const TRAILER: usize = 8;
+const TRAILER: usize = 16;
 
 type Enc = cbc::Encryptor<aes::Aes128>;
 type Dec = cbc::Decryptor<aes::Aes128>;
@@ -77,9 +84,16 @@ pub fn xml(vars: &[MediaVar]) -> String {
     s
 }
 
+/// The plaintext of Variables.dat: the XML in UTF-16LE, then a UTF-16 NUL.
+pub fn plaintext(vars: &[MediaVar]) -> Vec<u8> {
+    let mut p = utf16le(&xml(vars));
+    p.extend_from_slice(&[0, 0]);
+    p
+}
+
 /// Encrypts `vars` into the bytes of Variables.dat.
 pub fn encode(vars: &[MediaVar], password: Option<&str>) -> Vec<u8> {
-    encrypt_plain(&utf16le(&xml(vars)), password.unwrap_or(DEFAULT_PASSWORD))
+    encrypt_plain(&plaintext(vars), password.unwrap_or(DEFAULT_PASSWORD))
 }
 
 /// Encrypts a UTF-16LE plaintext with the Variables.dat framing.
@@ -120,7 +134,7 @@ pub fn estimate_size(planned: &[super::PlannedVar]) -> u64 {
             secret: p.value.is_none(),
         })
         .collect();
-    let plain = 2 * xml(&vars).encode_utf16().count() as u64;
+    let plain = plaintext(&vars).len() as u64;
     (HEADER + TRAILER) as u64 + (plain / 16 + 1) * 16
 }
 
@@ -189,10 +203,14 @@ pub fn decode(bytes: &[u8], password: Option<&str>) -> Result<String, DecodeErro
     if pt.len() != plain_len || pt.len() % 2 != 0 {
         return Err(DecodeError::Decrypt);
     }
-    let units: Vec<u16> = pt
+    let mut units: Vec<u16> = pt
         .chunks(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
+    // The terminator (media written before it was known have none).
+    while units.last() == Some(&0) {
+        units.pop();
+    }
     String::from_utf16(&units).map_err(|_| DecodeError::Decrypt)
 }
 
@@ -235,7 +253,8 @@ mod tests {
             assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"utf-16\"?>"));
             let back = parse_xml(&xml);
             assert_eq!(back[1], ("X".to_string(), "a<b&\"c\"".to_string()));
-            assert_eq!(&bytes[bytes.len() - 8..], &[0u8; 8]);
+            assert_eq!(&bytes[bytes.len() - 16..], &[0u8; 16]);
+            assert!(!xml.contains('\0'));
         }
         let bytes = encode(&vars, Some("right password"));
         assert_eq!(
@@ -248,9 +267,15 @@ mod tests {
     /// tests/vectors/variables_dat.py): key derivation, AES-CBC, framing.
     #[test]
     fn matches_independent_vector() {
-        let plain = utf16le("<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList><var name=\"A\">1</var></MediaVarList>");
+        let mut plain = utf16le("<?xml version=\"1.0\" encoding=\"utf-16\"?><MediaVarList><var name=\"A\">1</var></MediaVarList>");
+        plain.extend_from_slice(&[0, 0]);
         let got = encrypt_plain(&plain, "Pa55word!Media");
         let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
+        // The header's fixed words and the first AES block are those of the
+        // vector before the terminator and the 16-byte trailer (wave 1).
+        assert!(hex.starts_with("0000edec14000000"));
+        assert_eq!(&hex[32..48], "0e66000000000000");
+        assert_eq!(&hex[48..80], "a8b587fba12b9d9de9b22eb12283d7a6");
         assert_eq!(
             hex,
             include_str!("../../tests/vectors/variables_dat.hex").trim()

@@ -26,6 +26,10 @@ pub struct Recipe {
     pub source_date_epoch: Option<i64>,
     /// Media identity and properties (S3–S6, S11).
     pub media: Media,
+    /// Facts of the ConfigMgr site the media are for: what the wizard reads from the site
+    /// (`mediabuild site fetch` writes this section from a management point).
+    #[serde(default)]
+    pub site: Site,
     /// Media security (S7–S10).
     #[serde(default)]
     pub security: Security,
@@ -76,8 +80,9 @@ pub struct Media {
     /// Comment (S6), at most 127 characters.
     #[serde(default)]
     pub comment: Option<String>,
-    /// Site code: three letters or digits, e.g. `PS1`.
-    pub site_code: String,
+    /// Older spelling of `site.code` (give one of the two).
+    #[serde(default)]
+    pub site_code: Option<String>,
     /// Package ID of the task sequence the media deploys (S3, S11).
     pub task_sequence: String,
     /// Deployment ID → `SMSTSPreferredAdvertID` (S4, S16).
@@ -91,6 +96,73 @@ pub struct Media {
     /// The computers the media is for (S12): decides which boot image architecture is acceptable.
     #[serde(default)]
     pub target_firmware: TargetFirmware,
+}
+
+/// `site:` — facts of the ConfigMgr site (docs/configmgr.md gives each one's source).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Site code: three letters or digits, e.g. `PS1` (→ `_SMSTSSiteCode`).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The site's own unknown-computer resources (→ `_SMSTSx64UnknownMachineGUID`,
+    /// `_SMSTSx86UnknownMachineGUID`); required with `security.unknown_computers`.
+    #[serde(default)]
+    pub unknown_computers: Option<UnknownComputers>,
+    /// HTTP port of the site systems (default 80; → `_SMSTSHTTPPort`).
+    #[serde(default)]
+    pub http_port: Option<u16>,
+    /// HTTPS port of the site systems (default 443; → `_SMSTSHTTPSPort`).
+    #[serde(default)]
+    pub https_port: Option<u16>,
+    /// Trusted root CA certificates (DER or PEM files; → `_SMSTSRootCACerts`);
+    /// required when a management point is `https://`.
+    #[serde(default)]
+    pub root_ca_certificates: Vec<PathBuf>,
+    /// The site signing certificate (DER or PEM file; → `_SMSTSSiteSigningCertificate`).
+    #[serde(default)]
+    pub signing_certificate: Option<PathBuf>,
+    /// The site's trusted root key, hex, as a management point publishes it
+    /// (`TRUSTEDROOTKEY`; → `_SMSTSPublicRootKey`).
+    #[serde(default)]
+    pub trusted_root_key: Option<String>,
+    /// IIS SSL state of the site systems, a number (→ `_SMSTSIISSSLState`; format unverified).
+    #[serde(default)]
+    pub iis_ssl_state: Option<u32>,
+    /// Use the first matching PKI client certificate (→ `_SMSTSUseFirstCert`; format unverified).
+    #[serde(default)]
+    pub use_first_cert: Option<bool>,
+}
+
+/// `site.unknown_computers:` — GUIDs of the "x64 Unknown Computer" and "x86 Unknown Computer"
+/// resources of the site.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownComputers {
+    /// GUID of the x64 Unknown Computer resource.
+    pub x64: String,
+    /// GUID of the x86 Unknown Computer resource.
+    pub x86: String,
+}
+
+impl Recipe {
+    /// The site code: `site.code`, or its older spelling `media.site_code`.
+    pub fn site_code(&self) -> &str {
+        self.site
+            .code
+            .as_deref()
+            .or(self.media.site_code.as_deref())
+            .unwrap_or("")
+    }
+
+    /// The recipe key the site code was given at.
+    pub fn site_code_key(&self) -> &'static str {
+        if self.site.code.is_none() && self.media.site_code.is_some() {
+            "media.site_code"
+        } else {
+            "site.code"
+        }
+    }
 }
 
 /// `media.management:`.

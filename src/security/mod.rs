@@ -97,7 +97,7 @@ fn chain(
         )?;
         let seed = cert::derive_seed(pw.expose(), digest);
         let key = keys(&seed)?;
-        return cert::self_signed_with(&r.media.name, &r.media.site_code, from, until, &seed, key);
+        return cert::self_signed_with(&r.media.name, r.site_code(), from, until, &seed, key);
     }
     import_pki(r, dir)?.ok_or_else(|| SecurityError::Create("no certificate in the recipe".into()))
 }

@@ -54,6 +54,10 @@ pub struct InputFacts {
     pub os: Option<ImageFacts>,
     /// Files of each content source, keyed by the source path as written.
     pub trees: BTreeMap<PathBuf, Vec<Walked>>,
+    /// DER of `site.root_ca_certificates`, in order.
+    pub site_root_cas: Vec<Vec<u8>>,
+    /// DER of `site.signing_certificate`.
+    pub site_signing: Option<Vec<u8>>,
 }
 
 pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFacts {
@@ -114,6 +118,7 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
     }
     creator_tool(r, dir, d);
     pki_certificate(r, dir, d);
+    site_certificates(r, dir, d, &mut facts);
     if let Some(b) = &r.bitlocker {
         if let Some(p) = r.packages.iter().find(|p| p.id == b.package) {
             if let Some(files) = facts.trees.get(&p.source) {
@@ -403,4 +408,30 @@ fn os_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFact
         }
     };
     facts(&w, chosen, images, d, "os_image")
+}
+
+/// `site.root_ca_certificates` and `site.signing_certificate`: each must be an
+/// X.509 certificate (DER or PEM); their DER goes into the media variables.
+fn site_certificates(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>, facts: &mut InputFacts) {
+    let read = |key: String, f: &PathBuf, d: &mut Vec<Diagnostic>| {
+        match crate::security::cert::read_certificate_file(&dir.join(f)) {
+            Ok(der) => Some(der),
+            Err(e) => {
+                d.push(
+                    Diagnostic::error(key, e)
+                        .value(f.display())
+                        .fix("give the certificate file (DER `.cer` or PEM), relative to the recipe's folder"),
+                );
+                None
+            }
+        }
+    };
+    for (i, f) in r.site.root_ca_certificates.iter().enumerate() {
+        if let Some(der) = read(format!("site.root_ca_certificates[{i}]"), f, d) {
+            facts.site_root_cas.push(der);
+        }
+    }
+    if let Some(f) = &r.site.signing_certificate {
+        facts.site_signing = read("site.signing_certificate".into(), f, d);
+    }
 }

@@ -9,6 +9,7 @@ mod inputs;
 mod rules;
 
 pub use inputs::{ImageFacts, InputFacts};
+pub(crate) use rules::is_guid;
 
 use crate::diag::Diagnostic;
 use crate::recipe::locate::Locations;

@@ -77,13 +77,7 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
             );
         }
     }
-    if !is_site_code(&m.site_code) {
-        d.push(
-            Diagnostic::error("media.site_code", "a site code is 3 letters or digits")
-                .value(format!("{:?}", m.site_code))
-                .fix("write the site code of the primary site, e.g. `PS1`"),
-        );
-    }
+    site(r, d);
     if m.unattended && m.deployment_id.is_none() {
         d.push(
             Diagnostic::error(
@@ -140,6 +134,119 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
     }
 }
 
+/// `site:` (and the older `media.site_code`): the facts the media carry
+/// about the site (docs/configmgr.md).
+fn site(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    let s = &r.site;
+    match (&s.code, &r.media.site_code) {
+        (Some(_), Some(_)) => d.push(
+            Diagnostic::error(
+                "media.site_code",
+                "the site code is given twice (`site.code` and its older spelling `media.site_code`)",
+            )
+            .fix("keep `site.code` and delete `media.site_code`"),
+        ),
+        (None, None) => d.push(
+            Diagnostic::error("site.code", "the recipe has no site code").fix(
+                "add `site: { code: PS1 }` with your primary site's code (or run `mediabuild site fetch --mp URL`)",
+            ),
+        ),
+        _ => {
+            let code = r.site_code();
+            if !is_site_code(code) {
+                d.push(
+                    Diagnostic::error(r.site_code_key(), "a site code is 3 letters or digits")
+                        .value(format!("{code:?}"))
+                        .fix("write the site code of the primary site, e.g. `PS1`"),
+                );
+            }
+        }
+    }
+    const WHERE: &str = "they are the site's own \"x64 Unknown Computer\" and \"x86 Unknown Computer\" resources (collection All Unknown Computers; a management point publishes them at /SMS_MP/.sms_aut?MPKEYINFORMATIONMEDIA): run `mediabuild site fetch --mp http://YOUR-MP` and review what it writes";
+    match &s.unknown_computers {
+        None if r.security.unknown_computers => d.push(
+            Diagnostic::error(
+                "site.unknown_computers",
+                "unknown computer support needs the site's unknown-computer GUIDs (an invented GUID matches no resource: an unknown computer would get no deployment)",
+            )
+            .value("security.unknown_computers: true")
+            .fix(format!("add `site.unknown_computers: {{ x64: GUID, x86: GUID }}`; {WHERE}")),
+        ),
+        Some(u) => {
+            for (key, g) in [("x64", &u.x64), ("x86", &u.x86)] {
+                if !is_guid(g) {
+                    d.push(
+                        Diagnostic::error(format!("site.unknown_computers.{key}"), "not a GUID")
+                            .value(format!("{g:?}"))
+                            .fix(format!("write it as 8-4-4-4-12 hex digits, e.g. `d10d7f98-17dd-4588-b645-34964936023b`; {WHERE}")),
+                    );
+                }
+            }
+            if !r.security.unknown_computers {
+                d.push(
+                    Diagnostic::warning(
+                        "site.unknown_computers",
+                        "the media do not support unknown computers, so these GUIDs are not written",
+                    )
+                    .fix("set `security.unknown_computers: true` to use them, or delete them"),
+                );
+            }
+        }
+        None => {}
+    }
+    let https = r
+        .media
+        .management
+        .points
+        .iter()
+        .position(|p| p.to_ascii_lowercase().starts_with("https://"));
+    if let (Some(i), true) = (https, s.root_ca_certificates.is_empty()) {
+        d.push(
+            Diagnostic::error(
+                "site.root_ca_certificates",
+                format!("media.management.points[{i}] is an HTTPS management point, and the media carry no trusted root CA: WinPE cannot check the point's certificate (WinHTTP error 0x80072f8f)"),
+            )
+            .value(r.media.management.points[i].clone())
+            .fix("list the root CA certificate(s) of the PKI that issued the site systems' certificates (DER or PEM files), as in the site's properties, Communication Security, Trusted Root Certification Authorities"),
+        );
+    }
+    if let Some(k) = &s.trusted_root_key {
+        if k.is_empty() || k.len() % 2 != 0 || !k.chars().all(|c| c.is_ascii_hexdigit()) {
+            d.push(
+                Diagnostic::error("site.trusted_root_key", "not a hex string")
+                    .value(format!("{} characters", k.len()))
+                    .fix("copy the TRUSTEDROOTKEY a management point publishes (`mediabuild site fetch` does), or delete the key"),
+            );
+        }
+    }
+    for (key, port) in [
+        ("site.http_port", s.http_port),
+        ("site.https_port", s.https_port),
+    ] {
+        if port == Some(0) {
+            d.push(
+                Diagnostic::error(key, "port 0 is not a port")
+                    .value("0")
+                    .fix("write the port the site systems listen on (80 and 443 by default)"),
+            );
+        }
+    }
+}
+
+/// A GUID as ConfigMgr writes them: 8-4-4-4-12 hex digits, braces allowed.
+pub(crate) fn is_guid(g: &str) -> bool {
+    let g = g
+        .strip_prefix('{')
+        .and_then(|g| g.strip_suffix('}'))
+        .unwrap_or(g);
+    let parts: Vec<&str> = g.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 fn is_site_code(s: &str) -> bool {
     s.len() == 3
         && s.chars()
@@ -186,8 +293,8 @@ fn package_ids(r: &Recipe, d: &mut Vec<Diagnostic>) {
                     .value(format!("{id:?}"))
                     .fix(format!(
                         "write it like `{}00042` (upper case)",
-                        if is_site_code(&r.media.site_code) {
-                            r.media.site_code.as_str()
+                        if is_site_code(r.site_code()) {
+                            r.site_code()
                         } else {
                             "PS1"
                         }

@@ -293,7 +293,7 @@ fn the_workflow_steps_fail_on_a_bad_recipe_with_an_annotation() {
     let d = Demo::new();
     let bad = d.variant(
         "bad.yaml",
-        &[("  site_code: PS1\n", "  site_code: PS1\n  sitecode: PS2\n")],
+        &[("  code: PS1 ", "  code: PS1\n  sitecode: PS2\n ")],
     );
     let job = &w["jobs"]["build"];
     let recipe = bad.to_str().unwrap();
@@ -301,7 +301,7 @@ fn the_workflow_steps_fail_on_a_bad_recipe_with_an_annotation() {
         let o = run_step(job, s, d.dir(), &[("RECIPE", recipe)]);
         assert_eq!(o.status.code(), Some(2), "step {s} must fail: {}", text(&o));
         assert!(
-            text(&o).contains("::error title=media.sitecode::unknown key"),
+            text(&o).contains("::error title=site.sitecode::unknown key"),
             "step {s}: {}",
             text(&o)
         );

@@ -278,7 +278,7 @@ fn verify_passes_on_fresh_builds_with_and_without_the_recipe() {
         "{t}"
     );
     // A recipe with errors: could not check (exit 2).
-    let bad = d.variant("verify-bad.yaml", &[("site_code: PS1", "site_code: P!")]);
+    let bad = d.variant("verify-bad.yaml", &[("  code: PS1 ", "  code: P!  ")]);
     let o = mb(&[
         "verify",
         d.wim().to_str().unwrap(),

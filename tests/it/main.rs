@@ -17,4 +17,5 @@ mod progress_json;
 mod readme;
 mod schema_init;
 mod security;
+mod site;
 mod writers;

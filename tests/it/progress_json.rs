@@ -170,7 +170,7 @@ fn an_invalid_recipe_gives_diagnostic_lines_and_a_failed_result() {
     let d = Demo::new();
     let p = d.variant(
         "bad.yaml",
-        &[("  site_code: PS1\n", "  site_code: PS1\n  sitecode: PS2\n")],
+        &[("  code: PS1 ", "  code: PS1\n  sitecode: PS2\n ")],
     );
     let o = run(&["--progress", "json", p.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -179,8 +179,8 @@ fn an_invalid_recipe_gives_diagnostic_lines_and_a_failed_result() {
     let diags = of_type(&ls, "diagnostic");
     let unknown = diags
         .iter()
-        .find(|l| l["key"] == "media.sitecode")
-        .unwrap_or_else(|| panic!("no diagnostic for media.sitecode: {diags:?}"));
+        .find(|l| l["key"] == "site.sitecode")
+        .unwrap_or_else(|| panic!("no diagnostic for site.sitecode: {diags:?}"));
     assert_eq!(unknown["severity"], "error");
     assert_eq!(unknown["message"], "unknown key");
     assert!(unknown["fix"].as_str().unwrap().contains("site_code"));
