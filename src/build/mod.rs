@@ -718,26 +718,48 @@ pub(crate) fn partial_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
-/// What the admin must still do on the site server (S22: out of scope here).
+/// What the admin must still do on the site server (S22: out of scope here),
+/// each step with the recipe's IDs; sources in docs/configmgr.md.
 pub fn site_server_todo(plan: &Plan) -> Vec<String> {
     let r = &plan.recipe;
+    let mut ids: Vec<String> = vec![
+        format!("boot image {}", r.boot_image.id),
+        format!("OS image {}", r.os_image.id),
+    ];
+    for (what, list) in [
+        ("application", &r.applications),
+        ("package", &r.packages),
+        ("driver package", &r.driver_packages),
+    ] {
+        for c in list.iter() {
+            ids.push(format!("{what} {} ({})", c.id, c.name));
+        }
+    }
+    if let Some(id) = r.prestart.as_ref().and_then(|p| p.id.as_ref()) {
+        ids.push(format!("prestart package {id}"));
+    }
     let mut v = vec![
         format!(
-            "Deploy task sequence {} to a collection that holds the target computers, purpose Available, made available to \"Only media and PXE (hidden)\"{}.",
-            r.media.task_sequence,
-            r.media
-                .deployment_id
-                .as_ref()
-                .map(|d| format!(" (deployment {d})"))
-                .unwrap_or_default()
+            "Distribute every package the task sequence references to at least one distribution point — the media hold a copy, but the site checks the content against its own: {}, and any other content task sequence {} references.",
+            ids.join(", "),
+            r.media.task_sequence
         ),
         format!(
-            "Distribute the referenced content to distribution points: boot image {}, OS image {} and every package on the media.",
-            r.boot_image.id, r.os_image.id
+            "Deploy task sequence {} to a collection that holds the target computers, purpose Available, \"Make available to the following\": \"Only media and PXE (hidden)\"{}.",
+            r.media.task_sequence,
+            match &r.media.deployment_id {
+                Some(d) => format!(" — deployment {d} is the one the media run (SMSTSPreferredAdvertID); it must exist with that ID"),
+                None => String::new(),
+            }
         ),
     ];
     if r.security.unknown_computers {
-        v.push("Include the \"All Unknown Computers\" collection in the deployment, since the media supports unknown computers.".into());
+        v.push("Deploy the task sequence also to the collection \"All Unknown Computers\" (it holds the x64/x86 Unknown Computer objects whose GUIDs the media carry), otherwise an unknown computer gets \"no deployed task sequence\".".into());
+    }
+    match r.security.certificate.as_ref() {
+        Some(c) if c.self_signed.is_some() => v.push("The self-signed media certificate made by mediabuild is not registered at the site, and ConfigMgr documents no way to register one made elsewhere (Administration > Security > Certificates only blocks or unblocks; the SMS_Certificate class is read-only; Import-CMCertificate imports PKI certificates). For media a real site accepts, rebuild with `security.certificate.pki`: a client-authentication certificate (EKU 1.3.6.1.5.5.7.3.2) from a CA the site trusts.".into()),
+        Some(_) => v.push("The PKI media certificate must be issued by a CA in the site's trusted root CAs (site properties, Communication Security) and carry Client Authentication (1.3.6.1.5.5.7.3.2); nothing to register.".into()),
+        None => {}
     }
     if let Some(b) = &r.bitlocker {
         v.push(format!(
