@@ -50,7 +50,7 @@ pub fn guid_string(g: &[u8; 16]) -> String {
 
 /// Bytes of a hex string (either case); `None` if it is not hex.
 pub fn unhex(h: &str) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 {
+    if !h.len().is_multiple_of(2) {
         return None;
     }
     (0..h.len())

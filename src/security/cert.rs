@@ -250,6 +250,42 @@ pub fn ymd(days: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Reads an X.509 certificate file, DER or PEM (`-----BEGIN CERTIFICATE-----`),
+/// and returns its DER bytes, checked to parse as a certificate.
+pub fn read_certificate_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
+    certificate_der(&bytes)
+}
+
+/// The DER of a certificate given as DER or PEM bytes.
+pub fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| "not a DER or PEM certificate".to_string())?;
+        let (label, der) = der::pem::decode_vec(text.trim().as_bytes())
+            .map_err(|e| format!("not a PEM certificate: {e}"))?;
+        if label != "CERTIFICATE" {
+            return Err(format!("a PEM `{label}`, not a CERTIFICATE"));
+        }
+        der
+    } else {
+        bytes.to_vec()
+    };
+    Certificate::from_der(&der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(der)
+}
+
+/// A certificate as people recognise it: subject and SHA-1 thumbprint (the
+/// console's and certlm's "Thumbprint").
+pub fn describe(der: &[u8]) -> String {
+    use sha1::Digest as _;
+    let thumb = crate::ids::hex(&sha1::Sha1::digest(der)).to_ascii_uppercase();
+    match Certificate::from_der(der) {
+        Ok(c) => format!("{} (thumbprint {thumb})", c.tbs_certificate.subject),
+        Err(_) => format!("not a certificate ({} bytes, SHA-1 {thumb})", der.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,41 +357,5 @@ mod tests {
         );
         assert_eq!(date_problem(t, t + 30, t), None);
         assert_eq!(ymd(parse_date("2026-02-28").unwrap()), "2026-02-28");
-    }
-}
-
-/// Reads an X.509 certificate file, DER or PEM (`-----BEGIN CERTIFICATE-----`),
-/// and returns its DER bytes, checked to parse as a certificate.
-pub fn read_certificate_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
-    certificate_der(&bytes)
-}
-
-/// The DER of a certificate given as DER or PEM bytes.
-pub fn certificate_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let der = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| "not a DER or PEM certificate".to_string())?;
-        let (label, der) = der::pem::decode_vec(text.trim().as_bytes())
-            .map_err(|e| format!("not a PEM certificate: {e}"))?;
-        if label != "CERTIFICATE" {
-            return Err(format!("a PEM `{label}`, not a CERTIFICATE"));
-        }
-        der
-    } else {
-        bytes.to_vec()
-    };
-    Certificate::from_der(&der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    Ok(der)
-}
-
-/// A certificate as people recognise it: subject and SHA-1 thumbprint (the
-/// console's and certlm's "Thumbprint").
-pub fn describe(der: &[u8]) -> String {
-    use sha1::Digest as _;
-    let thumb = crate::ids::hex(&sha1::Sha1::digest(der)).to_ascii_uppercase();
-    match Certificate::from_der(der) {
-        Ok(c) => format!("{} (thumbprint {thumb})", c.tbs_certificate.subject),
-        Err(_) => format!("not a certificate ({} bytes, SHA-1 {thumb})", der.len()),
     }
 }

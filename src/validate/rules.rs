@@ -347,13 +347,6 @@ fn certificate(r: &Recipe, d: &mut Vec<Diagnostic>) {
             let values = (s.valid_from.as_str(), s.valid_until.as_str());
             d.extend(date_diags(key, f, u, values));
         }
-        d.push(
-            Diagnostic::warning(
-                key,
-                "a self-signed media certificate made here is unknown to the site: the wizard registers the one it makes in the site database, and ConfigMgr documents no way to register one made elsewhere (the SMS_Certificate class is read-only; Import-CMCertificate imports PKI certificates), so a management point may refuse these media",
-            )
-            .fix("for media a real site accepts, use `security.certificate.pki` with a client-authentication certificate from your PKI (docs/configmgr.md, Media certificates)"),
-        );
         if r.security.password.is_none() {
             d.push(
                 Diagnostic::error(

@@ -421,7 +421,7 @@ fn five_mistakes_five_diagnostics_and_no_output() {
         assert!(t.contains(&format!("error: {key}:")), "{key} in {t}");
     }
     assert_eq!(t.matches("= value:").count(), 5, "each with its value: {t}");
-    assert!(t.contains("five.yaml:31:61"), "with line:column: {t}");
+    assert!(t.contains("five.yaml:36:61"), "with line:column: {t}");
     // A build of the same recipe writes nothing at all.
     let o = run(&["build", p.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2));

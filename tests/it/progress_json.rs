@@ -183,7 +183,7 @@ fn an_invalid_recipe_gives_diagnostic_lines_and_a_failed_result() {
         .unwrap_or_else(|| panic!("no diagnostic for site.sitecode: {diags:?}"));
     assert_eq!(unknown["severity"], "error");
     assert_eq!(unknown["message"], "unknown key");
-    assert!(unknown["fix"].as_str().unwrap().contains("site_code"));
+    assert!(unknown["fix"].as_str().unwrap().contains("code"));
     assert!(unknown["pos"]["line"].as_u64().unwrap() > 0);
     let r = ls.last().unwrap();
     assert_eq!(r["status"], "failed");

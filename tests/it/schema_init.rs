@@ -137,7 +137,7 @@ fn recipe_schema_rejects_an_unknown_key_a_wrong_type_and_a_literal_secret() {
     missing["media"]
         .as_object_mut()
         .unwrap()
-        .remove("site_code");
+        .remove("task_sequence");
     assert!(
         !v.is_valid(&missing),
         "a missing required key must be rejected"

@@ -107,7 +107,8 @@ fn independent_reader_parses_the_demo_media_with_and_without_password() {
     let d = demo();
     let pw = d.dir().join("secrets/media-password.txt");
     // Password + self-signed (the demo), password + PKI, no password + PKI.
-    let cases: [(&str, Vec<(&str, &str)>, bool); 3] = [
+    type Edits<'a> = Vec<(&'a str, &'a str)>;
+    let cases: [(&str, Edits, bool); 3] = [
         ("ss", vec![], true),
         ("pki", vec![(SELF_SIGNED, PKI)], true),
         ("nopw", vec![(SELF_SIGNED, PKI), (PASSWORD_LINE, "")], false),
