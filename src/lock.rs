@@ -139,6 +139,12 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
     if let Some(f) = r.prestart.as_ref().and_then(|p| p.files.as_ref()) {
         folders.push(("prestart.files".into(), f.clone()));
     }
+    for (i, f) in r.site.root_ca_certificates.iter().enumerate() {
+        folders.push((format!("site.root_ca_certificates[{i}]"), f.clone()));
+    }
+    if let Some(f) = &r.site.signing_certificate {
+        folders.push(("site.signing_certificate".into(), f.clone()));
+    }
     if let Some(c) = &r.outputs.creator_package {
         folders.push(("outputs.creator_package.creator".into(), c.creator.clone()));
     }

@@ -223,6 +223,11 @@ fn an_https_management_point_needs_the_root_ca_which_the_media_carry() {
     let r = d.variant("https-ca.yaml", &edits);
     let o = run(&["check", r.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The lockfile records the certificate file's digest.
+    let o = run(&["lock", r.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lock = std::fs::read_to_string(r.with_extension("yaml.lock")).unwrap();
+    assert!(lock.contains("site.root_ca_certificates[0]"), "{lock}");
     // A file that is not a certificate is refused, naming the key.
     std::fs::write(d.dir().join("secrets/not-a-cert.cer"), b"hello").unwrap();
     edits.push(("root-ca.cer", "not-a-cert.cer"));
