@@ -119,7 +119,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
         diags: Vec::new(),
         plan: None,
     };
-    out.source = match std::fs::read_to_string(file) {
+    out.source = match crate::fsutil::read_small_text(file, crate::fsutil::SMALL_FILE_MAX) {
         Ok(s) => s,
         Err(e) => {
             out.diags.push(
@@ -152,7 +152,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let v = validate::validate_with(&recipe, &dir, &locs, mode, opts);
+    let v = validate::validate_with(&recipe, &dir, file, &locs, mode, opts);
     // Rules about a section that did not parse would only repeat its error.
     let depends = |key: &str, sec: &str| {
         key == sec

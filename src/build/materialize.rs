@@ -185,7 +185,17 @@ pub(super) fn materialize(
                 }
                 let vars = values.as_deref().unwrap_or_default();
                 let bytes = variables::encode(vars, ctx.password.as_ref().map(|p| p.expose()));
-                std::fs::write(&dst, bytes).map_err(|e| BuildError::io("write", &dst, e))?;
+                // Its staging copy is as private as the secrets it holds.
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&dst)
+                    .and_then(|mut f| f.write_all(&bytes))
+                    .map_err(|e| BuildError::io("write", &dst, e))?;
                 (dst, true)
             }
         };

@@ -323,6 +323,11 @@ impl Cache {
     /// build uses one per recipe folder ([`Cache::with_scope`]).
     pub fn open(dir: &Path, max_size: u64) -> Result<Cache, CacheError> {
         claim(dir)?;
+        // Private to its owner: entries hold media content and sealed keys.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
         for k in KINDS.iter().chain(&["tmp"]) {
             let p = dir.join(k);
             std::fs::create_dir_all(&p).map_err(|source| CacheError::Io {
@@ -607,7 +612,17 @@ impl Cache {
         let tmp = self.tmp_path(key);
         let placeholder = encode_header(key, len, 0);
         let res = (|| -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            // Entries are private (the cache folder is 0700 too): some
+            // hold key material or media content.
+            let mut f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+            };
             let check = {
                 let mut w = Hashing {
                     inner: io::BufWriter::with_capacity(

@@ -98,6 +98,72 @@ pub fn set_tree_times(root: &Path, epoch: i64) -> io::Result<()> {
     visit(root, times)
 }
 
+/// Largest recipe, secret or certificate file read into memory.
+pub const SMALL_FILE_MAX: u64 = 16 << 20;
+
+/// Reads a small file that must be a regular file of at most `max` bytes
+/// (a recipe, a secret, a certificate): opened without blocking, so that a
+/// FIFO does not hang, and checked on the open descriptor, so that a device
+/// or an endless file is refused before anything is read.
+pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let md = f.metadata()?;
+    if md.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {} this file may hold",
+                md.len(),
+                crate::units::human(max)
+            ),
+        ));
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it grows past {} while read", crate::units::human(max)),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Opens `path` for reading if it is a regular file, without blocking on a
+/// FIFO or a device (refused, naming what it is).
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        let what = if t.is_dir() {
+            "a folder"
+        } else if t.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        ));
+    }
+    // O_NONBLOCK changes nothing for a regular file's reads.
+    Ok(f)
+}
+
+/// [`read_small`] as UTF-8 text.
+pub fn read_small_text(path: &Path, max: u64) -> io::Result<String> {
+    String::from_utf8(read_small(path, max)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Creates `path`'s parent folders, then writes `bytes` to it.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(p) = path.parent() {

@@ -113,8 +113,9 @@ impl SecretRef {
                 }
             }
         }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| SecretError::File(path.clone(), e))?;
+        // A secret is short: 64 KiB is room for any password or passphrase.
+        let text = crate::fsutil::read_small_text(&path, 64 << 10)
+            .map_err(|e| SecretError::File(path.clone(), e))?;
         let value = text.trim_end_matches(['\r', '\n']).to_string();
         if value.is_empty() {
             return Err(SecretError::EmptyFile(path));

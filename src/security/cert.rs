@@ -253,7 +253,8 @@ pub fn ymd(days: i64) -> String {
 /// Reads an X.509 certificate file, DER or PEM (`-----BEGIN CERTIFICATE-----`),
 /// and returns its DER bytes, checked to parse as a certificate.
 pub fn read_certificate_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
+    let bytes = crate::fsutil::read_small(path, crate::fsutil::SMALL_FILE_MAX)
+        .map_err(|e| format!("cannot read file: {e}"))?;
     certificate_der(&bytes)
 }
 

@@ -71,7 +71,8 @@ pub fn import_pki(r: &Recipe, dir: &Path) -> Result<Option<cert::Chain>, Securit
             source,
         })?;
     let path = dir.join(&p.file);
-    let bytes = std::fs::read(&path).map_err(|e| SecurityError::Io(path.clone(), e))?;
+    let bytes = crate::fsutil::read_small(&path, crate::fsutil::SMALL_FILE_MAX)
+        .map_err(|e| SecurityError::Io(path.clone(), e))?;
     cert::import(&bytes, password.expose()).map(Some)
 }
 

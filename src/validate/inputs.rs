@@ -107,7 +107,7 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
         ),
     ] {
         if let Some(f) = f {
-            if let Err(e) = std::fs::File::open(dir.join(f)) {
+            if let Err(e) = fsutil::open_regular(&dir.join(f)) {
                 d.push(
                     Diagnostic::error(key, format!("cannot read file: {e}"))
                         .value(f.display())
@@ -156,7 +156,7 @@ fn creator_tool(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
         return;
     }
     let mut magic = [0u8; 2];
-    let Ok(mut f) = std::fs::File::open(&path) else {
+    let Ok(mut f) = fsutil::open_regular(&path) else {
         return;
     };
     if f.read_exact(&mut magic).is_err() || &magic != b"MZ" {
@@ -176,7 +176,7 @@ fn pki_certificate(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
     let Some(p) = r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()) else {
         return;
     };
-    if p.password.resolve(dir).is_err() || std::fs::File::open(dir.join(&p.file)).is_err() {
+    if p.password.resolve(dir).is_err() || fsutil::open_regular(&dir.join(&p.file)).is_err() {
         return;
     }
     let file = "security.certificate.pki.file";
@@ -224,7 +224,7 @@ fn pki_certificate(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
 
 fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<Wim> {
     let abs = dir.join(src);
-    if let Err(e) = std::fs::File::open(&abs) {
+    if let Err(e) = fsutil::open_regular(&abs) {
         d.push(
             Diagnostic::error(key, format!("cannot read the WIM file: {e}"))
                 .value(src.display())
@@ -433,5 +433,187 @@ fn site_certificates(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>, facts: &mu
     }
     if let Some(f) = &r.site.signing_certificate {
         facts.site_signing = read("site.signing_certificate".into(), f, d);
+    }
+}
+
+/// Every input the recipe names, with its key: the recipe itself (and its
+/// lockfile), images, content, prestart files, secret files, certificates,
+/// the creator tool.
+pub(crate) fn input_paths(r: &Recipe, dir: &Path, recipe_file: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = vec![
+        ("the recipe".into(), recipe_file.to_path_buf()),
+        (
+            "the recipe's lockfile".into(),
+            crate::lock::lock_path(recipe_file),
+        ),
+        ("boot_image.source".into(), dir.join(&r.boot_image.source)),
+        ("os_image.source".into(), dir.join(&r.os_image.source)),
+    ];
+    for (sec, list) in [
+        ("applications", &r.applications),
+        ("packages", &r.packages),
+        ("driver_packages", &r.driver_packages),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            v.push((format!("{sec}[{i}].source"), dir.join(&c.source)));
+        }
+    }
+    if let Some(f) = r.prestart.as_ref().and_then(|p| p.files.as_ref()) {
+        v.push(("prestart.files".into(), dir.join(f)));
+    }
+    for (key, s) in super::rules::secret_refs(r) {
+        if let Some(f) = &s.file {
+            v.push((format!("{key}.file"), dir.join(f)));
+        }
+    }
+    if let Some(p) = r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()) {
+        v.push(("security.certificate.pki.file".into(), dir.join(&p.file)));
+    }
+    for (i, f) in r.site.root_ca_certificates.iter().enumerate() {
+        v.push((format!("site.root_ca_certificates[{i}]"), dir.join(f)));
+    }
+    if let Some(f) = &r.site.signing_certificate {
+        v.push(("site.signing_certificate".into(), dir.join(f)));
+    }
+    if let Some(c) = &r.outputs.creator_package {
+        v.push((
+            "outputs.creator_package.creator".into(),
+            dir.join(&c.creator),
+        ));
+    }
+    v
+}
+
+/// A file's identity (device, inode): equal for the same file reached
+/// through symlinks, `..`, another case on a case-insensitive file system, or
+/// a hard link.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The identities of `p` (when it exists) and of every existing folder above
+/// it, with the deepest existing one resolved (`canonicalize`), and that
+/// real path.
+fn chain(p: &Path) -> (Vec<(u64, u64)>, Option<PathBuf>) {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    while identity(&existing).is_none() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(n), Some(parent)) => {
+                rest.push(n.to_os_string());
+                existing = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent.to_path_buf()
+                };
+            }
+            _ => return (Vec::new(), None),
+        }
+    }
+    let Ok(real) = existing.canonicalize() else {
+        return (Vec::new(), None);
+    };
+    let ids = real.ancestors().filter_map(identity).collect();
+    let mut full = real;
+    for n in rest.iter().rev() {
+        full.push(n);
+    }
+    (ids, Some(full))
+}
+
+/// No output — nor the output folder — is, contains or lies inside an input,
+/// compared by file identity after resolving symlinks and `..`; no output
+/// path leaves the output folder through a symlink (issue 21, items 1 and 5).
+pub(super) fn outputs_apart(r: &Recipe, dir: &Path, recipe_file: &Path, d: &mut Vec<Diagnostic>) {
+    let o = &r.outputs;
+    let out_dir = dir.join(&o.dir);
+    // (key, path, as the recipe writes it)
+    let mut outputs: Vec<(String, PathBuf, String)> = Vec::new();
+    let mut named = |key: &str, p: &Path| {
+        let abs = out_dir.join(p);
+        let manifest = {
+            let mut n = abs.file_name().unwrap_or_default().to_os_string();
+            n.push(".manifest.json");
+            abs.with_file_name(n)
+        };
+        outputs.push((key.to_string(), abs, p.display().to_string()));
+        outputs.push((
+            format!("{key} (its manifest)"),
+            manifest,
+            format!("{}.manifest.json", p.display()),
+        ));
+    };
+    if let Some(w) = &o.wim {
+        named("outputs.wim", w);
+    }
+    if let Some(disk) = &o.disk {
+        named("outputs.disk.path", &disk.path);
+    }
+    if let Some(c) = &o.creator_package {
+        named("outputs.creator_package.path", &c.path);
+    }
+    outputs.push((
+        "outputs.dir (its SHA256SUMS)".into(),
+        out_dir.join("SHA256SUMS"),
+        format!("{}/SHA256SUMS", o.dir.display()),
+    ));
+    let inputs: Vec<(String, PathBuf, Option<(u64, u64)>, Vec<(u64, u64)>)> =
+        input_paths(r, dir, recipe_file)
+            .into_iter()
+            .map(|(k, p)| {
+                let id = identity(&p);
+                let (above, _) = chain(&p);
+                (k, p, id, above)
+            })
+            .collect();
+    let (dir_chain, real_dir) = chain(&out_dir);
+    let base_key = |k: &str| k.split(" (").next().unwrap_or(k).to_string();
+    // The output folder may hold inputs (`dir: .`), but not lie inside one.
+    for (ik, ip, iid, _) in &inputs {
+        if let Some(iid) = iid {
+            if dir_chain.contains(iid) {
+                d.push(
+                    Diagnostic::error("outputs.dir", format!("the output folder lies inside {ik} ({}): the next build would take in the artefacts", ip.display()))
+                        .value(o.dir.display())
+                        .fix("choose an output folder outside every input"),
+                );
+            }
+        }
+    }
+    for (ok, op, shown) in &outputs {
+        let (oc, real) = chain(op);
+        let oid = identity(op);
+        for (ik, ip, iid, above) in &inputs {
+            let hit = match (iid, oid) {
+                (Some(i), Some(o)) if *i == o => Some("is"),
+                _ if iid.is_some_and(|i| oc.contains(&i)) => Some("lies inside"),
+                (_, Some(o)) if above.contains(&o) => Some("contains"),
+                _ => None,
+            };
+            if let Some(how) = hit {
+                d.push(
+                    Diagnostic::error(
+                        base_key(ok),
+                        format!("this output {how} {ik} ({}): a build would overwrite an input", ip.display()),
+                    )
+                    .value(shown)
+                    .fix("write the outputs to their own folder (`outputs.dir`), apart from every input"),
+                );
+            }
+        }
+        // Through a symlink out of the output folder.
+        if let (Some(real), Some(real_dir)) = (&real, &real_dir) {
+            if !real.starts_with(real_dir) {
+                d.push(
+                    Diagnostic::error(
+                        base_key(ok),
+                        "output path leaves the output folder through a symbolic link",
+                    )
+                    .value(format!("{shown} → {}", real.display()))
+                    .fix("write the outputs to a real folder inside `outputs.dir`"),
+                );
+            }
+        }
     }
 }

@@ -43,14 +43,21 @@ impl Validated {
 }
 
 /// Runs every rule. `dir` is the recipe's folder (paths are relative to it).
-pub fn validate(recipe: &Recipe, dir: &Path, locs: &Locations, mode: Mode) -> Validated {
-    validate_with(recipe, dir, locs, mode, Options::default())
+pub fn validate(
+    recipe: &Recipe,
+    dir: &Path,
+    recipe_file: &Path,
+    locs: &Locations,
+    mode: Mode,
+) -> Validated {
+    validate_with(recipe, dir, recipe_file, locs, mode, Options::default())
 }
 
 /// [`validate`] with relaxed rules.
 pub fn validate_with(
     recipe: &Recipe,
     dir: &Path,
+    recipe_file: &Path,
     locs: &Locations,
     mode: Mode,
     opts: Options,
@@ -58,6 +65,7 @@ pub fn validate_with(
     let mut diags = Vec::new();
     rules::check(recipe, dir, mode, opts, &mut diags);
     let facts = inputs::check(recipe, dir, &mut diags);
+    inputs::outputs_apart(recipe, dir, recipe_file, &mut diags);
     for d in &mut diags {
         if d.pos.is_none() && !d.key.is_empty() {
             d.pos = locs.value(&d.key);

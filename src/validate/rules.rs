@@ -538,8 +538,14 @@ fn secrets(r: &Recipe, dir: &Path, mode: Mode, d: &mut Vec<Diagnostic>) {
             }
         }
         if let Err(e) = s.resolve(dir) {
+            // A FIFO, a device or a huge file is a wrong reference, not a
+            // secret that CI will provide later: an error in every mode.
+            let wrong = matches!(&e, crate::recipe::secret::SecretError::File(_, io)
+                if io.kind() == std::io::ErrorKind::InvalidInput);
             let msg = format!("secret not available ({}): {e}", s.describe());
             d.push(match mode {
+                _ if wrong => Diagnostic::error(&key, msg)
+                    .fix("point it at a small regular file holding only the secret (mode 600)"),
                 Mode::Build => Diagnostic::error(&key, msg).fix("provide it before building"),
                 Mode::Check => Diagnostic::warning(&key, msg).fix("a build will need it"),
             });
@@ -613,19 +619,16 @@ fn prestart_bitlocker(r: &Recipe, d: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Normalises an output path relative to `outputs.dir`; None when it escapes.
+/// Normalises an output path relative to `outputs.dir`; None when it could
+/// escape: `..` is refused outright (through a symlinked folder, `a/..` is
+/// not where it seems), and so is an absolute path.
 fn inside(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(x) => out.push(x),
             Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
         }
     }
     (!out.as_os_str().is_empty()).then_some(out)
@@ -683,7 +686,7 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
             d.push(
                 Diagnostic::error(key.clone(), "output path leaves the output folder")
                     .value(p.display())
-                    .fix(format!("write a path relative to `outputs.dir` ({}), without `..` or a leading `/`", o.dir.display())),
+                    .fix(format!("write a path relative to `outputs.dir` ({}), without `..` (refused outright) or a leading `/`", o.dir.display())),
             );
             continue;
         };
@@ -750,9 +753,10 @@ mod tests {
 
     #[test]
     fn inside_rejects_escapes() {
+        assert_eq!(inside(Path::new("a/../b.wim")), None);
         assert_eq!(
-            inside(Path::new("a/../b.wim")),
-            Some(PathBuf::from("b.wim"))
+            inside(Path::new("./a/b.wim")),
+            Some(PathBuf::from("a/b.wim"))
         );
         assert_eq!(inside(Path::new("../b.wim")), None);
         assert_eq!(inside(Path::new("/etc/x")), None);

@@ -15,6 +15,7 @@ mod inspect;
 mod plan;
 mod progress_json;
 mod readme;
+mod safety;
 mod schema_init;
 mod security;
 mod site;

@@ -1,0 +1,205 @@
+//! Never lose a byte (issue 21): outputs that would overwrite inputs or
+//! leave the output folder are refused at check time; FIFOs, devices and
+//! huge files where a file is expected are refused without hanging or
+//! reading them.
+
+use crate::support::*;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn demo() -> &'static Demo {
+    static D: OnceLock<Demo> = OnceLock::new();
+    D.get_or_init(Demo::new)
+}
+
+/// `check` of a variant: exit 2 with every `want` in the output, within a few seconds.
+fn refused(name: &str, edits: &[(&str, &str)], want: &[&str]) -> String {
+    let p = demo().variant(&format!("{name}.yaml"), edits);
+    refused_file(&p, want)
+}
+
+fn refused_file(p: &Path, want: &[&str]) -> String {
+    let t0 = Instant::now();
+    let o = run(&["check", p.to_str().unwrap()], &[]);
+    let t = text(&o);
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "check took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}: expected exit 2\n{t}",
+        p.display()
+    );
+    for w in want {
+        assert!(t.contains(w), "{}: missing {w:?} in\n{t}", p.display());
+    }
+    t
+}
+
+#[test]
+fn outputs_that_would_overwrite_inputs_are_refused_naming_both_keys() {
+    let d = demo();
+    let before = sha256(&d.dir().join("images/install.wim"));
+    // The issue's recipe: the output folder is the recipe's, one output is the
+    // install.wim, another the password file.
+    refused(
+        "clobber",
+        &[
+            ("  dir: out\n", "  dir: .\n"),
+            ("wim: demo-wtg.wim", "wim: images/install.wim"),
+            ("path: demo-wtg.img", "path: secrets/media-password.txt"),
+        ],
+        &[
+            "outputs.wim: this output is os_image.source",
+            "outputs.disk.path: this output is security.password.file",
+        ],
+    );
+    // The output folder inside a content folder: the next build takes in the artefacts.
+    refused(
+        "inside-content",
+        &[("  dir: out\n", "  dir: content/apps/office\n")],
+        &["outputs.dir: the output folder lies inside applications[0].source"],
+    );
+    // An output folder that contains the recipe is fine, an output on the recipe is not.
+    refused(
+        "on-recipe",
+        &[
+            ("  dir: out\n", "  dir: .\n"),
+            ("wim: demo-wtg.wim", "wim: on-recipe.yaml"),
+        ],
+        &["outputs.wim: this output is the recipe"],
+    );
+    // Through a symlink and another spelling of the same file.
+    std::os::unix::fs::symlink(d.dir().join("images"), d.dir().join("img-link")).unwrap();
+    refused(
+        "via-link",
+        &[
+            ("  dir: out\n", "  dir: .\n"),
+            ("wim: demo-wtg.wim", "wim: img-link/./install.wim"),
+        ],
+        &["outputs.wim: this output is os_image.source"],
+    );
+    // A creator package folder that would hold an input.
+    refused(
+        "creator-contains",
+        &[
+            ("  dir: out\n", "  dir: .\n"),
+            ("path: demo-wtg-creator", "path: content"),
+        ],
+        &["outputs.creator_package.path: this output contains"],
+    );
+    // `..` in an output path is refused outright; a symlink out of the output folder too.
+    refused(
+        "dotdot",
+        &[("wim: demo-wtg.wim", "wim: a/../demo-wtg.wim")],
+        &["outputs.wim: output path leaves the output folder"],
+    );
+    let out = d.dir().join("out-link");
+    std::fs::create_dir_all(&out).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), out.join("a")).unwrap();
+    refused(
+        "symlink-out",
+        &[
+            ("  dir: out\n", "  dir: out-link\n"),
+            ("wim: demo-wtg.wim", "wim: a/x.wim"),
+        ],
+        &["outputs.wim: output path leaves the output folder through a symbolic link"],
+    );
+    assert_eq!(
+        sha256(&d.dir().join("images/install.wim")),
+        before,
+        "an input changed"
+    );
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn fifos_devices_and_huge_files_are_refused_without_hanging() {
+    let d = demo();
+    let fifo = d.dir().join("secrets/fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A FIFO as the recipe, as a secret file, as the boot image: refused at once.
+    refused_file(&fifo, &["FIFO"]);
+    refused(
+        "fifo-secret",
+        &[(
+            "{ file: secrets/media-password.txt }",
+            "{ file: secrets/fifo }",
+        )],
+        &["security.password", "FIFO"],
+    );
+    refused(
+        "fifo-wim",
+        &[("source: images/boot.wim", "source: secrets/fifo")],
+        &["boot_image.source", "FIFO"],
+    );
+    // A device as the recipe and as the .pfx.
+    refused_file(Path::new("/dev/zero"), &["device"]);
+    // A secret file far larger than any password: refused without reading it all.
+    let big = d.dir().join("secrets/big.txt");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(6 << 30).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let t = refused(
+        "huge-secret",
+        &[(
+            "{ file: secrets/media-password.txt }",
+            "{ file: secrets/big.txt }",
+        )],
+        &["security.password", "more than"],
+    );
+    assert!(!t.contains("6442450944 bytes of"), "{t}");
+}
+
+#[test]
+fn the_cache_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = demo();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("c");
+    let r = d.variant("private.yaml", &[("  dir: out\n", "  dir: out-private\n")]);
+    let o = run(
+        &[
+            "build",
+            r.to_str().unwrap(),
+            "-q",
+            "--cache-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the cache folder");
+    let mut files = Vec::new();
+    let mut stack = vec![dir.clone()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let keys: Vec<_> = files
+        .iter()
+        .filter(|p| p.starts_with(dir.join("keys")))
+        .collect();
+    assert!(!keys.is_empty(), "the self-signed key is cached");
+    for f in files
+        .iter()
+        .filter(|p| p.starts_with(dir.join("keys")) || p.starts_with(dir.join("res")))
+    {
+        assert_eq!(mode(f) & 0o077, 0, "{} is readable by others", f.display());
+    }
+}
