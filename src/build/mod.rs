@@ -503,6 +503,7 @@ fn build_with(
     }
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
+    let debris = sweep_debris(plan);
     let staging = TempPath::new(plan.out_dir.join(format!(
         ".mediabuild-staging-{}-{}",
         plan.media_name,
@@ -580,6 +581,9 @@ fn build_with(
         c.flush();
     }
     let mut warnings: Vec<String> = weak.into_iter().collect();
+    if let Some(d) = debris {
+        warnings.push(d);
+    }
     if plan.recipe.security.password.is_none() && values.iter().any(|v| v.secret) {
         warnings.push("secret variables are in media without a password (Variables.dat uses the public default key)".into());
     }
@@ -707,6 +711,70 @@ pub fn stage_tree(plan: &Plan, dest: &Path) -> Result<u64, BuildError> {
     let tree = render::wim::complete_tree(&ctx, &members)?;
     std::fs::rename(&tree, dest).map_err(|e| BuildError::io("rename", dest, e))?;
     Ok(members.iter().map(|m| m.size).sum())
+}
+
+/// The PID in a name ending in `-PID`, if the rest matches `prefix`.
+fn debris_pid(name: &str) -> Option<u32> {
+    let rest = if let Some(r) = name.strip_prefix(".mediabuild-staging-") {
+        r
+    } else if name.starts_with('.') && name.contains(".partial-") {
+        name.rsplit_once(".partial-")?.1
+    } else {
+        return None;
+    };
+    rest.rsplit('-').next()?.parse().ok()
+}
+
+/// Removes what builds killed outright (SIGKILL, power loss) left in the
+/// output folders: staging folders `.mediabuild-staging-NAME-PID` and
+/// `.FILE.partial-PID` files, only ours (by name) and only when that PID is
+/// no longer running. Artefacts moved aside (`.NAME.old-PID`) are finalize's
+/// to restore, never removed here. Returns the warning to report, if any.
+fn sweep_debris(plan: &Plan) -> Option<String> {
+    let mut dirs: Vec<PathBuf> = vec![plan.out_dir.clone()];
+    for o in &plan.outputs {
+        if let Some(p) = o.path.parent() {
+            if !dirs.contains(&p.to_path_buf()) {
+                dirs.push(p.to_path_buf());
+            }
+        }
+    }
+    let me = std::process::id();
+    let (mut n, mut bytes) = (0usize, 0u64);
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = debris_pid(&name) else {
+                continue;
+            };
+            if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let path = e.path();
+            bytes += size_of_tree(&path);
+            crate::fsutil::remove_any(&path);
+            n += 1;
+        }
+    }
+    (n > 0).then(|| {
+        format!(
+            "removed {n} leftover(s) of interrupted builds ({}) from the output folder",
+            crate::units::human(bytes)
+        )
+    })
+}
+
+fn size_of_tree(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| size_of_tree(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
 }
 
 /// `dir/.NAME.partial-PID` beside `target`.

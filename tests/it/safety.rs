@@ -203,3 +203,91 @@ fn the_cache_is_private_to_its_owner() {
         assert_eq!(mode(f) & 0o077, 0, "{} is readable by others", f.display());
     }
 }
+
+/// Leftovers of builds in `out`: staging folders and `.partial-PID` files.
+fn debris(out: &Path) -> Vec<String> {
+    std::fs::read_dir(out)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".mediabuild-staging-") || n.contains(".partial-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts a JSON-progress build of `recipe`, sends `sig` once the WIM is
+/// being written, and returns (exit code, stderr lines).
+fn interrupted_build(recipe: &Path, sig: i32) -> (Option<i32>, Vec<String>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args([
+            "build",
+            recipe.to_str().unwrap(),
+            "--jobs",
+            "1",
+            "--no-cache",
+        ])
+        .args(["--progress", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut got = Vec::new();
+    let mut sent = false;
+    for l in stderr.lines() {
+        let l = l.unwrap();
+        if !sent && l.contains(r#""type":"progress","phase":"write wim""#) {
+            // SAFETY: sending a signal to our own child process.
+            unsafe { libc::kill(child.id() as i32, sig) };
+            sent = true;
+        }
+        got.push(l);
+    }
+    let status = child.wait().unwrap();
+    assert!(sent, "the build never wrote the WIM: {got:#?}");
+    (status.code(), got)
+}
+
+#[test]
+fn sigterm_and_sighup_clean_up_like_sigint_and_a_killed_builds_debris_is_swept() {
+    let d = Demo::with_size(64 << 20);
+    let out = d.out();
+    for sig in [libc::SIGTERM, libc::SIGHUP] {
+        let (code, lines) = interrupted_build(&d.recipe(), sig);
+        assert_eq!(code, Some(2), "signal {sig}: {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains("interrupted")),
+            "signal {sig}: no interruption warning: {lines:#?}"
+        );
+        let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(last["type"], "result", "{last}");
+        assert_eq!(last["status"], "failed", "{last}");
+        assert!(
+            debris(&out).is_empty(),
+            "signal {sig} left {:?}",
+            debris(&out)
+        );
+    }
+    // SIGKILL leaves debris; the next build of that folder removes it and says so.
+    let (code, _) = interrupted_build(&d.recipe(), libc::SIGKILL);
+    assert_eq!(code, None, "killed");
+    let left = debris(&out);
+    assert!(!left.is_empty(), "a killed build leaves its staging folder");
+    let o = run(
+        &[
+            "build",
+            d.recipe().to_str().unwrap(),
+            "--no-cache",
+            "--progress",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("leftover(s) of interrupted builds"), "{err}");
+    assert!(debris(&out).is_empty(), "still there: {:?}", debris(&out));
+}
