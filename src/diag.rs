@@ -97,9 +97,10 @@ impl Diagnostic {
                 if let Some(line) = line {
                     let n = p.line.to_string();
                     let pad = " ".repeat(n.len());
+                    let (shown, caret) = excerpt(line, p.col.saturating_sub(1));
                     let _ = writeln!(out, "{pad} |");
-                    let _ = writeln!(out, "{n} | {line}");
-                    let _ = writeln!(out, "{pad} | {}^", " ".repeat(p.col.saturating_sub(1)));
+                    let _ = writeln!(out, "{n} | {shown}");
+                    let _ = writeln!(out, "{pad} | {}^", " ".repeat(caret));
                 }
             }
             None => {
@@ -115,6 +116,37 @@ impl Diagnostic {
         out
     }
 }
+
+/// Characters of a source line shown around the caret: a hostile recipe's
+/// line may be 100 KB long, and every diagnostic would print it again.
+const EXCERPT: usize = 100;
+
+/// The part of `line` shown (at most [`EXCERPT`] characters around `col`,
+/// `…` where cut) and the caret's column in it.
+fn excerpt(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= EXCERPT {
+        return (line.to_string(), col);
+    }
+    let start = col
+        .saturating_sub(EXCERPT / 2)
+        .min(chars.len().saturating_sub(EXCERPT));
+    let end = (start + EXCERPT).min(chars.len());
+    let mut s = String::new();
+    let mut caret = col - start;
+    if start > 0 {
+        s.push('…');
+        caret += 1;
+    }
+    s.extend(&chars[start..end]);
+    if end < chars.len() {
+        s.push('…');
+    }
+    (s, caret)
+}
+
+/// How many diagnostics a text report prints; the rest are counted.
+pub const MAX_SHOWN: usize = 100;
 
 /// Did-you-mean: the closest candidate within a small edit distance.
 pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {

@@ -95,14 +95,26 @@ impl Checked {
     pub fn has_errors(&self) -> bool {
         self.diags.iter().any(|d| d.is_error())
     }
-    /// All diagnostics, rendered.
+    /// The diagnostics, rendered: errors first, at most
+    /// [`crate::diag::MAX_SHOWN`], then how many were left out.
     pub fn render_diags(&self) -> String {
         let name = self.file.display().to_string();
-        self.diags
+        let mut order: Vec<&Diagnostic> = self.diags.iter().filter(|d| d.is_error()).collect();
+        order.extend(self.diags.iter().filter(|d| !d.is_error()));
+        let max = crate::diag::MAX_SHOWN;
+        let mut out = order
             .iter()
+            .take(max)
             .map(|d| d.render(&name, &self.source))
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        if order.len() > max {
+            out.push_str(&format!(
+                "\n… and {} more diagnostic(s) not shown (`check --json` lists them all)\n",
+                order.len() - max
+            ));
+        }
+        out
     }
 }
 

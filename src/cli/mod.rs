@@ -234,9 +234,9 @@ struct BenchCli {
 
 #[derive(Args, Debug, Clone, Default)]
 struct BuildArgs {
-    /// Worker threads (default: one per core). The output is the same for any value.
-    #[arg(long, short = 'j', global = true)]
-    jobs: Option<usize>,
+    /// Worker threads, 1 to 256 (default: one per core). The output is the same for any value.
+    #[arg(long, short = 'j', global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
     /// No progress output (same as `--progress none`).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
@@ -371,7 +371,7 @@ pub fn run() -> Result<i32> {
                 WimWriter::Native
             };
             let c = compression_arg(&compression)?;
-            mediabuild::render_wim_tree(w, &tree, &out, c, cli.build.jobs.unwrap_or(0))?;
+            mediabuild::render_wim_tree(w, &tree, &out, c, cli.build.jobs.map_or(0, usize::from))?;
             Ok(0)
         }
         None => match cli.recipe {
@@ -491,7 +491,7 @@ fn run_build(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Bui
         }
     }
     let opts = BuildOptions {
-        jobs: args.jobs.unwrap_or(0),
+        jobs: args.jobs.map_or(0, usize::from),
         writer: args.writer(),
         allow_weak_password: args.allow_weak_password,
         cache: cache::settings(args)?,

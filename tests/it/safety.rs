@@ -291,3 +291,40 @@ fn sigterm_and_sighup_clean_up_like_sigint_and_a_killed_builds_debris_is_swept()
     assert!(err.contains("leftover(s) of interrupted builds"), "{err}");
     assert!(debris(&out).is_empty(), "still there: {:?}", debris(&out));
 }
+
+#[test]
+fn hostile_recipes_get_bounded_output_and_jobs_is_capped() {
+    let d = demo();
+    // 10,000 identical management points on one 270 KB line.
+    let points = vec!["http://mp1.corp.example"; 10_000].join(", ");
+    let p = d.variant(
+        "many-mps.yaml",
+        &[(
+            "points: [http://mp1.corp.example, http://mp2.corp.example]",
+            &format!("points: [{points}]"),
+        )],
+    );
+    let t0 = Instant::now();
+    let o = run(&["check", p.to_str().unwrap()], &[]);
+    let t = text(&o);
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "check took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(t.len() < 100_000, "{} bytes of diagnostics", t.len());
+    assert!(
+        t.contains("more diagnostic(s) not shown"),
+        "{}",
+        &t[t.len().saturating_sub(500)..]
+    );
+    assert!(t.contains('…'), "long lines are cut around the caret");
+    // --jobs has an upper bound.
+    let o = run(
+        &["build", d.recipe().to_str().unwrap(), "--jobs", "99999"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("256"), "{}", text(&o));
+}
