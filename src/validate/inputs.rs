@@ -558,7 +558,9 @@ pub(super) fn outputs_apart(r: &Recipe, dir: &Path, recipe_file: &Path, d: &mut 
         out_dir.join("SHA256SUMS"),
         format!("{}/SHA256SUMS", o.dir.display()),
     ));
-    let inputs: Vec<(String, PathBuf, Option<(u64, u64)>, Vec<(u64, u64)>)> =
+    type FileId = (u64, u64);
+    // (key, path, its identity, identities of it and the folders above it)
+    let inputs: Vec<(String, PathBuf, Option<FileId>, Vec<FileId>)> =
         input_paths(r, dir, recipe_file)
             .into_iter()
             .map(|(k, p)| {
