@@ -83,6 +83,20 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
         let abs = dir.join(src);
         match fsutil::walk(&abs) {
             Ok(files) => {
+                // Names Windows cannot open (the media are read by Windows PE).
+                let reserved: Vec<&str> = files
+                    .iter()
+                    .filter(|w| w.rel.split('/').any(super::rules::is_reserved_windows_name))
+                    .map(|w| w.rel.as_str())
+                    .take(3)
+                    .collect();
+                if !reserved.is_empty() {
+                    d.push(
+                        Diagnostic::error(key.clone(), "holds a file Windows cannot open: its name is a device name (CON, PRN, AUX, NUL, COM1–9, LPT1–9)")
+                            .value(reserved.join(", "))
+                            .fix("rename or remove it in the source folder"),
+                    );
+                }
                 facts.trees.insert(src.to_path_buf(), files);
             }
             Err(e) => d.push(

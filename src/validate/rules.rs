@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 pub(super) fn check(r: &Recipe, dir: &Path, mode: Mode, opts: Options, d: &mut Vec<Diagnostic>) {
     version(r, d);
+    epoch(r, d);
     media(r, d);
     package_ids(r, d);
     certificate(r, d);
@@ -45,8 +46,63 @@ fn too_long(d: &mut Vec<Diagnostic>, key: &str, v: &Option<String>, max: usize) 
     }
 }
 
+/// Timestamps must fit every format they are written in: WIM FILETIMEs,
+/// FAT dates (clamped to 1980–2107), X.509 times; 1970 to 9999 is safe.
+fn epoch(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    const MAX: i64 = 253_402_300_799; // 9999-12-31 23:59:59 UTC
+    let e = crate::ids::epoch(r);
+    if !(0..=MAX).contains(&e) {
+        let from_env = r.source_date_epoch.is_none();
+        d.push(
+            Diagnostic::error(
+                "source_date_epoch",
+                format!(
+                    "{e} is outside 1970-01-01 … 9999-12-31{}",
+                    if from_env {
+                        " (from SOURCE_DATE_EPOCH)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .value(e)
+            .fix("give a Unix time in seconds, e.g. 1764288000 (2025-11-28)"),
+        );
+    }
+}
+
+/// Windows device names, refused as a file name with or without an extension.
+pub(crate) fn is_reserved_windows_name(name: &str) -> bool {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or(name)
+        .trim_end()
+        .to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0')
+}
+
 fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
     let m = &r.media;
+    if m.name.chars().count() > 64 {
+        d.push(
+            Diagnostic::error("media.name", format!("{} characters, at most 64", m.name.chars().count()))
+                .fix("use a short file-name-safe name such as `finance-wtg` (it names files and the WIM image)"),
+        );
+    } else if is_reserved_windows_name(&m.name) {
+        d.push(
+            Diagnostic::error(
+                "media.name",
+                "a Windows device name: Windows cannot open a file of that name",
+            )
+            .value(format!("{:?}", m.name))
+            .fix("choose another name (CON, PRN, AUX, NUL, COM1–9 and LPT1–9 are reserved)"),
+        );
+    }
     if m.name.is_empty()
         || !m
             .name
@@ -682,6 +738,27 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
     }
     let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (key, p) in &paths {
+        let text = p.to_string_lossy();
+        let bad = if text.contains('\0') {
+            Some("a NUL character cannot be in a file name")
+        } else if text.ends_with('/') || text.ends_with("/.") {
+            Some("names a folder, not a file")
+        } else if p
+            .components()
+            .any(|c| is_reserved_windows_name(&c.as_os_str().to_string_lossy()))
+        {
+            Some("a Windows device name (CON, PRN, AUX, NUL, COM1–9, LPT1–9): Windows cannot open it")
+        } else {
+            None
+        };
+        if let Some(why) = bad {
+            d.push(
+                Diagnostic::error(key.clone(), why)
+                    .value(format!("{text:?}"))
+                    .fix("write a file name such as `media.wim`, relative to `outputs.dir`"),
+            );
+            continue;
+        }
         let Some(n) = inside(p) else {
             d.push(
                 Diagnostic::error(key.clone(), "output path leaves the output folder")

@@ -328,3 +328,56 @@ fn hostile_recipes_get_bounded_output_and_jobs_is_capped() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("256"), "{}", text(&o));
 }
+
+#[test]
+fn names_and_times_that_would_fail_late_fail_at_check() {
+    let long = "n".repeat(300);
+    refused(
+        "long-name",
+        &[("name: demo-wtg", &format!("name: {long}"))],
+        &["media.name: 300 characters"],
+    );
+    refused(
+        "con-name",
+        &[("name: demo-wtg", "name: con")],
+        &["media.name: a Windows device name"],
+    );
+    refused(
+        "far-epoch",
+        &[(
+            "source_date_epoch: 1764288000",
+            "source_date_epoch: 99999999999999",
+        )],
+        &["source_date_epoch: 99999999999999 is outside"],
+    );
+    refused(
+        "folder-wim",
+        &[("wim: demo-wtg.wim", "wim: x/")],
+        &["outputs.wim: names a folder"],
+    );
+    refused(
+        "nul-wim",
+        &[("wim: demo-wtg.wim", "wim: NUL.wim")],
+        &["outputs.wim: a Windows device name"],
+    );
+    refused(
+        "nul-char",
+        &[("wim: demo-wtg.wim", "wim: \"a\\0b.wim\"")],
+        &["outputs.wim: a NUL character"],
+    );
+    // A content file named like a device, in a demo of its own (the shared
+    // one is built by other tests meanwhile).
+    let own = Demo::new();
+    std::fs::write(
+        own.dir().join("content/packages/configmgr-client/aux.txt"),
+        b"x",
+    )
+    .unwrap();
+    refused_file(
+        &own.recipe(),
+        &[
+            "packages[0].source: holds a file Windows cannot open",
+            "aux.txt",
+        ],
+    );
+}
