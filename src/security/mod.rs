@@ -183,7 +183,7 @@ mod tests {
         let e = enforce_password(Some(&weak), false)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("at least 12"), "{e}");
+        assert!(e.contains("shorter than 12"), "{e}");
         assert!(!e.contains("short-pw"), "{e}");
         let w = enforce_password(Some(&weak), true).unwrap().unwrap();
         assert!(

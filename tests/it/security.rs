@@ -398,7 +398,7 @@ fn password_policy_refuses_weak_passwords_unless_allowed_loudly() {
     let (code, t) = check(&r, &[]);
     assert_eq!(code, Some(2), "{t}");
     assert!(
-        t.contains("error: security.password: the media password has 9 characters; at least 12 are required"),
+        t.contains("error: security.password: the media password is shorter than 12 characters"),
         "{t}"
     );
     assert!(t.contains("--allow-weak-password"), "{t}");
@@ -418,10 +418,7 @@ fn password_policy_refuses_weak_passwords_unless_allowed_loudly() {
     let r = d.variant("repeat.yaml", &[("secrets/media-password.txt", &f)]);
     let (code, t) = check(&r, &[]);
     assert_eq!(code, Some(2), "{t}");
-    assert!(
-        t.contains("uses only 2 different characters; at least 6 are required"),
-        "{t}"
-    );
+    assert!(t.contains("uses fewer than 6 different characters"), "{t}");
 }
 
 #[test]
