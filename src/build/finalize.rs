@@ -94,7 +94,7 @@ pub(super) fn finalize(
     hashes: &[[u8; 32]],
     listed: &[ArtefactMember],
     inputs: &BTreeMap<PathBuf, [u8; 32]>,
-    trash: &mut Trash,
+    publish: &mut Publish,
 ) -> Result<BuiltOutput, BuildError> {
     let plan = ctx.plan;
     let r = &plan.recipe;
@@ -266,10 +266,8 @@ pub(super) fn finalize(
         .map_err(|e| BuildError::Render(e.to_string()))?
         + "\n";
     std::fs::write(mtmp.path(), json).map_err(|e| BuildError::io("write", mtmp.path(), e))?;
-    let t = tmp.keep();
-    rename_into_place(&t, &out.path, trash)?;
-    let m = mtmp.keep();
-    std::fs::rename(&m, &mpath).map_err(|e| BuildError::io("rename into place", &mpath, e))?;
+    publish.push(tmp, out.path.clone());
+    publish.push(mtmp, mpath.clone());
     Ok(BuiltOutput {
         kind: out.kind,
         path: out.path.clone(),
@@ -422,8 +420,13 @@ fn rename_into_place(from: &Path, to: &Path, trash: &mut Trash) -> Result<(), Bu
     Ok(())
 }
 
-/// Rewrites `out_dir/SHA256SUMS`: our artefacts' lines replaced, others kept, sorted.
-pub(super) fn update_sums(out_dir: &Path, outputs: &[BuiltOutput]) -> Result<(), BuildError> {
+/// The new `out_dir/SHA256SUMS` (our artefacts' lines replaced, others kept,
+/// sorted), written aside and queued in `publish`.
+pub(super) fn update_sums(
+    out_dir: &Path,
+    outputs: &[BuiltOutput],
+    publish: &mut Publish,
+) -> Result<(), BuildError> {
     let path = out_dir.join("SHA256SUMS");
     let mut lines: BTreeMap<String, String> = BTreeMap::new();
     if let Ok(old) = std::fs::read_to_string(&path) {
@@ -435,8 +438,8 @@ pub(super) fn update_sums(out_dir: &Path, outputs: &[BuiltOutput]) -> Result<(),
     }
     for o in outputs {
         let name = rel(out_dir, &o.path);
-        let manifest = std::fs::read(&o.manifest).ok();
-        if o.path.is_dir() {
+        let manifest = std::fs::read(publish.staged(&o.manifest)).ok();
+        if o.kind == crate::plan::OutputKind::CreatorPackage {
             // `sha256sum -c` checks files: one line per file of a folder artefact.
             lines.retain(|n, _| n != &name && !n.starts_with(&format!("{name}/")));
             let m: Option<Manifest> = manifest
@@ -456,6 +459,124 @@ pub(super) fn update_sums(out_dir: &Path, outputs: &[BuiltOutput]) -> Result<(),
     let text: String = lines.iter().map(|(n, h)| format!("{h}  {n}\n")).collect();
     let tmp = TempPath::new(super::partial_path(&path));
     std::fs::write(tmp.path(), text).map_err(|e| BuildError::io("write", tmp.path(), e))?;
-    let t = tmp.keep();
-    std::fs::rename(&t, &path).map_err(|e| BuildError::io("rename into place", &path, e))
+    publish.push(tmp, path);
+    Ok(())
+}
+
+/// The renames that publish a build: every artefact, its manifest and
+/// SHA256SUMS, each written aside first. They are listed in a journal
+/// (`.mediabuild-publish-PID.journal` in the output folder, synced) before
+/// the first rename and the journal is removed after the last, so a build
+/// killed in between leaves a journal that the next build of that folder
+/// completes ([`complete_interrupted`]): the folder ends with the whole new
+/// set, never a new artefact beside an old manifest or SHA256SUMS.
+#[derive(Default)]
+pub(super) struct Publish {
+    renames: Vec<(TempPath, PathBuf)>,
+}
+
+/// The journal's first line.
+const JOURNAL_HEAD: &str = "mediabuild publish journal 1";
+
+impl Publish {
+    pub fn push(&mut self, from: TempPath, to: PathBuf) {
+        self.renames.push((from, to));
+    }
+
+    /// Where the file that will be at `to` is now.
+    pub fn staged<'a>(&'a self, to: &'a Path) -> &'a Path {
+        self.renames
+            .iter()
+            .find(|(_, t)| t == to)
+            .map(|(f, _)| f.path())
+            .unwrap_or(to)
+    }
+
+    /// Writes the journal, renames everything into place, removes the journal.
+    pub fn commit(mut self, out_dir: &Path, trash: &mut Trash) -> Result<(), BuildError> {
+        let journal = out_dir.join(format!(
+            ".mediabuild-publish-{}.journal",
+            std::process::id()
+        ));
+        let mut text = format!("{JOURNAL_HEAD}\n");
+        for (from, to) in &self.renames {
+            // Absolute: the next build may run from another folder.
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            text.push_str(&format!(
+                "{}\t{}\n",
+                abs(from.path()).display(),
+                abs(to).display()
+            ));
+        }
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&journal)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::File::open(out_dir)?.sync_all()
+        };
+        write().map_err(|e| BuildError::io("write", &journal, e))?;
+        for (from, to) in self.renames.drain(..) {
+            let from = from.keep();
+            rename_into_place(&from, &to, trash)?;
+        }
+        std::fs::remove_file(&journal).map_err(|e| BuildError::io("remove", &journal, e))
+    }
+}
+
+/// Completes the publishes that builds killed midway left in `out_dir`
+/// (journals of PIDs that no longer run): every rename not done yet is done,
+/// in order. Returns how many journals were completed.
+pub(super) fn complete_interrupted(out_dir: &Path, trash: &mut Trash) -> usize {
+    let Ok(rd) = std::fs::read_dir(out_dir) else {
+        return 0;
+    };
+    let mut done = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".mediabuild-publish-")
+            .and_then(|r| r.strip_suffix(".journal"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(JOURNAL_HEAD) || !text.ends_with('\n') {
+            // Cut short while written: no rename was made yet.
+            let _ = std::fs::remove_file(e.path());
+            for l in lines {
+                if let Some((from, _)) = l.split_once('\t') {
+                    crate::fsutil::remove_any(Path::new(from));
+                }
+            }
+            continue;
+        }
+        for l in lines {
+            if let Some((from, to)) = l.split_once('\t') {
+                let (from, to) = (Path::new(from), Path::new(to));
+                if from.symlink_metadata().is_ok() {
+                    let _ = rename_into_place(from, to, trash);
+                }
+                // What that build set aside of the previous set is garbage
+                // now that the new set is whole.
+                let name = to.file_name().map(|n| n.to_string_lossy().into_owned());
+                if let (Some(name), Some(dir)) = (name, to.parent()) {
+                    let aside = dir.join(format!(".{name}.old-{pid}"));
+                    if aside.symlink_metadata().is_ok() {
+                        trash.0.push(aside);
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(e.path());
+        done += 1;
+    }
+    done
 }

@@ -503,6 +503,12 @@ fn build_with(
     }
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| BuildError::io("create output folder", &plan.out_dir, e))?;
+    // A publish a killed build left half done is completed first (its
+    // files are `.partial-PID` ones the sweep would remove).
+    let completed = {
+        let mut trash = finalize::Trash::default();
+        finalize::complete_interrupted(&plan.out_dir, &mut trash)
+    };
     let debris = sweep_debris(plan);
     let staging = TempPath::new(plan.out_dir.join(format!(
         ".mediabuild-staging-{}-{}",
@@ -562,12 +568,21 @@ fn build_with(
     let t = Instant::now();
     let mut outputs = Vec::new();
     let mut trash = finalize::Trash::default();
+    let mut publish = finalize::Publish::default();
     for r in rendered {
         outputs.push(finalize::finalize(
-            &ctx, r.out, r.tmp, &members, &hashes, &r.listed, &inputs, &mut trash,
+            &ctx,
+            r.out,
+            r.tmp,
+            &members,
+            &hashes,
+            &r.listed,
+            &inputs,
+            &mut publish,
         )?);
     }
-    finalize::update_sums(&plan.out_dir, &outputs)?;
+    finalize::update_sums(&plan.out_dir, &outputs, &mut publish)?;
+    publish.commit(&plan.out_dir, &mut trash)?;
     trash.empty();
     phases.push(("finalize".to_string(), t.elapsed()));
     ctx.complete_exports(None);
@@ -581,6 +596,11 @@ fn build_with(
         c.flush();
     }
     let mut warnings: Vec<String> = weak.into_iter().collect();
+    if completed > 0 {
+        warnings.push(format!(
+            "completed {completed} publish(es) that an interrupted build left half done in the output folder"
+        ));
+    }
     if let Some(d) = debris {
         warnings.push(d);
     }

@@ -99,6 +99,23 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, VerifyE
         checked: Vec::new(),
         problems: Vec::new(),
     };
+    // A build killed while it renamed its outputs into place leaves a
+    // journal; until the next build completes it, artefact and manifest may
+    // be of different builds.
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(rd) = std::fs::read_dir(folder) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".mediabuild-publish-") && n.ends_with(".journal") {
+                rep.problems.push(format!(
+                    "a build was interrupted while publishing into this folder ({n}): build the recipe again to complete it"
+                ));
+            }
+        }
+    }
     let m = manifest.as_ref().map(|(_, m)| m);
     if let Some(m) = m {
         whole_file(path, m, &mut rep)?;

@@ -741,6 +741,8 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
         let text = p.to_string_lossy();
         let bad = if text.contains('\0') {
             Some("a NUL character cannot be in a file name")
+        } else if text.chars().any(char::is_control) {
+            Some("a control character (tab, newline, …) in a file name")
         } else if text.ends_with('/') || text.ends_with("/.") {
             Some("names a folder, not a file")
         } else if p

@@ -381,3 +381,119 @@ fn names_and_times_that_would_fail_late_fail_at_check() {
         ],
     );
 }
+
+/// Every artefact of `out` verifies against its manifest and `SHA256SUMS` checks.
+fn consistent(out: &Path) -> Result<(), String> {
+    for a in ["demo-wtg.wim", "demo-wtg.img"] {
+        let o = run(&["verify", out.join(a).to_str().unwrap()], &[]);
+        if o.status.code() != Some(0) {
+            return Err(format!("verify {a}: {}", text(&o)));
+        }
+    }
+    let o = sh(&format!(
+        "cd '{}' && sha256sum --quiet -c SHA256SUMS",
+        out.display()
+    ));
+    if !o.status.success() {
+        return Err(format!("sha256sum -c: {}", text(&o)));
+    }
+    Ok(())
+}
+
+/// Point 3 of issue 21: a build killed at each rename of its publish leaves a
+/// journal; `verify` says so; the next build completes the publish first
+/// (checked before it publishes anything itself: it is stopped by the fault
+/// hook right before finalizing) and the folder then holds the whole new set.
+#[test]
+fn a_build_killed_at_every_rename_leaves_a_folder_the_next_build_completes() {
+    if !tool("strace") || !tool("sha256sum") {
+        return;
+    }
+    let d = Demo::new();
+    // A small disk: the folder is restored before each of the kills.
+    let small = ("size: 1024MiB", "size: 128MiB");
+    let v1 = d.variant("v1.yaml", &[small]);
+    let v2 = d.variant("v2.yaml", &[small, ("WTG-DEMO-01", "WTG-DEMO-02")]);
+    let out = d.out();
+    let good = d.dir().join("out-v1");
+    let o = run(&["build", v1.to_str().unwrap(), "--no-cache", "-q"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    consistent(&out).unwrap();
+    assert!(sh(&format!(
+        "cp -a --sparse=always '{}' '{}'",
+        out.display(),
+        good.display()
+    ))
+    .status
+    .success());
+    let old_wim = sha256(&out.join("demo-wtg.wim"));
+    let old_img = sha256(&out.join("demo-wtg.img"));
+    let mut n = 1;
+    loop {
+        let restore = format!(
+            "rm -rf '{o}' && cp -a --sparse=always '{g}' '{o}'",
+            o = out.display(),
+            g = good.display()
+        );
+        assert!(sh(&restore).status.success());
+        let o = sh(&format!(
+            "strace -f -qq -o /dev/null -e trace=rename,renameat,renameat2 \
+             -e inject=rename,renameat,renameat2:signal=KILL:when={n} '{BIN}' build '{}' --no-cache -q",
+            v2.display()
+        ));
+        if o.status.success() {
+            // Fewer than n renames: every one was tried.
+            assert!(n > 4, "the publish has renames: {}", text(&o));
+            consistent(&out).unwrap();
+            break;
+        }
+        let journal = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".journal"));
+        assert!(journal, "kill at rename {n}: no journal left");
+        let v = run(&["verify", out.join("demo-wtg.wim").to_str().unwrap()], &[]);
+        assert_ne!(
+            v.status.code(),
+            Some(0),
+            "kill at rename {n}: verify passed a half-published folder"
+        );
+        assert!(
+            text(&v).contains("interrupted while publishing"),
+            "{}",
+            text(&v)
+        );
+        // The next build completes the publish, then stops before its own.
+        let o = run(
+            &[
+                "build",
+                v2.to_str().unwrap(),
+                "--no-cache",
+                "--progress",
+                "json",
+            ],
+            &[("MEDIABUILD_FAULT_INJECT", "before-finalize")],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        consistent(&out).unwrap_or_else(|e| panic!("kill at rename {n}, completed: {e}"));
+        // Rolled forward: the new set (v2 differs from v1 in every artefact).
+        assert_ne!(
+            sha256(&out.join("demo-wtg.wim")),
+            old_wim,
+            "kill at rename {n}: not the new set"
+        );
+        assert_ne!(
+            sha256(&out.join("demo-wtg.img")),
+            old_img,
+            "kill at rename {n}: not the new set"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "kill at rename {n}: left {left:?}");
+        n += 1;
+    }
+}
