@@ -20,8 +20,12 @@ pub struct Walked {
 }
 
 /// Every regular file under `root` (or `root` itself when it is a file),
-/// sorted by relative path. Symlinks are followed; anything else that is not
-/// a regular file or folder is an error naming it.
+/// sorted by relative path. Symbolic links are followed when they stay
+/// inside `root` (stored as the file or folder they point at, as archivers
+/// that dereference do); a link that leads out of `root`, or back into a
+/// folder above it (a loop), is an error naming it — a content folder cannot
+/// pull `/etc/shadow` into the media by a link. Anything else that is not a
+/// regular file or folder is an error naming it.
 pub fn walk(root: &Path) -> io::Result<Vec<Walked>> {
     let md = std::fs::metadata(root)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
@@ -40,12 +44,15 @@ pub fn walk(root: &Path) -> io::Result<Vec<Walked>> {
         });
         return Ok(out);
     }
-    walk_dir(root, "", &mut out)?;
+    let real = root
+        .canonicalize()
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
+    walk_dir(root, "", &real, &mut out)?;
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
 }
 
-fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<Walked>) -> io::Result<()> {
+fn walk_dir(dir: &Path, prefix: &str, real_root: &Path, out: &mut Vec<Walked>) -> io::Result<()> {
     let rd = std::fs::read_dir(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     let mut entries: Vec<_> = rd.collect::<Result<_, _>>()?;
@@ -58,10 +65,38 @@ fn walk_dir(dir: &Path, prefix: &str, out: &mut Vec<Walked>) -> io::Result<()> {
         } else {
             format!("{prefix}/{name}")
         };
+        if e.file_type().is_ok_and(|t| t.is_symlink()) {
+            let target = path.canonicalize().map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("{}: a broken symbolic link ({err})", path.display()),
+                )
+            })?;
+            let dir_real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+            if !target.starts_with(real_root) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: a symbolic link to {}, outside the source folder (links are followed only inside it: copy the file in)",
+                        path.display(),
+                        target.display()
+                    ),
+                ));
+            }
+            if dir_real.starts_with(&target) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: a symbolic link to a folder above it (a loop)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let md = std::fs::metadata(&path)
             .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
         if md.is_dir() {
-            walk_dir(&path, &rel, out)?;
+            walk_dir(&path, &rel, real_root, out)?;
         } else if md.is_file() {
             std::fs::File::open(&path)
                 .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;

@@ -497,3 +497,35 @@ fn a_build_killed_at_every_rename_leaves_a_folder_the_next_build_completes() {
         n += 1;
     }
 }
+
+#[test]
+fn links_out_of_a_source_folder_are_refused_links_inside_are_followed() {
+    let own = Demo::new();
+    let office = own.dir().join("content/apps/office");
+    let secret = own.dir().join("outside-secret.txt");
+    std::fs::write(&secret, b"not for the media").unwrap();
+    // A link inside the folder, to a file of the folder: followed.
+    let first = std::fs::read_dir(&office)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_type().unwrap().is_file())
+        .unwrap()
+        .file_name();
+    std::os::unix::fs::symlink(&first, office.join("link-inside")).unwrap();
+    let o = run(&["check", own.recipe().to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A link leading out of the folder: refused, naming the key and the target.
+    std::os::unix::fs::symlink(&secret, office.join("link-out")).unwrap();
+    refused_file(
+        &own.recipe(),
+        &[
+            "applications[0].source",
+            "outside the source folder",
+            "outside-secret.txt",
+        ],
+    );
+    std::fs::remove_file(office.join("link-out")).unwrap();
+    // A link to a folder above: a loop, refused.
+    std::os::unix::fs::symlink(".", office.join("loop")).unwrap();
+    refused_file(&own.recipe(), &["applications[0].source", "a loop"]);
+}
