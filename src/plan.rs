@@ -118,6 +118,13 @@ impl Checked {
     }
 }
 
+/// Keys that hold secret references, whatever the recipe parsed to.
+const SECRET_KEYS: &[&str] = &[
+    "security.password",
+    "security.certificate.pki.password",
+    "bitlocker.passphrase",
+];
+
 /// Reads, validates and plans `file`. Never writes anything.
 pub fn check(file: &Path, mode: Mode) -> Checked {
     check_with(file, mode, validate::Options::default())
@@ -173,6 +180,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
             || (key == "bitlocker.package" && sec == "packages")
             || (key == "boot_image.arch" && sec == "media")
             || (key == "outputs" && sec == "outputs")
+            || (key.starts_with("site.unknown_computers") && sec == "security")
     };
     diags.extend(
         v.diags
@@ -180,6 +188,23 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
             .filter(|d| !failed.iter().any(|sec| depends(&d.key, sec)))
             .cloned(),
     );
+    // Under a secret key, no diagnostic shows the source line or a value:
+    // a literal written there by mistake must not be echoed (README).
+    let secret_keys = validate::secret_keys(&recipe);
+    for d in &mut diags {
+        let under = |k: &str| d.key == k || d.key.starts_with(&format!("{k}."));
+        let secret_var = d
+            .key
+            .strip_prefix("variables.")
+            .is_some_and(|n| validate::is_secret_name(n.split('.').next().unwrap_or(n)));
+        if secret_var
+            || SECRET_KEYS.iter().any(|k| under(k))
+            || secret_keys.iter().any(|k| under(k))
+        {
+            d.redact_source = true;
+            d.value = None;
+        }
+    }
     if !complete || diags.iter().any(|d| d.is_error()) {
         out.diags = diags;
         return out;

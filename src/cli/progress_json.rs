@@ -284,6 +284,9 @@ impl JsonLines {
     /// Writes one line. A closed or failing stderr must not fail the build,
     /// so write errors are dropped.
     pub fn emit(&self, line: &Line) {
+        // The time is taken under stderr's lock: lines from two threads then
+        // reach the reader in the order of their `t`.
+        let mut err = std::io::stderr().lock();
         let env = Envelope {
             v: VERSION,
             t: secs(self.started.elapsed()),
@@ -291,7 +294,6 @@ impl JsonLines {
         };
         if let Ok(mut s) = serde_json::to_string(&env) {
             s.push('\n');
-            let mut err = std::io::stderr().lock();
             let _ = err.write_all(s.as_bytes());
             let _ = err.flush();
         }

@@ -9,7 +9,7 @@ mod inputs;
 mod rules;
 
 pub use inputs::{ImageFacts, InputFacts};
-pub(crate) use rules::is_guid;
+pub(crate) use rules::{is_guid, is_secret_name};
 
 use crate::diag::Diagnostic;
 use crate::recipe::locate::Locations;

@@ -529,3 +529,40 @@ fn links_out_of_a_source_folder_are_refused_links_inside_are_followed() {
     std::os::unix::fs::symlink(".", office.join("loop")).unwrap();
     refused_file(&own.recipe(), &["applications[0].source", "a loop"]);
 }
+
+#[test]
+fn a_literal_secret_is_never_echoed_by_a_diagnostic() {
+    let lit = "hunter2-Literal-Secret-77";
+    for (name, from, to) in [
+        (
+            "lit",
+            "{ file: secrets/media-password.txt }",
+            lit.to_string(),
+        ),
+        (
+            "typo",
+            "{ file: secrets/media-password.txt }",
+            format!("{{ fiel: {lit} }}"),
+        ),
+        (
+            "var",
+            "OSDComputerName: WTG-DEMO-01",
+            format!("OSDComputerName: WTG-DEMO-01\n  DomainPassword: {lit}"),
+        ),
+    ] {
+        let p = demo().variant(&format!("secret-{name}.yaml"), &[(from, &to)]);
+        for json in [false, true] {
+            let mut args = vec!["check", p.to_str().unwrap()];
+            if json {
+                args.push("--json");
+            }
+            let o = run(&args, &[]);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{name}: {t}");
+            assert!(
+                !t.contains(lit),
+                "{name} (json {json}) echoes the secret:\n{t}"
+            );
+        }
+    }
+}
