@@ -665,6 +665,13 @@ fn render_lane<'p>(
 /// thread of its own while the WIM is written, which overlaps the one's
 /// compression with the other's copying and hashing. `--jobs 1` renders
 /// one output after the other. A lane that fails stops the other one.
+///
+/// `--writer wimlib` also renders one output after the other: wimlib
+/// captures each file's access time from the staging tree, which the build
+/// has just set to the epoch, and the disk lane reading the same files at
+/// that moment would move their access times (relatime updates an atime
+/// older than a day on the next read) — a WIM that differed from a clean
+/// build's in a few time stamps, once in a few runs under load.
 fn render_all<'p>(
     ctx: &Ctx<'p>,
     pool: &rayon::ThreadPool,
@@ -672,7 +679,9 @@ fn render_all<'p>(
 ) -> Result<Vec<Rendered<'p>>, BuildError> {
     let outs: Vec<&'p PlannedOutput> = ctx.plan.outputs.iter().collect();
     let (disk, rest): (Vec<_>, Vec<_>) = outs.iter().partition(|o| o.kind == OutputKind::Disk);
-    let mut done = if ctx.jobs <= 1 || disk.is_empty() || rest.is_empty() {
+    let sequential =
+        ctx.jobs <= 1 || disk.is_empty() || rest.is_empty() || ctx.writer == WimWriter::Wimlib;
+    let mut done = if sequential {
         render_lane(ctx, pool, members, &outs)?
     } else {
         let lane = |l: &[&'p PlannedOutput]| {
