@@ -24,6 +24,12 @@ pub struct ImageRef {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edition: Option<String>,
     pub compression: Compression,
+    /// Parts 2… of a split source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PathBuf>,
+    /// Solid (an ESD): converted to the recipe's compression on export.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub solid: bool,
 }
 
 impl ImageRef {
@@ -36,6 +42,8 @@ impl ImageRef {
             arch: f.arch.clone(),
             edition: f.edition.clone(),
             compression: f.compression,
+            parts: f.parts.clone(),
+            solid: f.solid,
         }
     }
 }
@@ -217,6 +225,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
                 return out;
             };
             let plan = make_plan(file, &dir, recipe, digest, tree, boot, os);
+            diags.extend(long_paths(&plan));
             diags.extend(crate::render::disk::check(&plan).into_iter().map(|d| {
                 let pos = locs.value(&d.key);
                 d.at(pos)
@@ -227,6 +236,33 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
     }
     out.diags = diags;
     out
+}
+
+/// Longest media path that stays within Windows' MAX_PATH (260 with the
+/// drive, `X:\`, and the closing NUL): tools in WinPE without long-path
+/// support cannot open longer ones.
+const MAX_MEDIA_PATH: usize = 256;
+
+/// A warning naming the media paths over [`MAX_MEDIA_PATH`] characters.
+fn long_paths(plan: &Plan) -> Option<Diagnostic> {
+    let long: Vec<&str> = plan
+        .media
+        .members
+        .iter()
+        .map(|m| m.path.as_str())
+        .filter(|p| p.encode_utf16().count() > MAX_MEDIA_PATH)
+        .collect();
+    let first = long.first()?;
+    Some(
+        Diagnostic::warning(
+            "",
+            format!(
+                "{} media path(s) longer than {MAX_MEDIA_PATH} characters (260 with the drive letter): WinPE tools without long-path support cannot open them; the first: {first}",
+                long.len()
+            ),
+        )
+        .fix("shorten the folder names in the content source"),
+    )
 }
 
 fn make_plan(

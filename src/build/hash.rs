@@ -152,6 +152,8 @@ pub(super) fn hash_inputs(ctx: &Ctx) -> Result<BTreeMap<PathBuf, [u8; 32]>, Buil
         ctx.plan.boot_image.source.clone(),
         ctx.plan.os_image.source.clone(),
     ];
+    paths.extend(ctx.plan.boot_image.parts.iter().cloned());
+    paths.extend(ctx.plan.os_image.parts.iter().cloned());
     paths.sort();
     paths.dedup();
     if let Some(c) = &ctx.cache {

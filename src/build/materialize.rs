@@ -111,6 +111,9 @@ pub(super) fn materialize(
                 wim,
                 index,
                 bootable,
+                parts,
+                convert,
+                ..
             } => {
                 mkparent(&dst)?;
                 let guid = ids::derive16(&plan.digest, &format!("export:{}", m.path));
@@ -127,13 +130,24 @@ pub(super) fn materialize(
                     guid,
                     epoch: plan.epoch,
                     threads: ctx.jobs as u32,
+                    convert: *convert,
                 };
                 let key = match &ctx.cache {
                     Some(c) => {
                         let src = crate::cache::hashes::file_digests(Some(c), wim)
                             .map_err(|e| BuildError::io("read", wim, e))?;
+                        let mut rest = Vec::new();
+                        for p in parts {
+                            let d = crate::cache::hashes::file_digests(Some(c), p)
+                                .map_err(|e| BuildError::io("read", p, e))?;
+                            rest.push(d.sha256);
+                        }
                         Some(crate::cache::resources::export_key(
-                            &src.sha256,
+                            &crate::cache::resources::ExportInput {
+                                sha256: &src.sha256,
+                                parts: &rest,
+                                convert: *convert,
+                            },
                             *index,
                             *bootable,
                             &guid,
@@ -154,13 +168,9 @@ pub(super) fn materialize(
                 // Restored or stored, the file is a link to the cache's body.
                 shared = known.is_some();
                 if known.is_none() {
-                    Wim::open(wim)?.export_to(
-                        *index,
-                        &dst,
-                        &spec,
-                        &mut report,
-                        ctx.cancel.flag(),
-                    )?;
+                    let mut w = Wim::open(wim)?;
+                    w.reference_parts(parts)?;
+                    w.export_to(*index, &dst, &spec, &mut report, ctx.cancel.flag())?;
                     if let (Some(c), Some(k)) = (&ctx.cache, &key) {
                         if let Some(p) = crate::cache::resources::link_export(c, k, &dst) {
                             shared = true;

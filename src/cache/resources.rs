@@ -139,19 +139,37 @@ fn chunk_ranges(bytes: &[u8], size: u64, chunk: u64) -> Option<Vec<std::ops::Ran
     )
 }
 
-/// Key of an exported image.
+/// What an export reads: the source WIM (or the first part of a split one),
+/// its other parts, and whether it is converted (an ESD) and to what.
+pub struct ExportInput<'a> {
+    pub sha256: &'a [u8; 32],
+    pub parts: &'a [[u8; 32]],
+    pub convert: Option<crate::recipe::Compression>,
+}
+
+/// Key of an exported image. A plain source keeps the key it always had;
+/// parts and a conversion are appended.
 pub fn export_key(
-    source_sha256: &[u8; 32],
+    input: &ExportInput,
     index: u32,
     bootable: bool,
     guid: &[u8; 16],
     epoch: i64,
 ) -> Key {
+    let mut extra = String::new();
+    for p in input.parts {
+        extra.push_str("\0part:");
+        extra.push_str(&hex(p));
+    }
+    if let Some(c) = input.convert {
+        extra.push_str("\0convert:");
+        extra.push_str(c.as_str());
+    }
     Key::new(
         "export",
         format!(
-            "export1\0{}\0{index}\0{bootable}\0{}\0{epoch}\0{}",
-            hex(source_sha256),
+            "export1\0{}\0{index}\0{bootable}\0{}\0{epoch}\0{}{extra}",
+            hex(input.sha256),
             hex(guid),
             versions()
         ),
@@ -886,7 +904,12 @@ mod tests {
     fn an_export_body_is_trusted_by_its_stamp_and_read_again_when_it_moved() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
-        let key = export_key(&[1; 32], 1, false, &[2; 16], 0);
+        let input = ExportInput {
+            sha256: &[1; 32],
+            parts: &[],
+            convert: None,
+        };
+        let key = export_key(&input, 1, false, &[2; 16], 0);
         let staged = dir.path().join("staged.wim");
         let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&staged, &body).unwrap();

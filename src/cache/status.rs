@@ -69,17 +69,41 @@ pub fn member_status(plan: &Plan, cache: &Cache) -> Vec<MemberStatus> {
                     wim,
                     index,
                     bootable,
-                } => match hashes::lookup(cache, wim) {
-                    None => (
-                        false,
-                        format!("{}: {}", wim.display(), hashes::why_unknown(cache, wim)),
-                    ),
-                    Some(d) => {
+                    parts,
+                    convert,
+                    ..
+                } => match (
+                    hashes::lookup(cache, wim),
+                    parts
+                        .iter()
+                        .map(|p| hashes::lookup(cache, p).map(|d| d.sha256))
+                        .collect::<Option<Vec<_>>>(),
+                ) {
+                    (None, _) | (_, None) => {
+                        let unknown = std::iter::once(wim)
+                            .chain(parts)
+                            .find(|p| hashes::lookup(cache, p).is_none())
+                            .unwrap_or(wim);
+                        (
+                            false,
+                            format!(
+                                "{}: {}",
+                                unknown.display(),
+                                hashes::why_unknown(cache, unknown)
+                            ),
+                        )
+                    }
+                    (Some(d), Some(rest)) => {
                         let guid =
                             crate::ids::derive16(&plan.digest, &format!("export:{}", m.path));
+                        let input = crate::cache::resources::ExportInput {
+                            sha256: &d.sha256,
+                            parts: &rest,
+                            convert: *convert,
+                        };
                         if has_entry(
                             cache,
-                            &export_key(&d.sha256, *index, *bootable, &guid, plan.epoch),
+                            &export_key(&input, *index, *bootable, &guid, plan.epoch),
                         ) {
                             (true, format!("export of index {index} stored"))
                         } else {

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use geometry::{Geometry, MIN_CLUSTERS};
-pub use plan::{min_partition_bytes, min_volume_bytes, plan, FatLayout};
+pub use plan::{min_partition_bytes, min_volume_bytes, plan, volume_label, FatLayout};
 pub use write::{check_sources, write};
 
 /// Largest FAT32 file: the size field is 32 bits (§9).

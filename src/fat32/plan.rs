@@ -254,6 +254,12 @@ fn short_display(short: &[u8; 11]) -> String {
 /// The label as stored: upper case, FAT characters (others become `_`), at most 11
 /// bytes, space-padded. `None` for an empty label, and for `NO NAME`, which fsck.fat
 /// reads as "no label" in the boot sector and would then find an unexpected entry.
+/// The volume label a FAT32 volume gets for `label` (as [`label_bytes`]
+/// stores it, trailing spaces removed).
+pub fn volume_label(label: &str) -> Option<String> {
+    label_bytes(label).map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
+}
+
 fn label_bytes(label: &str) -> Option<[u8; 11]> {
     let mapped: Vec<u8> = label
         .trim_start_matches(' ')

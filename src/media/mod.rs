@@ -31,6 +31,15 @@ pub enum Source {
         wim: PathBuf,
         index: u32,
         bootable: bool,
+        /// Parts 2… of a split source (`install2.swm`, …).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<PathBuf>,
+        /// Converted to this compression (a solid ESD source).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        convert: Option<crate::recipe::Compression>,
+        /// Size of the image's largest file (FAT32 holds < 4 GiB per file).
+        #[serde(skip)]
+        largest_file: u64,
     },
     /// Bytes generated from the recipe.
     Generated {
@@ -199,6 +208,21 @@ pub fn plan_variables(r: &Recipe, facts: &InputFacts, digest: &[u8; 32]) -> Vec<
     v
 }
 
+/// The OS image's file name on the media: the source's own name for a
+/// `.wim`; an `.esd` (converted) and a split `.swm` (joined) become
+/// `<stem>.wim` — an OS image package holds a WIM.
+pub fn os_image_name(source: &std::path::Path) -> String {
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "install.wim".into());
+    let lower = name.to_ascii_lowercase();
+    match lower.rsplit_once('.') {
+        Some((_, "esd" | "swm")) => format!("{}.wim", &name[..name.len() - 4]),
+        _ => name,
+    }
+}
+
 /// Builds the media tree from a validated recipe and what validation learnt.
 /// Returns errors for members that would collide on a case-insensitive volume.
 pub fn build_tree(
@@ -210,7 +234,9 @@ pub fn build_tree(
     let mut members = Vec::new();
     let boot_src = dir.join(&r.boot_image.source);
     if let Some(b) = &facts.boot {
-        for (dst, src, size) in bootfiles::mapping(&b.files, r.boot_image.arch) {
+        for (dst, src, size) in
+            bootfiles::mapping(&b.files, r.boot_image.arch, r.boot_image.ca2023())
+        {
             members.push(Member {
                 path: dst,
                 size,
@@ -223,34 +249,40 @@ pub fn build_tree(
                 },
             });
         }
+        let convert = b.conversion(r.compression);
         members.push(Member {
             path: "sources/boot.wim".into(),
-            size: b.export_estimate(),
+            size: b.export_estimate(convert),
             estimated: true,
             group: format!("boot image {}", r.boot_image.id),
             source: Source::WimExport {
                 wim: boot_src.clone(),
                 index: b.index,
                 bootable: true,
+                parts: b.parts.clone(),
+                convert,
+                largest_file: b.largest_file().map_or(0, |f| f.size),
             },
         });
     }
     if let Some(o) = &facts.os {
-        let name = r
-            .os_image
-            .source
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "install.wim".into());
+        let convert = o.conversion(r.compression);
         members.push(Member {
-            path: format!("SMS/PKG/{}/{name}", r.os_image.id),
-            size: o.export_estimate(),
+            path: format!(
+                "SMS/PKG/{}/{}",
+                r.os_image.id,
+                os_image_name(&r.os_image.source)
+            ),
+            size: o.export_estimate(convert),
             estimated: true,
             group: r.os_image.id.clone(),
             source: Source::WimExport {
-                wim: dir.join(&r.os_image.source),
+                wim: o.path.clone(),
                 index: o.index,
                 bootable: false,
+                parts: o.parts.clone(),
+                convert,
+                largest_file: o.largest_file().map_or(0, |f| f.size),
             },
         });
     }
@@ -284,12 +316,13 @@ pub fn build_tree(
     let generated = [
         (
             "SMS/data/TsmBootstrap.ini",
-            bootstrap::tsm_bootstrap(r.security.password.is_some(), r.media.unattended),
+            bootstrap::tsm_bootstrap(r.security.password.is_some(), r.media.unattended)
+                .into_bytes(),
         ),
         ("MediaLabel.txt", bootstrap::media_label(&label)),
     ];
     for (path, text) in generated {
-        let bytes: Arc<[u8]> = text.into_bytes().into();
+        let bytes: Arc<[u8]> = text.into();
         members.push(Member {
             path: path.into(),
             size: bytes.len() as u64,

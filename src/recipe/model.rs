@@ -269,6 +269,19 @@ pub struct BootImage {
     pub index: u32,
     /// Architecture the image must have: `x64` or `x86`.
     pub arch: Arch,
+    /// Certificate authority of the UEFI boot manager on the media: `2011`
+    /// (default: `Windows/Boot/EFI`, trusted by all Secure Boot PCs so far)
+    /// or `2023` (`Windows/Boot/EFI_EX` and `Fonts_EX`, signed by the
+    /// "Windows UEFI CA 2023", for PCs that revoked the 2011 CA — KB5025885).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uefi_ca: Option<u16>,
+}
+
+impl BootImage {
+    /// The media take the boot manager signed by the 2023 UEFI CA.
+    pub fn ca2023(&self) -> bool {
+        self.uefi_ca == Some(2023)
+    }
 }
 
 fn one() -> u32 {

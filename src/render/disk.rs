@@ -40,6 +40,15 @@ fn split_threshold() -> u64 {
     test_split_bytes().unwrap_or(fat32::MAX_FILE_SIZE)
 }
 
+/// Largest file an image may hold for a FAT32 disk: FAT32's limit (the test
+/// override lowers it, as a > 4 GiB file takes too long to make in a test).
+fn image_file_limit() -> u64 {
+    std::env::var("MEDIABUILD_TEST_FAT_MAX_FILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(fat32::MAX_FILE_SIZE)
+}
+
 fn part_bytes() -> u64 {
     test_split_bytes().map(|v| v / 2).unwrap_or(SWM_PART_BYTES)
 }
@@ -90,6 +99,25 @@ pub fn check(plan: &Plan) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut files = Vec::new();
     for m in &plan.media.members {
+        if let Source::WimExport { largest_file, .. } = &m.source {
+            // A split WIM holds each file's data whole in one part: a file
+            // of 4 GiB or more makes a part FAT32 cannot hold, however the
+            // image is split.
+            if *largest_file > image_file_limit() {
+                diags.push(
+                    Diagnostic::error(
+                        "outputs.disk",
+                        format!(
+                            "the image for {} holds a single file of {} — no FAT32 volume can hold it, and splitting the image into .swm parts does not split a file",
+                            m.path,
+                            human(*largest_file)
+                        ),
+                    )
+                    .fix("build only `outputs.wim` for this image (drop `outputs.disk`), or remove that file from the image"),
+                );
+                continue;
+            }
+        }
         if m.size > split_threshold() {
             if !matches!(m.source, Source::WimExport { .. }) {
                 diags.push(

@@ -32,18 +32,47 @@ pub struct ImageFacts {
     pub images: Vec<ImageSummary>,
     /// Files of the chosen image (the boot image's are used for boot files).
     pub files: Vec<DirEntry>,
+    /// The other parts of a split WIM (`install2.swm`, …), in order; the
+    /// first part is `path`.
+    pub parts: Vec<PathBuf>,
+    /// Some of the image's data lies in solid resources (an ESD): it is
+    /// converted to a plain `.wim` when exported.
+    pub solid: bool,
 }
 
 impl ImageFacts {
-    /// Estimated size of the image exported alone: its distinct blobs as stored.
-    pub fn export_estimate(&self) -> u64 {
+    /// Estimated size of the image exported alone: its distinct blobs as
+    /// stored. A blob of a solid resource (ESD) is recompressed on export:
+    /// its share of the solid LZMS block times 1.4 (LZX in 32 KiB chunks
+    /// against LZMS over the whole block: Windows 10/11 `install.wim` against
+    /// `install.esd` of the same editions), never more than its own size, or
+    /// its size when the conversion stores data uncompressed.
+    pub fn export_estimate(&self, convert: Option<Compression>) -> u64 {
         let mut seen = std::collections::BTreeSet::new();
         self.files
             .iter()
             .filter(|f| !f.is_dir && f.size > 0 && seen.insert(f.sha1))
-            .map(|f| f.stored_size)
+            .map(|f| match (f.solid, convert) {
+                (true, Some(Compression::None)) => f.size,
+                (true, _) => (f.stored_size + f.stored_size * 2 / 5).min(f.size),
+                (false, _) => f.stored_size,
+            })
             .sum::<u64>()
             + 4096
+    }
+
+    /// The largest single file of the image, with its path.
+    pub fn largest_file(&self) -> Option<&DirEntry> {
+        self.files
+            .iter()
+            .filter(|f| !f.is_dir)
+            .max_by_key(|f| f.size)
+    }
+
+    /// How the export must be written: `Some(c)` converts a solid image to
+    /// compression `c`; `None` keeps the source's compression.
+    pub fn conversion(&self, c: Compression) -> Option<Compression> {
+        self.solid.then_some(c)
     }
 }
 
@@ -236,7 +265,11 @@ fn pki_certificate(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
     }
 }
 
-fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<Wim> {
+/// Opens an image source: a `.wim`, an `.esd` (solid), or the first part of
+/// a split WIM (`install.swm`), whose other parts are found by wimlib's and
+/// DISM's naming (`install2.swm`, `install3.swm`, … beside it) and checked
+/// to belong to it.
+fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<(Wim, Vec<PathBuf>)> {
     let abs = dir.join(src);
     if let Err(e) = fsutil::open_regular(&abs) {
         d.push(
@@ -246,17 +279,124 @@ fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<Wi
         );
         return None;
     }
-    match Wim::open(&abs) {
-        Ok(w) => Some(w),
+    let w = match Wim::open(&abs) {
+        Ok(w) => w,
         Err(e) => {
             d.push(
                 Diagnostic::error(key, format!("not a readable WIM: {e}"))
                     .value(src.display())
-                    .fix("give a .wim file (DISM / wimlib format, not split)"),
+                    .fix("give a .wim, .esd or the first .swm part of a split WIM"),
             );
-            None
+            return None;
+        }
+    };
+    let info = w.info();
+    if info.total_parts <= 1 {
+        return Some((w, Vec::new()));
+    }
+    if info.part_number != 1 {
+        d.push(
+            Diagnostic::error(
+                key,
+                format!(
+                    "this is part {} of {} of a split WIM",
+                    info.part_number, info.total_parts
+                ),
+            )
+            .value(src.display())
+            .fix("give the first part (`install.swm`); the others are found beside it"),
+        );
+        return None;
+    }
+    let parts = split_parts(&abs, info.total_parts);
+    let mut ok = Vec::new();
+    for (n, p) in parts.iter().enumerate() {
+        let n = n as u16 + 2;
+        let problem = match fsutil::open_regular(p)
+            .map_err(|e| e.to_string())
+            .and_then(|_| Wim::open(p).map_err(|e| e.to_string()))
+        {
+            Err(e) => Some(format!(
+                "part {n} of {} of the split WIM, {}, is missing or unreadable ({e})",
+                info.total_parts,
+                p.display()
+            )),
+            Ok(pw) => {
+                let pi = pw.info();
+                if pi.guid != info.guid || pi.part_number != n || pi.total_parts != info.total_parts
+                {
+                    Some(format!(
+                        "{} is not part {n} of this split WIM (it is part {} of {}, {})",
+                        p.display(),
+                        pi.part_number,
+                        pi.total_parts,
+                        if pi.guid == info.guid {
+                            "same WIM"
+                        } else {
+                            "another WIM"
+                        }
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        match problem {
+            Some(m) => d.push(
+                Diagnostic::error(key, m)
+                    .value(p.display())
+                    .fix("put every part of the split WIM beside the first (`install.swm`, `install2.swm`, …), as DISM /Split-Image wrote them"),
+            ),
+            None => ok.push(p.clone()),
         }
     }
+    (ok.len() == parts.len()).then_some((w, parts))
+}
+
+/// The files beside a `.swm` first part that are named like its other
+/// parts (`install2.swm`, …), whatever the header says.
+fn swm_siblings(first: &Path) -> Vec<PathBuf> {
+    let is_swm = first
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("swm"));
+    let (Some(stem), Some(parent)) = (first.file_stem(), first.parent()) else {
+        return Vec::new();
+    };
+    if !is_swm {
+        return Vec::new();
+    }
+    let stem = stem.to_string_lossy().to_ascii_lowercase();
+    let mut out: Vec<PathBuf> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_ascii_lowercase();
+            n.strip_suffix(".swm")
+                .and_then(|b| b.strip_prefix(stem.as_str()))
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Paths of parts 2..=`total` of the split WIM whose first part is `first`:
+/// `dir/stem.swm` → `dir/stem2.swm`, `dir/stem3.swm`, … (the naming of
+/// wimlib's `wimlib_split` and DISM's `/Split-Image`).
+pub(crate) fn split_parts(first: &Path, total: u16) -> Vec<PathBuf> {
+    let stem = first
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = first
+        .extension()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "swm".into());
+    (2..=total)
+        .map(|n| first.with_file_name(format!("{stem}{n}.{ext}")))
+        .collect()
 }
 
 fn summaries(w: &Wim) -> Vec<ImageSummary> {
@@ -284,7 +424,7 @@ fn listing(images: &[ImageSummary]) -> String {
 }
 
 fn facts(
-    w: &Wim,
+    (w, parts): &(Wim, Vec<PathBuf>),
     index: u32,
     images: Vec<ImageSummary>,
     d: &mut Vec<Diagnostic>,
@@ -301,7 +441,10 @@ fn facts(
         }
     };
     let s = images.iter().find(|s| s.index == index)?.clone();
+    let solid = files.iter().any(|f| f.solid);
     Some(ImageFacts {
+        parts: parts.clone(),
+        solid,
         path: w.path().to_path_buf(),
         index,
         name: s.name,
@@ -316,7 +459,7 @@ fn facts(
 fn boot_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFacts> {
     let b = &r.boot_image;
     let w = open("boot_image.source", dir, &b.source, d)?;
-    let images = summaries(&w);
+    let images = summaries(&w.0);
     if b.index == 0 || b.index as usize > images.len() {
         d.push(
             Diagnostic::error(
@@ -363,14 +506,64 @@ fn boot_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFa
             );
         }
     }
-    for missing in bootfiles::missing(&f.files, b.arch) {
+    let target = bootfiles::Firmware::of(fw);
+    if b.ca2023() {
+        let lacks: Vec<&str> = [
+            "Windows/Boot/EFI_EX/bootmgfw_EX.efi",
+            "Windows/Boot/Fonts_EX",
+        ]
+        .into_iter()
+        .filter(|p| !f.files.iter().any(|e| e.path.eq_ignore_ascii_case(p)))
+        .collect();
+        if !lacks.is_empty() {
+            d.push(
+                Diagnostic::error(
+                    "boot_image.uefi_ca",
+                    format!(
+                        "the boot image has no boot manager signed by the 2023 UEFI CA: it lacks {}",
+                        lacks.join(" and ")
+                    ),
+                )
+                .value(2023)
+                .fix("use a boot image from an ADK/WinPE with the 2023-CA boot files (Windows/Boot/EFI_EX, Fonts_EX), or write `uefi_ca: 2011`"),
+            );
+        }
+    }
+    for (media, from) in bootfiles::missing(&f.files, b.arch, b.ca2023(), target) {
         d.push(
             Diagnostic::error(
                 "boot_image.source",
-                format!("the boot image lacks {missing}"),
+                format!(
+                    "the boot image lacks {from}, which {} boot needs (as {media} on the media)",
+                    target.name()
+                ),
             )
             .value(b.source.display())
-            .fix("use a WinPE boot image that carries the boot files (Windows/Boot/…)"),
+            .fix(match target {
+                bootfiles::Firmware::Bios => "use a WinPE boot image with the BIOS boot files (Windows/Boot/PCAT, Windows/Boot/DVD/PCAT), or set `media.target_firmware: uefi64`",
+                bootfiles::Firmware::Uefi => "use a WinPE boot image that carries the UEFI boot files (Windows/Boot/EFI, Windows/Boot/DVD/EFI)",
+            }),
+        );
+    }
+    let other = match target {
+        bootfiles::Firmware::Uefi => bootfiles::Firmware::Bios,
+        bootfiles::Firmware::Bios => bootfiles::Firmware::Uefi,
+    };
+    let lacking: Vec<String> = bootfiles::missing(&f.files, b.arch, b.ca2023(), other)
+        .into_iter()
+        .map(|(_, from)| from)
+        .collect();
+    if !lacking.is_empty() {
+        d.push(
+            Diagnostic::warning(
+                "boot_image.source",
+                format!(
+                    "the media will not boot with {} firmware: the boot image lacks {}",
+                    other.name(),
+                    lacking.join(", ")
+                ),
+            )
+            .value(b.source.display()),
         );
     }
     Some(f)
@@ -390,7 +583,7 @@ fn os_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFact
     };
     let w = open("os_image.source", dir, &o.source, d)?;
     index?;
-    let images = summaries(&w);
+    let images = summaries(&w.0);
     let chosen = if let Some(i) = o.index {
         if i == 0 || i as usize > images.len() {
             d.push(
@@ -463,6 +656,14 @@ pub(crate) fn input_paths(r: &Recipe, dir: &Path, recipe_file: &Path) -> Vec<(St
         ("boot_image.source".into(), dir.join(&r.boot_image.source)),
         ("os_image.source".into(), dir.join(&r.os_image.source)),
     ];
+    for (key, src) in [
+        ("boot_image.source", &r.boot_image.source),
+        ("os_image.source", &r.os_image.source),
+    ] {
+        for p in swm_siblings(&dir.join(src)) {
+            v.push((format!("{key} (split part)"), p));
+        }
+    }
     for (sec, list) in [
         ("applications", &r.applications),
         ("packages", &r.packages),

@@ -12,6 +12,7 @@ pub(super) fn check(r: &Recipe, dir: &Path, mode: Mode, opts: Options, d: &mut V
     version(r, d);
     epoch(r, d);
     media(r, d);
+    boot_image(r, d);
     package_ids(r, d);
     certificate(r, d);
     variables(r, d);
@@ -112,7 +113,7 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
         d.push(
             Diagnostic::error(
                 "media.name",
-                "must be non-empty and use only letters, digits, `-`, `_`, `.`",
+                "must be non-empty and use only ASCII letters (A–Z, a–z), digits, `-`, `_`, `.` (it names files and the WIM image)",
             )
             .value(format!("{:?}", m.name))
             .fix("use a short file-name-safe name such as `finance-wtg`"),
@@ -131,6 +132,26 @@ fn media(r: &Recipe, d: &mut Vec<Diagnostic>) {
                     .value(format!("{l:?}"))
                     .fix("use letters, digits, spaces, `-` or `_`; FAT keeps the first 11 characters"),
             );
+        }
+    }
+    if r.outputs.disk.is_some() {
+        let (key, wanted) = match &m.label {
+            Some(l) => ("media.label", l.as_str()),
+            None => ("media.name", m.name.as_str()),
+        };
+        if let Some(got) = crate::fat32::volume_label(wanted) {
+            if got != wanted.trim().to_uppercase() {
+                d.push(
+                    Diagnostic::warning(
+                        key,
+                        format!(
+                            "the disk's FAT32 volume label will be {got:?}: FAT labels hold at most 11 ASCII characters, upper case (MediaLabel.txt keeps the whole label)"
+                        ),
+                    )
+                    .value(format!("{wanted:?}"))
+                    .fix("set `media.label` to at most 11 ASCII letters, digits, spaces, `-` or `_`"),
+                );
+            }
         }
     }
     site(r, d);
@@ -316,6 +337,18 @@ pub(crate) fn is_package_id(s: &str) -> bool {
         && s[3..]
             .chars()
             .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+}
+
+fn boot_image(r: &Recipe, d: &mut Vec<Diagnostic>) {
+    if let Some(ca) = r.boot_image.uefi_ca {
+        if ca != 2011 && ca != 2023 {
+            d.push(
+                Diagnostic::error("boot_image.uefi_ca", "not a UEFI CA year mediabuild knows")
+                    .value(ca)
+                    .fix("write `2011` (the default) or `2023` (Windows UEFI CA 2023)"),
+            );
+        }
+    }
 }
 
 fn package_ids(r: &Recipe, d: &mut Vec<Diagnostic>) {

@@ -120,6 +120,9 @@ pub struct WimInfo {
     pub compression: Compression,
     pub chunk_size: u32,
     pub guid: [u8; 16],
+    /// Part number and part count of a split WIM (`.swm`); 1 and 1 otherwise.
+    pub part_number: u16,
+    pub total_parts: u16,
 }
 
 /// One file or directory inside an image.
@@ -130,8 +133,11 @@ pub struct DirEntry {
     pub is_dir: bool,
     pub size: u64,
     pub sha1: [u8; 20],
-    /// Compressed size of the file's blob in the WIM.
+    /// Compressed size of the file's blob in the WIM; for a blob inside a
+    /// solid resource (ESD), its share of that resource's compressed size.
     pub stored_size: u64,
+    /// The blob lies inside a solid resource (an ESD's LZMS block).
+    pub solid: bool,
     /// Offset of the blob's resource in the WIM file (0 for an empty file).
     pub offset: u64,
 }
@@ -146,6 +152,10 @@ pub struct ExportSpec {
     pub epoch: i64,
     /// wimlib threads (0 = one per CPU).
     pub threads: u32,
+    /// Write with this compression instead of the source's, every blob
+    /// recompressed and none solid: how an ESD (solid LZMS) becomes a
+    /// `.wim` that ConfigMgr and FAT32 splitting can use.
+    pub convert: Option<Compression>,
 }
 
 /// An open WIM file.
@@ -233,6 +243,8 @@ impl Wim {
             compression: from_ctype(info.compression_type),
             chunk_size: info.chunk_size,
             guid: info.guid,
+            part_number: info.part_number,
+            total_parts: info.total_parts,
         }
     }
 
@@ -308,6 +320,7 @@ impl Wim {
             let is_dir = d.attributes & 0x10 != 0;
             // SAFETY: streams has at least one entry (the unnamed stream), per wimlib.h.
             let s0 = unsafe { &*d.streams.as_ptr() };
+            let solid = s0.resource.packed() != 0;
             out.push(DirEntry {
                 path: full.trim_start_matches('/').to_string(),
                 is_dir,
@@ -317,7 +330,15 @@ impl Wim {
                     s0.resource.uncompressed_size
                 },
                 sha1: s0.resource.sha1_hash,
-                stored_size: s0.resource.compressed_size,
+                stored_size: if solid {
+                    let r = &s0.resource;
+                    (r.uncompressed_size as u128 * r.raw_resource_compressed_size as u128
+                        / r.raw_resource_uncompressed_size.max(1) as u128)
+                        as u64
+                } else {
+                    s0.resource.compressed_size
+                },
+                solid,
                 offset: s0.resource.offset,
             });
             0
@@ -381,11 +402,12 @@ impl Wim {
             guid,
             epoch,
             threads,
+            convert,
         } = *spec;
         self.check_index(index)?;
         let info = self.info();
-        let mut out = Wim::create(info.compression)?;
-        if info.compression != Compression::None && info.chunk_size != 0 {
+        let mut out = Wim::create(convert.unwrap_or(info.compression))?;
+        if convert.is_none() && info.compression != Compression::None && info.chunk_size != 0 {
             // SAFETY: valid WIM; chunk size taken from a WIM wimlib opened.
             let code = unsafe { sys::wimlib_set_output_chunk_size(out.raw, info.chunk_size) };
             check(code, "set chunk size", dest)?;
@@ -408,7 +430,27 @@ impl Wim {
         };
         check(code, "export from", &self.path)?;
         out.set_guid_boot(guid, u32::from(bootable))?;
-        out.write_deterministic(dest, epoch, threads, report, cancel)
+        let extra = if convert.is_some() {
+            sys::WIMLIB_WRITE_FLAG_RECOMPRESS
+        } else {
+            0
+        };
+        out.write_flags(dest, epoch, threads, extra, report, cancel)
+    }
+
+    /// Makes the other parts of a split WIM (`install2.swm`, …) available to
+    /// this one, its first part, so that its images can be exported.
+    pub fn reference_parts(&mut self, parts: &[PathBuf]) -> Result<(), WimError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let c: Vec<CString> = parts.iter().map(|p| cpath(p)).collect::<Result<_, _>>()?;
+        let ptrs: Vec<*const c_char> = c.iter().map(|s| s.as_ptr()).collect();
+        // SAFETY: valid WIM; ptrs point at C strings living across the call.
+        let code = unsafe {
+            sys::wimlib_reference_resource_files(self.raw, ptrs.as_ptr(), ptrs.len() as u32, 0, 0)
+        };
+        check(code, "reference the parts of", &self.path)
     }
 
     /// Writes this (new) WIM to `dest` reproducibly: fixed GUID (set before),
@@ -421,8 +463,20 @@ impl Wim {
         report: &mut dyn FnMut(u64, u64),
         cancel: &AtomicBool,
     ) -> Result<(), WimError> {
+        self.write_flags(dest, epoch, threads, 0, report, cancel)
+    }
+
+    fn write_flags(
+        &mut self,
+        dest: &Path,
+        epoch: i64,
+        threads: u32,
+        extra: u32,
+        report: &mut dyn FnMut(u64, u64),
+        cancel: &AtomicBool,
+    ) -> Result<(), WimError> {
         let c = cpath(dest)?;
-        let flags = sys::WIMLIB_WRITE_FLAG_RETAIN_GUID;
+        let flags = sys::WIMLIB_WRITE_FLAG_RETAIN_GUID | extra;
         self.with_progress(report, cancel, |raw| {
             // SAFETY: valid WIM and C string; ALL_IMAGES writes every image.
             unsafe {

@@ -19,4 +19,5 @@ mod safety;
 mod schema_init;
 mod security;
 mod site;
+mod sources;
 mod writers;
