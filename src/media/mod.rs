@@ -232,7 +232,10 @@ pub fn build_tree(
     digest: &[u8; 32],
 ) -> Result<MediaTree, Vec<Diagnostic>> {
     let mut members = Vec::new();
-    let boot_src = dir.join(&r.boot_image.source);
+    let boot_src = facts
+        .boot
+        .as_ref()
+        .map_or_else(|| dir.join(&r.boot_image.source), |b| b.path.clone());
     if let Some(b) = &facts.boot {
         for (dst, src, size) in
             bootfiles::mapping(&b.files, r.boot_image.arch, r.boot_image.ca2023())
@@ -271,7 +274,7 @@ pub fn build_tree(
             path: format!(
                 "SMS/PKG/{}/{}",
                 r.os_image.id,
-                os_image_name(&r.os_image.source)
+                os_image_name(std::path::Path::new(&o.file_name))
             ),
             size: o.export_estimate(convert),
             estimated: true,

@@ -262,8 +262,11 @@ pub struct Pki {
 pub struct BootImage {
     /// Boot image package ID (→ `_SMSTSBootMediaPackageID`).
     pub id: String,
-    /// Path of the boot WIM.
+    /// Path of the boot WIM (`.wim`), or of a Windows/WinPE ISO holding it.
     pub source: PathBuf,
+    /// The boot WIM's path inside an ISO `source` (default `sources/boot.wim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iso_path: Option<String>,
     /// Image index inside the WIM (default 1).
     #[serde(default = "one")]
     pub index: u32,
@@ -311,8 +314,14 @@ impl Arch {
 pub struct OsImage {
     /// Operating system image package ID; its content goes to `SMS/PKG/<id>/`.
     pub id: String,
-    /// Path of the install WIM.
+    /// Path of the install image: a `.wim`, an `.esd` (converted to a
+    /// `.wim`), the first part of a split WIM (`install.swm`), or a Windows
+    /// ISO holding one of them.
     pub source: PathBuf,
+    /// The image's path inside an ISO `source` (default: the first of
+    /// `sources/install.wim`, `sources/install.esd`, `sources/install.swm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iso_path: Option<String>,
     /// Image index (1-based). Give `index` or `image`, not both.
     #[serde(default)]
     pub index: Option<u32>,

@@ -38,6 +38,9 @@ pub struct ImageFacts {
     /// Some of the image's data lies in solid resources (an ESD): it is
     /// converted to a plain `.wim` when exported.
     pub solid: bool,
+    /// The image file's own name (`install.esd`), also when it came out of
+    /// an ISO (then `path` is the staged copy).
+    pub file_name: String,
 }
 
 impl ImageFacts {
@@ -269,7 +272,14 @@ fn pki_certificate(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) {
 /// a split WIM (`install.swm`), whose other parts are found by wimlib's and
 /// DISM's naming (`install2.swm`, `install3.swm`, … beside it) and checked
 /// to belong to it.
-fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<(Wim, Vec<PathBuf>)> {
+fn open(
+    key: &str,
+    dir: &Path,
+    src: &Path,
+    iso_path: Option<&str>,
+    defaults: &[&str],
+    d: &mut Vec<Diagnostic>,
+) -> Option<Opened> {
     let abs = dir.join(src);
     if let Err(e) = fsutil::open_regular(&abs) {
         d.push(
@@ -279,7 +289,66 @@ fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<(W
         );
         return None;
     }
-    let w = match Wim::open(&abs) {
+    let iso_key = format!("{}.iso_path", key.trim_end_matches(".source"));
+    if isoread::Iso::is_iso(&abs) {
+        return match super::iso::stage(&abs, iso_path, defaults) {
+            Ok(s) => {
+                let (wim, parts) = open_wim(key, &s.path, src, d)?;
+                Some(Opened {
+                    wim,
+                    parts,
+                    name: s.name,
+                })
+            }
+            Err(e) => {
+                d.push(
+                    Diagnostic::error(
+                        if iso_path.is_some() { iso_key.as_str() } else { key },
+                        format!("cannot take the image out of the ISO: {e}"),
+                    )
+                    .value(iso_path.map_or_else(|| src.display().to_string(), str::to_string))
+                    .fix("give the image's path inside the ISO with `iso_path:` (e.g. `sources/install.wim`), or point `source:` at the .wim"),
+                );
+                None
+            }
+        };
+    }
+    if iso_path.is_some() {
+        d.push(
+            Diagnostic::error(
+                iso_key.as_str(),
+                "`iso_path` is for a `source:` that is an ISO image",
+            )
+            .value(src.display())
+            .fix("remove `iso_path`, or point `source:` at the ISO"),
+        );
+        return None;
+    }
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (wim, parts) = open_wim(key, &abs, src, d)?;
+    Some(Opened { wim, parts, name })
+}
+
+/// An opened image source: the WIM (first part), its other parts, and the
+/// image file's own name (`install.esd`, also when it came out of an ISO).
+struct Opened {
+    wim: Wim,
+    parts: Vec<PathBuf>,
+    name: String,
+}
+
+/// Opens a WIM file and, for the first part of a split WIM, finds and checks
+/// the other parts beside it.
+fn open_wim(
+    key: &str,
+    abs: &Path,
+    src: &Path,
+    d: &mut Vec<Diagnostic>,
+) -> Option<(Wim, Vec<PathBuf>)> {
+    let w = match Wim::open(abs) {
         Ok(w) => w,
         Err(e) => {
             d.push(
@@ -308,7 +377,7 @@ fn open(key: &str, dir: &Path, src: &Path, d: &mut Vec<Diagnostic>) -> Option<(W
         );
         return None;
     }
-    let parts = split_parts(&abs, info.total_parts);
+    let parts = split_parts(abs, info.total_parts);
     let mut ok = Vec::new();
     for (n, p) in parts.iter().enumerate() {
         let n = n as u16 + 2;
@@ -424,7 +493,11 @@ fn listing(images: &[ImageSummary]) -> String {
 }
 
 fn facts(
-    (w, parts): &(Wim, Vec<PathBuf>),
+    Opened {
+        wim: w,
+        parts,
+        name: file_name,
+    }: &Opened,
     index: u32,
     images: Vec<ImageSummary>,
     d: &mut Vec<Diagnostic>,
@@ -445,6 +518,7 @@ fn facts(
     Some(ImageFacts {
         parts: parts.clone(),
         solid,
+        file_name: file_name.clone(),
         path: w.path().to_path_buf(),
         index,
         name: s.name,
@@ -458,8 +532,15 @@ fn facts(
 
 fn boot_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFacts> {
     let b = &r.boot_image;
-    let w = open("boot_image.source", dir, &b.source, d)?;
-    let images = summaries(&w.0);
+    let w = open(
+        "boot_image.source",
+        dir,
+        &b.source,
+        b.iso_path.as_deref(),
+        &super::iso::BOOT_IMAGE_PATHS,
+        d,
+    )?;
+    let images = summaries(&w.wim);
     if b.index == 0 || b.index as usize > images.len() {
         d.push(
             Diagnostic::error(
@@ -581,9 +662,16 @@ fn os_image(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> Option<ImageFact
         }
         _ => Some(()),
     };
-    let w = open("os_image.source", dir, &o.source, d)?;
+    let w = open(
+        "os_image.source",
+        dir,
+        &o.source,
+        o.iso_path.as_deref(),
+        &super::iso::OS_IMAGE_PATHS,
+        d,
+    )?;
     index?;
-    let images = summaries(&w.0);
+    let images = summaries(&w.wim);
     let chosen = if let Some(i) = o.index {
         if i == 0 || i as usize > images.len() {
             d.push(

@@ -6,6 +6,7 @@
 //! inputs (WIM images, folders, files) live in [`inputs`].
 
 mod inputs;
+mod iso;
 mod rules;
 
 pub use inputs::{ImageFacts, InputFacts};

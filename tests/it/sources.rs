@@ -377,3 +377,118 @@ fn media_paths_over_windows_max_path_are_named_in_a_warning() {
         "{t}"
     );
 }
+
+/// The SHA-1 of every file of image 1 of the media WIM `wim`, by path.
+fn member_hashes(wim: &Path) -> std::collections::BTreeMap<String, String> {
+    let o = sh(&format!(
+        "wimlib-imagex dir '{}' 1 --detailed",
+        wim.display()
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let mut out = std::collections::BTreeMap::new();
+    let mut path = String::new();
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        if let Some(p) = l.strip_prefix("Full Path           = ") {
+            path = p.trim_matches('"').to_string();
+        } else if let Some(h) = l.strip_prefix("Hash              = ") {
+            out.insert(path.clone(), h.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_windows_iso_with_an_esd_builds_the_media_of_its_extracted_and_converted_files() {
+    if !tool("wimlib-imagex") || !tool("genisoimage") {
+        return;
+    }
+    let d = Demo::new();
+    let img = d.dir().join("images");
+    // A Windows-shaped ISO: UDF 1.02 with a Joliet bridge, sources/boot.wim
+    // and sources/install.esd; beside it, the same files extracted and the
+    // ESD's edition converted by wimlib-imagex.
+    ok(&format!(
+        "cd '{0}' && mkdir -p iso/sources iso/efi/boot conv && \
+         wimlib-imagex export install.wim all iso/sources/install.esd --solid >/dev/null && \
+         cp boot.wim iso/sources/boot.wim && printf 'loader' > iso/efi/boot/bootx64.efi && \
+         genisoimage -quiet -udf -J -iso-level 3 -V WIN_ISO -o ../win.iso iso && \
+         wimlib-imagex export iso/sources/install.esd 2 conv/install.wim --compress=LZX >/dev/null",
+        img.display()
+    ));
+    let iso = d.variant(
+        "iso.yaml",
+        &[
+            ("source: images/install.wim", "source: win.iso"),
+            ("source: images/boot.wim", "source: win.iso"),
+        ],
+    );
+    let conv = d.variant(
+        "conv.yaml",
+        &[
+            (
+                "source: images/install.wim",
+                "source: images/conv/install.wim",
+            ),
+            ("image: \"Windows 8.1 Enterprise\"", "index: 1"),
+        ],
+    );
+    let o = d.run(&["check", iso.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let plan = text(&d.run(&["plan", iso.to_str().unwrap()]));
+    assert!(
+        plan.contains("OS image PS100010") && plan.contains("install.esd index 2"),
+        "{plan}"
+    );
+    build(&d, &iso);
+    let x = tempfile::tempdir().unwrap();
+    let from_iso = member_hashes(&d.wim());
+    let iso_os = extract(
+        &d.wim(),
+        "SMS/PKG/PS100010/install.wim",
+        &x.path().join("a"),
+    );
+    let iso_boot = extract(&d.wim(), "sources/boot.wim", &x.path().join("a"));
+    build(&d, &conv);
+    let from_files = member_hashes(&d.wim());
+    let conv_os = extract(
+        &d.wim(),
+        "SMS/PKG/PS100010/install.wim",
+        &x.path().join("b"),
+    );
+    let conv_boot = extract(&d.wim(), "sources/boot.wim", &x.path().join("b"));
+    // Every member, by path; equal bytes except where the recipe's digest
+    // goes in (the exported images' GUIDs, the encrypted variables), and the
+    // images inside hold the same files.
+    assert_eq!(
+        from_iso.keys().collect::<Vec<_>>(),
+        from_files.keys().collect::<Vec<_>>()
+    );
+    for (p, h) in &from_iso {
+        if [
+            "/SMS/PKG/PS100010/install.wim",
+            "/sources/boot.wim",
+            "/SMS/data/Variables.dat",
+        ]
+        .contains(&p.as_str())
+        {
+            continue;
+        }
+        assert_eq!(Some(h), from_files.get(p), "{p} differs");
+    }
+    assert_eq!(listing(&iso_os), listing(&conv_os));
+    assert_eq!(listing(&iso_boot), listing(&conv_boot));
+
+    // A wrong path inside the ISO names the key and the ISO's file system.
+    let bad = d.variant(
+        "bad.yaml",
+        &[(
+            "source: images/install.wim,",
+            "source: win.iso, iso_path: sources/nope.wim,",
+        )],
+    );
+    let t = text(&d.run(&["check", bad.to_str().unwrap()]));
+    assert!(
+        t.contains("error: os_image.iso_path: cannot take the image out of the ISO: the ISO (UDF) has no file sources/nope.wim"),
+        "{t}"
+    );
+}
