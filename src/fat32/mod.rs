@@ -40,6 +40,9 @@ pub enum FileSource {
     Path(PathBuf),
     /// Bytes already in memory (small generated files).
     Bytes(Arc<[u8]>),
+    /// Not a file: an empty directory at `path` (other directories are
+    /// implied by the paths of their files).
+    Dir,
 }
 
 /// One file of the volume. Directories are implied by the paths.
@@ -54,6 +57,15 @@ pub struct FatFile {
 }
 
 impl FatFile {
+    /// An empty directory.
+    pub fn dir(path: impl Into<String>) -> FatFile {
+        FatFile {
+            path: path.into(),
+            size: 0,
+            source: FileSource::Dir,
+        }
+    }
+
     /// A file whose content is held in memory.
     pub fn from_bytes(path: impl Into<String>, bytes: impl Into<Arc<[u8]>>) -> FatFile {
         let bytes: Arc<[u8]> = bytes.into();

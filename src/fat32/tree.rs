@@ -70,6 +70,7 @@ fn insert(nodes: &mut Vec<Node>, files: &[FatFile], index: usize) -> Result<(), 
     let in_memory = match &file.source {
         FileSource::Bytes(bytes) => Some(bytes.len() as u64),
         FileSource::Path(_) => None,
+        FileSource::Dir => Some(0),
     };
     if let Some(actual) = in_memory.filter(|&n| n != file.size) {
         return Err(FatError::SizeMismatch {
@@ -78,12 +79,18 @@ fn insert(nodes: &mut Vec<Node>, files: &[FatFile], index: usize) -> Result<(), 
             actual,
         });
     }
-    let Some((leaf, parents)) = components.split_last() else {
+    let is_dir = matches!(file.source, FileSource::Dir);
+    let (leaf, parents) = match components.split_last() {
+        // An empty directory: every component is a directory.
+        Some(_) if is_dir => (None, &components[..]),
+        Some((leaf, parents)) => (Some(leaf), parents),
         // `split` always yields one component; kept as an error rather than a panic.
-        return Err(FatError::InvalidName {
-            path: file.path.clone(),
-            reason: "the path is empty".into(),
-        });
+        None => {
+            return Err(FatError::InvalidName {
+                path: file.path.clone(),
+                reason: "the path is empty".into(),
+            })
+        }
     };
     let mut current = 0;
     for component in parents {
@@ -113,6 +120,9 @@ fn insert(nodes: &mut Vec<Node>, files: &[FatFile], index: usize) -> Result<(), 
             }
         }
     }
+    let Some(leaf) = leaf else {
+        return Ok(());
+    };
     let key = fold(leaf);
     match nodes[current].children.get(&key) {
         Some(Slot::File(other)) => Err(FatError::DuplicatePath {

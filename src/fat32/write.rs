@@ -67,6 +67,8 @@ pub fn write<W: Write + Seek>(
             FileSource::Path(source) => {
                 copy_file(&mut sink, offset, file, source, &mut buffer)?;
             }
+            // Directories are written with the directory entries above.
+            FileSource::Dir => {}
         }
     }
     sink.out.flush().map_err(|source| FatError::Write {
@@ -79,11 +81,14 @@ pub fn write<W: Write + Seek>(
 /// from and that every source exists and still has its listed size. [`write`] runs it
 /// first; callers that create the output file themselves can run it earlier.
 pub fn check_sources(layout: &FatLayout, files: &[FatFile]) -> Result<(), FatError> {
-    if files.len() != layout.files.len() {
+    let count = files
+        .iter()
+        .filter(|f| !matches!(f.source, FileSource::Dir))
+        .count();
+    if count != layout.files.len() {
         return Err(FatError::LayoutMismatch(format!(
-            "planned {} files, got {}",
+            "planned {} files, got {count}",
             layout.files.len(),
-            files.len()
         )));
     }
     let mut errors = Vec::new();
@@ -97,6 +102,7 @@ pub fn check_sources(layout: &FatLayout, files: &[FatFile]) -> Result<(), FatErr
         }
         let actual = match &file.source {
             FileSource::Bytes(bytes) => bytes.len() as u64,
+            FileSource::Dir => 0,
             FileSource::Path(source) => match std::fs::metadata(source) {
                 Ok(m) if m.is_file() => m.len(),
                 Ok(_) => {

@@ -27,6 +27,14 @@ pub struct Walked {
 /// pull `/etc/shadow` into the media by a link. Anything else that is not a
 /// regular file or folder is an error naming it.
 pub fn walk(root: &Path) -> io::Result<Vec<Walked>> {
+    walk_all(root).map(|(files, _)| files)
+}
+
+/// [`walk`], and the folders under `root` that hold nothing (relative,
+/// sorted; `""` when `root` itself is an empty folder): installers can
+/// expect them, so the media keep them.
+pub fn walk_all(root: &Path) -> io::Result<(Vec<Walked>, Vec<String>)> {
+    let mut empty = Vec::new();
     let md = std::fs::metadata(root)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
     let mut out = Vec::new();
@@ -42,21 +50,31 @@ pub fn walk(root: &Path) -> io::Result<Vec<Walked>> {
             abs: root.to_path_buf(),
             size: md.len(),
         });
-        return Ok(out);
+        return Ok((out, empty));
     }
     let real = root
         .canonicalize()
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
-    walk_dir(root, "", &real, &mut out)?;
+    walk_dir(root, "", &real, &mut out, &mut empty)?;
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    empty.sort();
+    Ok((out, empty))
 }
 
-fn walk_dir(dir: &Path, prefix: &str, real_root: &Path, out: &mut Vec<Walked>) -> io::Result<()> {
+fn walk_dir(
+    dir: &Path,
+    prefix: &str,
+    real_root: &Path,
+    out: &mut Vec<Walked>,
+    empty: &mut Vec<String>,
+) -> io::Result<()> {
     let rd = std::fs::read_dir(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     let mut entries: Vec<_> = rd.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
+    if entries.is_empty() {
+        empty.push(prefix.to_string());
+    }
     for e in entries {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -96,7 +114,7 @@ fn walk_dir(dir: &Path, prefix: &str, real_root: &Path, out: &mut Vec<Walked>) -
         let md = std::fs::metadata(&path)
             .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
         if md.is_dir() {
-            walk_dir(&path, &rel, real_root, out)?;
+            walk_dir(&path, &rel, real_root, out, empty)?;
         } else if md.is_file() {
             std::fs::File::open(&path)
                 .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;

@@ -81,6 +81,10 @@ pub struct PlannedVar {
 pub struct MediaTree {
     pub members: Vec<Member>,
     pub variables: Vec<PlannedVar>,
+    /// Empty folders of the content, as media paths (sorted): kept in the
+    /// WIM and on the FAT volume, as installers can expect them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<String>,
 }
 
 impl MediaTree {
@@ -298,7 +302,15 @@ pub fn build_tree(
             content.push((id, files));
         }
     }
+    let mut dirs = Vec::new();
     for (id, src) in content {
+        for rel in facts.empty_dirs.get(src).into_iter().flatten() {
+            dirs.push(if rel.is_empty() {
+                format!("SMS/PKG/{id}")
+            } else {
+                format!("SMS/PKG/{id}/{rel}")
+            });
+        }
         for f in facts.trees.get(src).into_iter().flatten() {
             members.push(Member {
                 path: format!("SMS/PKG/{id}/{}", f.rel),
@@ -367,7 +379,13 @@ pub fn build_tree(
     if !errs.is_empty() {
         return Err(errs);
     }
-    let mut tree = MediaTree { members, variables };
+    dirs.sort();
+    dirs.dedup();
+    let mut tree = MediaTree {
+        members,
+        variables,
+        dirs,
+    };
     let est = variables::estimate_size(&tree.variables);
     if let Some(m) = tree
         .members

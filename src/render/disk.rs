@@ -153,6 +153,7 @@ pub fn check(plan: &Plan) -> Vec<Diagnostic> {
             files.push(FatFile::from_path(m.path.clone(), PathBuf::new(), size));
         }
     }
+    files.extend(plan.media.dirs.iter().map(FatFile::dir));
     let s = scheme(d.scheme);
     let layout = match disk::layout(s, disk_bytes) {
         Ok(l) => l,
@@ -239,6 +240,7 @@ impl DiskRenderer {
                 });
             }
         }
+        files.extend(ctx.plan.media.dirs.iter().map(FatFile::dir));
         Ok((files, listed))
     }
 }

@@ -88,7 +88,11 @@ pub fn write_members(
     cancel: &AtomicBool,
 ) -> Result<WimReport, BuildError> {
     use crate::cache::{hashes::Stamp, resources};
-    let entries = entries(members);
+    let mut entries = entries(members);
+    entries.extend(ctx.plan.media.dirs.iter().map(|d| WimEntry {
+        path: d.clone(),
+        kind: EntryKind::Dir,
+    }));
     let Some(cache) = ctx.cache.as_ref() else {
         return write(&entries, out, spec, report, cancel);
     };

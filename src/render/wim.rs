@@ -35,6 +35,10 @@ pub(crate) fn complete_tree(
         ctx.check_cancel()?;
         unshare(&tree.join(&m.path))?;
     }
+    for d in &ctx.plan.media.dirs {
+        let p = tree.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| BuildError::io("create", &p, e))?;
+    }
     set_tree_times(&tree, ctx.plan.epoch).map_err(|e| BuildError::io("set times in", &tree, e))?;
     Ok(tree)
 }

@@ -86,6 +86,9 @@ pub struct InputFacts {
     pub os: Option<ImageFacts>,
     /// Files of each content source, keyed by the source path as written.
     pub trees: BTreeMap<PathBuf, Vec<Walked>>,
+    /// Empty folders of each content source (relative; `""` for an empty
+    /// source folder), keyed like `trees`.
+    pub empty_dirs: BTreeMap<PathBuf, Vec<String>>,
     /// DER of `site.root_ca_certificates`, in order.
     pub site_root_cas: Vec<Vec<u8>>,
     /// DER of `site.signing_certificate`.
@@ -113,8 +116,11 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
     }
     for (key, src) in sources {
         let abs = dir.join(src);
-        match fsutil::walk(&abs) {
-            Ok(files) => {
+        match fsutil::walk_all(&abs) {
+            Ok((files, empty)) => {
+                if !empty.is_empty() {
+                    facts.empty_dirs.insert(src.to_path_buf(), empty);
+                }
                 // Names Windows cannot open (the media are read by Windows PE).
                 let reserved: Vec<&str> = files
                     .iter()

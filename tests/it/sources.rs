@@ -492,3 +492,35 @@ fn a_windows_iso_with_an_esd_builds_the_media_of_its_extracted_and_converted_fil
         "{t}"
     );
 }
+
+#[test]
+fn empty_folders_of_content_are_kept_in_the_wim_and_on_the_fat_volume() {
+    let d = Demo::new();
+    let office = d.dir().join("content/apps/office");
+    std::fs::create_dir_all(office.join("Logs/Empty")).unwrap();
+    std::fs::create_dir_all(office.join("Cache")).unwrap();
+    build(&d, &d.recipe());
+    if tool("wimlib-imagex") {
+        let o = sh(&format!("wimlib-imagex dir '{}' 1", d.wim().display()));
+        let t = text(&o);
+        for p in [
+            "/SMS/PKG/PS100101/Cache",
+            "/SMS/PKG/PS100101/Logs",
+            "/SMS/PKG/PS100101/Logs/Empty",
+        ] {
+            assert!(t.lines().any(|l| l == p), "{p} not in the WIM");
+        }
+    }
+    if tool("mdir") && tool("fsck.fat") {
+        let img = d.out().join("demo-wtg.img");
+        let mib = 1 << 20;
+        let logs = crate::testutil::mdir(&img, mib, "SMS/PKG/PS100101/Logs").unwrap();
+        assert!(logs.contains("Empty"), "{logs}");
+        let pkg = crate::testutil::mdir(&img, mib, "SMS/PKG/PS100101").unwrap();
+        assert!(pkg.contains("Cache"), "{pkg}");
+        let len = std::fs::metadata(&img).unwrap().len() - mib;
+        crate::testutil::fsck_partition(&img, mib, len).unwrap();
+    }
+    let o = d.run(&["verify", d.wim().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
