@@ -9,6 +9,7 @@
 //! no-change and one-file rebuilds, verify and inspect, against
 //! `wimlib-imagex capture` of the same media tree.
 
+pub mod esd;
 pub mod rebuild;
 
 use crate::build::{self, BuildError};

@@ -194,8 +194,8 @@ enum SiteCommand {
 
 #[derive(Args, Debug, Clone)]
 struct BenchCli {
-    /// `writers` or `rebuild`.
-    #[arg(default_value = "writers", value_parser = ["writers", "rebuild"])]
+    /// `writers`, `rebuild` or `esd`.
+    #[arg(default_value = "writers", value_parser = ["writers", "rebuild", "esd"])]
     suite: String,
     /// Working folder (inputs, tree and outputs; `rebuild` empties it first).
     #[arg(long, default_value = "bench-work")]
@@ -641,6 +641,18 @@ fn compression_arg(s: &str) -> Result<Compression> {
 fn cmd_bench(b: BenchCli) -> Result<i32> {
     let size = units::parse_size(&b.size)
         .with_context(|| format!("--size {:?}: write e.g. 1GiB", b.size))?;
+    if b.suite == "esd" {
+        let opts = bench::esd::EsdOptions {
+            dir: b.dir,
+            size,
+            files: b.files,
+            repeat: b.repeat,
+            exe: std::env::current_exe()?,
+        };
+        let report = bench::esd::run(&opts, &mut |line| eprintln!("{line}"))?;
+        print!("{}", report.render());
+        return Ok(if report.ok() { 0 } else { 1 });
+    }
     if b.suite == "rebuild" {
         let opts = bench::rebuild::RebuildOptions {
             dir: b.dir,
