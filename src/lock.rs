@@ -112,7 +112,10 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
             ("index".to_string(), img.index.to_string()),
             ("image".to_string(), quote(&img.name)),
             ("size".to_string(), size.to_string()),
-            ("path".to_string(), quote(&rel(&img.source))),
+            (
+                "path".to_string(),
+                quote(&img.origin.clone().unwrap_or_else(|| rel(&img.source))),
+            ),
         ]);
         lock.inputs.insert(
             key.into(),

@@ -30,9 +30,21 @@ pub struct ImageRef {
     /// Solid (an ESD): converted to the recipe's compression on export.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub solid: bool,
+    /// `ISO!path/inside` for an image out of an ISO (`source` is then the
+    /// staged copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl ImageRef {
+    /// The source as a person names it: `Win11.iso!sources/install.esd`
+    /// for an image out of an ISO, else its path.
+    pub fn shown(&self) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| self.source.display().to_string())
+    }
+
     fn new(id: &str, f: &ImageFacts) -> ImageRef {
         ImageRef {
             id: id.into(),
@@ -44,6 +56,7 @@ impl ImageRef {
             compression: f.compression,
             parts: f.parts.clone(),
             solid: f.solid,
+            origin: f.origin.clone(),
         }
     }
 }
@@ -339,7 +352,7 @@ impl Plan {
             s,
             "boot image {}: {} index {} {:?} ({}, {})",
             self.boot_image.id,
-            self.boot_image.source.display(),
+            self.boot_image.shown(),
             self.boot_image.index,
             self.boot_image.name,
             self.boot_image.arch,
@@ -349,7 +362,7 @@ impl Plan {
             s,
             "OS image {}: {} index {} {:?} ({})",
             self.os_image.id,
-            self.os_image.source.display(),
+            self.os_image.shown(),
             self.os_image.index,
             self.os_image.name,
             self.os_image.compression.as_str()

@@ -122,7 +122,10 @@ pub(super) fn finalize(
         ins.push(ManifestInput {
             role: role.into(),
             id: Some(img.id.clone()),
-            path: rel(&plan.dir, &img.source),
+            path: img
+                .origin
+                .clone()
+                .unwrap_or_else(|| rel(&plan.dir, &img.source)),
             index: Some(img.index),
             image: Some(img.name.clone()),
             name: None,

@@ -460,7 +460,7 @@ fn against_recipe(
                     i.path,
                     i.index.unwrap_or(0),
                     i.id.as_deref().unwrap_or("?"),
-                    img.source.display(),
+                    img.shown(),
                     img.index,
                     img.id
                 ));

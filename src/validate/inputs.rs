@@ -41,6 +41,9 @@ pub struct ImageFacts {
     /// The image file's own name (`install.esd`), also when it came out of
     /// an ISO (then `path` is the staged copy).
     pub file_name: String,
+    /// For an image out of an ISO: `ISO!path/inside` (the ISO as the
+    /// recipe names it), what manifests and the lockfile show as its path.
+    pub origin: Option<String>,
 }
 
 impl ImageFacts {
@@ -304,6 +307,7 @@ fn open(
                     wim,
                     parts,
                     name: s.name,
+                    origin: Some(format!("{}!{}", src.display(), s.inner)),
                 })
             }
             Err(e) => {
@@ -335,7 +339,12 @@ fn open(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (wim, parts) = open_wim(key, &abs, src, d)?;
-    Some(Opened { wim, parts, name })
+    Some(Opened {
+        wim,
+        parts,
+        name,
+        origin: None,
+    })
 }
 
 /// An opened image source: the WIM (first part), its other parts, and the
@@ -344,6 +353,7 @@ struct Opened {
     wim: Wim,
     parts: Vec<PathBuf>,
     name: String,
+    origin: Option<String>,
 }
 
 /// Opens a WIM file and, for the first part of a split WIM, finds and checks
@@ -503,6 +513,7 @@ fn facts(
         wim: w,
         parts,
         name: file_name,
+        origin,
     }: &Opened,
     index: u32,
     images: Vec<ImageSummary>,
@@ -525,6 +536,7 @@ fn facts(
         parts: parts.clone(),
         solid,
         file_name: file_name.clone(),
+        origin: origin.clone(),
         path: w.path().to_path_buf(),
         index,
         name: s.name,

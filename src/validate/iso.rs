@@ -50,6 +50,8 @@ fn hex(b: &[u8]) -> String {
 pub(crate) struct Staged {
     pub path: PathBuf,
     pub name: String,
+    /// The path inside the ISO, as the ISO spells it.
+    pub inner: String,
 }
 
 /// Finds `inner` (or the first of `defaults`) in the ISO at `iso` and stages
@@ -146,6 +148,7 @@ pub(crate) fn stage(iso: &Path, inner: Option<&str>, defaults: &[&str]) -> Resul
     Ok(Staged {
         path: staged.remove(0),
         name,
+        inner: entry.path.clone(),
     })
 }
 

@@ -436,10 +436,22 @@ fn a_windows_iso_with_an_esd_builds_the_media_of_its_extracted_and_converted_fil
     assert!(o.status.success(), "{}", text(&o));
     let plan = text(&d.run(&["plan", iso.to_str().unwrap()]));
     assert!(
-        plan.contains("OS image PS100010") && plan.contains("install.esd index 2"),
+        plan.contains("OS image PS100010: win.iso!sources/install.esd index 2"),
         "{plan}"
     );
     build(&d, &iso);
+    // The manifest names the image by the ISO and the path inside it.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.out().join("demo-wtg.wim.manifest.json")).unwrap())
+            .unwrap();
+    let paths: Vec<&str> = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"win.iso!sources/install.esd"), "{paths:?}");
+    assert!(paths.contains(&"win.iso!sources/boot.wim"), "{paths:?}");
     let x = tempfile::tempdir().unwrap();
     let from_iso = member_hashes(&d.wim());
     let iso_os = extract(
