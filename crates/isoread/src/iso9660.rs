@@ -91,15 +91,7 @@ pub(crate) fn read_tree(
                     ),
                 ));
             }
-            tree.push(
-                img,
-                Entry {
-                    path: child_path.clone(),
-                    size: 0,
-                    is_dir: true,
-                    extents: Vec::new(),
-                },
-            )?;
+            tree.push(img, Entry::dir(child_path.clone()))?;
             pending.push((child, child_path, depth + 1));
         }
     }

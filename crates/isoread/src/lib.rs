@@ -90,6 +90,18 @@ pub struct Entry {
     pub extents: Vec<Extent>,
 }
 
+impl Entry {
+    /// A folder at `path`.
+    pub(crate) fn dir(path: String) -> Entry {
+        Entry {
+            path,
+            size: 0,
+            is_dir: true,
+            extents: Vec::new(),
+        }
+    }
+}
+
 /// An opened image: its listing, and the file to read entries from.
 pub struct Iso {
     path: std::path::PathBuf,

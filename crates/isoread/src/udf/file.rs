@@ -158,15 +158,7 @@ impl<'a> Walker<'a> {
                                 ),
                             ));
                         }
-                        tree.push(
-                            self.img,
-                            Entry {
-                                path: child_path.clone(),
-                                size: 0,
-                                is_dir: true,
-                                extents: Vec::new(),
-                            },
-                        )?;
+                        tree.push(self.img, Entry::dir(child_path.clone()))?;
                         pending.push((entry, child_path, depth + 1));
                     }
                     TYPE_FILE | TYPE_UNSPECIFIED => {
