@@ -124,9 +124,14 @@ const EXCERPT: usize = 100;
 /// The part of `line` shown (at most [`EXCERPT`] characters around `col`,
 /// `…` where cut) and the caret's column in it.
 fn excerpt(line: &str, col: usize) -> (String, usize) {
-    let chars: Vec<char> = line.chars().collect();
+    // A control character (a NUL the recipe holds, an escape sequence) is
+    // shown as U+FFFD, never sent to the terminal.
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .collect();
     if chars.len() <= EXCERPT {
-        return (line.to_string(), col);
+        return (chars.into_iter().collect(), col);
     }
     let start = col
         .saturating_sub(EXCERPT / 2)

@@ -48,21 +48,28 @@ impl Parsed {
 /// Parses `text`. Returns None only when the text is not a YAML mapping at all.
 pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
+    if let Some(d) = unprintable(text) {
+        diags.push(d);
+        return (None, diags);
+    }
+    if let Some(pos) = locs.too_deep() {
+        diags.push(
+            Diagnostic::error(
+                "",
+                format!(
+                    "the recipe nests deeper than {} levels",
+                    super::locate::MAX_DEPTH
+                ),
+            )
+            .at(Some(pos))
+            .fix("a recipe needs six levels at most: look for unclosed brackets or runaway indentation"),
+        );
+        return (None, diags);
+    }
     let mut value: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            let pos = e.location().map(|l| super::locate::Pos {
-                line: l.line(),
-                col: l.column(),
-            });
-            let msg = e.to_string();
-            // serde_yaml appends " at line L column C"; the position is shown separately.
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            diags.push(
-                Diagnostic::error("", format!("YAML syntax error: {msg}"))
-                    .at(pos)
-                    .fix("fix the YAML syntax at the position shown (indentation, quotes, colons)"),
-            );
+            diags.push(syntax_error(text, &e));
             return (None, diags);
         }
     };
@@ -121,6 +128,123 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) 
         }
     }
     (Some(Parsed { recipe: r, failed }), diags)
+}
+
+/// A YAML syntax error at its line:column. Near a secret key (on its line,
+/// the line before, or anything indented under one) neither the line nor a key
+/// named in the message is shown: a mistyped secret is still a secret.
+fn syntax_error(text: &str, e: &serde_yaml::Error) -> Diagnostic {
+    let full = e.to_string();
+    // serde_yaml appends " at line L column C" (or " at position N" when it
+    // knows only the byte offset); the position is shown separately.
+    let msg = full.split(" at line ").next().unwrap_or(&full);
+    let msg = msg.split(" at position ").next().unwrap_or(msg);
+    let pos = e
+        .location()
+        .map(|l| super::locate::Pos {
+            line: l.line(),
+            col: l.column(),
+        })
+        .or_else(|| {
+            let n = full.split(" at position ").nth(1)?;
+            let n: usize = n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            Some(pos_of_offset(text, n))
+        });
+    let fix = "fix the YAML syntax at the position shown (indentation, quotes, colons)";
+    if pos.is_some_and(|p| near_secret(text, p.line)) {
+        return Diagnostic::error(
+            "",
+            "YAML syntax error in or next to a secret reference (the line is not shown)",
+        )
+        .at(pos)
+        .fix(fix)
+        .secret();
+    }
+    Diagnostic::error("", format!("YAML syntax error: {msg}"))
+        .at(pos)
+        .fix(fix)
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+fn pos_of_offset(text: &str, offset: usize) -> super::locate::Pos {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    super::locate::Pos {
+        line,
+        col: before[start..].chars().count() + 1,
+    }
+}
+
+/// Whether 1-based `line` of `text`, or the line before it, is a secret key's
+/// line or lies (by indentation) under one.
+fn near_secret(text: &str, line: usize) -> bool {
+    let lines: Vec<&str> = text.lines().collect();
+    let names_secret = |l: &str| {
+        // Every `word:` on the line is a key (block or flow style).
+        l.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .filter_map(|w| w.split(':').next().filter(|_| w.contains(':')))
+            .any(|k| !k.is_empty() && super::secret::is_secret_name(k))
+    };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let blank = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
+    let first = line.saturating_sub(1).min(lines.len().saturating_sub(1));
+    let mut candidates = vec![first];
+    if let Some(prev) = (0..first).rev().find(|&i| !blank(lines[i])) {
+        candidates.push(prev);
+    }
+    candidates.into_iter().any(|i| {
+        let Some(l) = lines.get(i) else {
+            return false;
+        };
+        if names_secret(l) {
+            return true;
+        }
+        // Up through the lines it is indented under.
+        let mut want = indent(l);
+        for above in lines[..i].iter().rev() {
+            if want == 0 {
+                break;
+            }
+            if blank(above) || indent(above) >= want {
+                continue;
+            }
+            if names_secret(above) {
+                return true;
+            }
+            want = indent(above);
+        }
+        false
+    })
+}
+
+/// The first character YAML does not allow (a NUL, another control
+/// character, a stray byte-order mark), at its line:column.
+fn unprintable(text: &str) -> Option<Diagnostic> {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (at, c) = body.char_indices().find(|&(_, c)| {
+        matches!(c, '\0'..='\x08' | '\x0b' | '\x0c' | '\x0e'..='\x1f' | '\x7f')
+            || ('\u{80}'..='\u{9f}').contains(&c) && c != '\u{85}'
+            || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+    })?;
+    let at = at + (text.len() - body.len());
+    let fix = if c == '\0' {
+        "remove it; NUL bytes usually mean the file was saved as UTF-16 without a byte-order mark or is not text: save it as UTF-8"
+    } else {
+        "remove it (or write it as an escape inside double quotes, e.g. \"\\t\")"
+    };
+    Some(
+        Diagnostic::error(
+            "",
+            format!("the recipe holds the character U+{:04X}, which YAML does not allow", c as u32),
+        )
+        .at(Some(pos_of_offset(text, at)))
+        .fix(fix),
+    )
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) -> bool {
@@ -269,6 +393,7 @@ fn serde_diag(path: &str, msg: &str, locs: &Locations) -> Diagnostic {
             .at(locs.value(path))
             .fix(format!("add `{field}:` under `{path}`"));
     }
+    let msg = &plain(msg, path);
     let fix = if msg.contains(super::secret::LITERAL_SECRET) {
         "set an environment variable and write `{ env: NAME }`, or put it in a file (mode 600) and write `{ file: PATH }`"
     } else if msg.starts_with("unknown variant") {
@@ -279,11 +404,57 @@ fn serde_diag(path: &str, msg: &str, locs: &Locations) -> Diagnostic {
     let d = Diagnostic::error(path, msg.to_string())
         .at(locs.value(path))
         .fix(fix);
-    if msg.contains(super::secret::LITERAL_SECRET) {
+    // About a secret, or a reference that may hold one: no line, no value.
+    if msg.contains(super::secret::LITERAL_SECRET)
+        || msg.contains("secret reference")
+        || msg.contains("not both")
+        || super::secret::is_secret_path(path)
+    {
         d.secret()
     } else {
         d
     }
+}
+
+/// serde's wording in the user's terms: no Rust type names (`struct
+/// Content`, `u32`, `Value::Tagged enum`); an enumerated key lists its values.
+fn plain(msg: &str, path: &str) -> String {
+    let mut m = msg.to_string();
+    if let Some(at) = m.find("expected a Value::Tagged enum").or_else(|| m.find("expected enum ")) {
+        let values = super::schema::allowed_values(path)
+            .map(|v| format!("expected one of: {}", v.join(", ")))
+            .unwrap_or_else(|| "expected one of the values in the recipe reference".into());
+        m = format!("{}{values}", &m[..at]);
+    }
+    if let Some(at) = m.find("expected struct ") {
+        m = format!("{}expected a mapping of keys (`key: value` lines, or `{{ key: value }}`)", &m[..at]);
+    }
+    for (t, max) in [
+        ("u8", "255"),
+        ("u16", "65535"),
+        ("u32", "4294967295"),
+        ("u64", "18446744073709551615"),
+        ("usize", "18446744073709551615"),
+    ] {
+        let what = format!("expected {t}");
+        if m.ends_with(&what) {
+            m = format!("{}expected a whole number from 0 to {max}", &m[..m.len() - what.len()]);
+        }
+    }
+    for (from, to) in [
+        ("invalid type: unit value", "invalid type: nothing (an empty value)"),
+        ("invalid type: sequence", "invalid type: a list"),
+        ("invalid type: map", "invalid type: a mapping"),
+        ("invalid type: enum", "invalid type: a tagged value"),
+        ("floating point", "number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a boolean", "expected true or false"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ] {
+        m = m.replace(from, to);
+    }
+    m
 }
 
 /// A short rendering of a YAML value for messages.

@@ -21,18 +21,52 @@ pub struct Pos {
 pub struct Locations {
     keys: BTreeMap<String, Pos>,
     values: BTreeMap<String, Pos>,
+    /// Where the text first nests deeper than [`MAX_DEPTH`], if it does.
+    too_deep: Option<Pos>,
 }
+
+/// The deepest nesting of mappings and lists a recipe may have. A real
+/// recipe needs six levels; a hostile one nested 100,000 deep would make the
+/// YAML parser's work grow with the square of the depth (half a minute).
+pub const MAX_DEPTH: usize = 64;
 
 impl Locations {
     /// Indexes `text`; a text that does not parse gives an empty index (the
     /// syntax error itself is reported by the main parser).
+    ///
+    /// The walk stops as soon as the nesting passes [`MAX_DEPTH`], before any
+    /// parser has done work that grows with the depth; [`Self::too_deep`] then
+    /// says where.
     pub fn index(text: &str) -> Locations {
         let mut rx = Receiver::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut rx, false).is_err() {
-            return Locations::default();
+        loop {
+            match parser.next_token() {
+                Ok((Event::StreamEnd | Event::DocumentEnd, _)) => return rx.locs,
+                Ok((ev, mark)) => {
+                    rx.on_event(ev, mark);
+                    if rx.stack.len() > MAX_DEPTH {
+                        return Locations {
+                            too_deep: Some(pos(mark)),
+                            ..Locations::default()
+                        };
+                    }
+                }
+                // The syntax error itself is reported by the main parser; the
+                // flow brackets still bound its work.
+                Err(_) => {
+                    return Locations {
+                        too_deep: flow_too_deep(text),
+                        ..Locations::default()
+                    }
+                }
+            }
         }
-        rx.locs
+    }
+
+    /// Where the text nests deeper than [`MAX_DEPTH`], if it does.
+    pub fn too_deep(&self) -> Option<Pos> {
+        self.too_deep
     }
 
     /// Position of the value at `path`, else of its key, else of the nearest
@@ -60,6 +94,44 @@ impl Locations {
             p = parent(&p)?;
         }
     }
+}
+
+/// For a text that does not parse: where its open flow brackets (`[`, `{`
+/// outside quotes and comments) first pass [`MAX_DEPTH`]. Over-counting is
+/// harmless here: the text is refused for its syntax error anyway.
+fn flow_too_deep(text: &str) -> Option<Pos> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = ' ';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            // A quote left open ends at the line's end here: hiding
+            // brackets in a runaway string only shortens this count by a line.
+            (line, col, comment, quote) = (line + 1, 0, false, None);
+        } else if comment {
+        } else if let Some(q) = quote {
+            if c == q && !(q == '"' && prev == '\\') {
+                quote = None;
+            }
+        } else {
+            match c {
+                '"' | '\'' => quote = Some(c),
+                '#' if prev.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Some(Pos { line, col });
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        prev = c;
+    }
+    None
 }
 
 /// `a.b[2].c` → `a.b[2]` → `a.b` → `a` → None.

@@ -3,6 +3,7 @@
 
 use super::locate::Locations;
 use super::model::Recipe;
+use super::secret::is_secret_path;
 use crate::diag::{suggest, Diagnostic};
 use serde_json::Value as Json;
 use serde_yaml::Value;
@@ -61,8 +62,41 @@ fn collect(root: &Json, s: &Json, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Reports every unknown key in `v` and removes it, so that typed parsing can
-/// go on and report the remaining problems.
+/// The values an enumerated key accepts (`compression` → none, xpress, …),
+/// found by following `path` (`a.b`, `list[3].c`) through the schema.
+pub fn allowed_values(path: &str) -> Option<Vec<String>> {
+    let root = schema();
+    let mut s = resolve(&root, &root);
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        let name = pieces.next().unwrap_or("");
+        let props = s.get("properties").and_then(Json::as_object);
+        s = resolve(
+            &root,
+            props
+                .and_then(|p| p.get(name))
+                .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))?,
+        );
+        for _ in pieces {
+            s = resolve(&root, s.get("items")?);
+        }
+    }
+    let list = s.get("enum").and_then(Json::as_array).or_else(|| {
+        s.get("oneOf")
+            .and_then(Json::as_array)
+            .filter(|l| l.iter().all(|b| b.get("const").is_some()))
+    })?;
+    Some(
+        list.iter()
+            .filter_map(|v| v.get("const").unwrap_or(v).as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Reports every unknown key in `v` and removes it, and every YAML tag
+/// (`!name`, which no recipe key uses) and unwraps it, so that typed parsing
+/// can go on and report the remaining problems. Under a secret key neither the
+/// unknown key's name nor the tag is shown: either may be the secret.
 pub fn strip_unknown(v: &mut Value, locs: &Locations, diags: &mut Vec<Diagnostic>) {
     let root = schema();
     walk(&root, &root, v, "", locs, diags);
@@ -82,42 +116,68 @@ fn walk(
             let props = s.get("properties").and_then(Json::as_object);
             let closed = s.get("additionalProperties") == Some(&Json::Bool(false));
             let extra = s.get("additionalProperties").filter(|a| a.is_object());
-            let keys: Vec<Value> = map.keys().cloned().collect();
-            for k in keys {
-                let Some(name) = k.as_str().map(str::to_string) else {
+            let mut unknown = Vec::new();
+            for (k, child) in map.iter_mut() {
+                let Some(name) = k.as_str() else {
                     continue;
                 };
                 let p = if path.is_empty() {
-                    name.clone()
+                    name.to_string()
                 } else {
                     format!("{path}.{name}")
                 };
-                let sub = props.and_then(|p| p.get(&name)).or(extra);
-                match sub {
-                    Some(sub) => {
-                        if let Some(child) = map.get_mut(&k) {
-                            walk(root, sub, child, &p, locs, diags);
-                        }
-                    }
+                match props.and_then(|p| p.get(name)).or(extra) {
+                    Some(sub) => walk(root, sub, child, &p, locs, diags),
                     None if closed => {
+                        unknown.push(k.clone());
+                        // The key's own path: below a variable it is inside a reference.
+                        if is_secret_path(path) || is_secret_path(&p) {
+                            if unknown.len() > 1 {
+                                continue;
+                            }
+                            diags.push(
+                                Diagnostic::error(path, "unknown key in a secret reference (not shown: it may be the secret)")
+                                    .at(locs.value(path))
+                                    .fix("write { env: NAME } or { file: PATH }")
+                                    .secret(),
+                            );
+                            continue;
+                        }
                         let expected: Vec<&str> = props
                             .map(|p| p.keys().map(String::as_str).collect())
                             .unwrap_or_default();
                         let d = Diagnostic::error(p.clone(), "unknown key")
                             .at(locs.key(&p))
-                            .value(&name);
-                        diags.push(match suggest(&name, &expected) {
+                            .value(name);
+                        diags.push(match suggest(name, &expected) {
                             Some(s) => d.fix(format!("did you mean `{s}`?")),
                             None => d.fix(format!(
                                 "remove it; keys allowed here: {}",
                                 expected.join(", ")
                             )),
                         });
-                        map.remove(&k);
                     }
                     None => {}
                 }
             }
+            // One pass: removing keys one by one would shift the map each time.
+            if !unknown.is_empty() {
+                let gone: std::collections::HashSet<Value> = unknown.into_iter().collect();
+                map.retain(|k, _| !gone.contains(k));
+            }
+        }
+        Value::Tagged(t) => {
+            let d = Diagnostic::error(path, "a YAML tag (`!name`) has no meaning in a recipe")
+                .at(locs.value(path))
+                .fix("remove the tag and write the plain value");
+            diags.push(if is_secret_path(path) {
+                d.secret()
+            } else {
+                d.value(&t.tag)
+            });
+            let inner = std::mem::take(&mut t.value);
+            *v = inner;
+            walk(root, s, v, path, locs, diags);
         }
         Value::Sequence(items) => {
             if let Some(item) = s.get("items") {

@@ -22,6 +22,46 @@ pub struct SecretRef {
     pub file: Option<PathBuf>,
 }
 
+/// The recipe keys that hold a secret reference (`variables.NAME` aside: any
+/// of them may). A unit test checks this list against the schema.
+pub const SECRET_KEYS: &[&str] = &[
+    "bitlocker.passphrase",
+    "security.certificate.pki.password",
+    "security.password",
+];
+
+/// Names whose values are secrets: a literal value is refused.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "osdbitlockerpin"
+        || n.contains("password")
+        || n.contains("passphrase")
+        || n.ends_with("pin")
+}
+
+/// Whether the key path `path` is, or lies inside, a secret reference: a
+/// diagnostic there must show neither its source line nor a value or key.
+pub fn is_secret_path(path: &str) -> bool {
+    let under = |k: &str| {
+        path == k
+            || path
+                .strip_prefix(k)
+                .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+    };
+    if SECRET_KEYS.iter().any(|k| under(k)) {
+        return true;
+    }
+    // A variable's value is a string or a reference; anything below a
+    // variable is inside a reference, and a secret-named one is secret.
+    match path.strip_prefix("variables.") {
+        Some(rest) => match rest.split_once('.') {
+            Some(_) => true,
+            None => is_secret_name(rest),
+        },
+        None => false,
+    }
+}
+
 /// The message for a literal where a secret reference belongs.
 pub const LITERAL_SECRET: &str =
     "a secret must not be written in the recipe: give it as { env: NAME } or { file: PATH }";
@@ -180,6 +220,57 @@ mod tests {
         assert_eq!(r.file.as_deref(), Some(Path::new("a/b")));
         assert!(serde_yaml::from_str::<SecretRef>("{ env: A, file: b }").is_err());
         assert!(serde_yaml::from_str::<SecretRef>("{ value: x }").is_err());
+    }
+
+    #[test]
+    fn secret_keys_are_where_the_schema_has_secret_references() {
+        fn find(root: &serde_json::Value, s: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+            let text = s.to_string();
+            if !text.contains("SecretRef") {
+                return;
+            }
+            if s.get("$ref").and_then(|r| r.as_str()) == Some("#/$defs/SecretRef") {
+                out.push(path.to_string());
+                return;
+            }
+            if let Some(r) = s.get("$ref").and_then(|r| r.as_str()) {
+                let name = r.rsplit('/').next().unwrap_or("");
+                if let Some(d) = root["$defs"].get(name) {
+                    find(root, d, path, out);
+                }
+                return;
+            }
+            if let Some(p) = s.get("properties").and_then(|p| p.as_object()) {
+                for (k, v) in p {
+                    let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    find(root, v, &sub, out);
+                }
+            }
+            if let Some(a) = s.get("additionalProperties").filter(|a| a.is_object()) {
+                find(root, a, &format!("{path}.*"), out);
+            }
+            for k in ["anyOf", "oneOf", "allOf"] {
+                for b in s.get(k).and_then(|l| l.as_array()).into_iter().flatten() {
+                    find(root, b, path, out);
+                }
+            }
+        }
+        let root = crate::recipe::schema::schema();
+        let mut found = Vec::new();
+        find(&root, &root, "", &mut found);
+        found.sort();
+        found.dedup();
+        let mut want: Vec<String> = SECRET_KEYS.iter().map(|k| k.to_string()).collect();
+        want.push("variables.*".into());
+        want.sort();
+        assert_eq!(found, want);
+        assert!(is_secret_path("security.password"));
+        assert!(is_secret_path("security.password.hunter2"));
+        assert!(is_secret_path("variables.OSDComputerName.fiel"));
+        assert!(is_secret_path("variables.DomainPassword"));
+        assert!(!is_secret_path("variables.OSDComputerName"));
+        assert!(!is_secret_path("security.passwords"));
+        assert!(!is_secret_path("media.name"));
     }
 
     #[test]

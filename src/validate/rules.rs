@@ -517,14 +517,7 @@ const OWNED: &[(&str, &str)] = &[
     ("SMSTSLocationMPs", "media.management"),
 ];
 
-/// Names whose values are secrets: a literal value is refused.
-pub(crate) fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "osdbitlockerpin"
-        || n.contains("password")
-        || n.contains("passphrase")
-        || n.ends_with("pin")
-}
+pub(crate) use crate::recipe::secret::is_secret_name;
 
 fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
     for (name, value) in &r.variables {

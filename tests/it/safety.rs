@@ -330,6 +330,84 @@ fn hostile_recipes_get_bounded_output_and_jobs_is_capped() {
 }
 
 #[test]
+fn deep_nesting_and_many_unknown_keys_are_checked_in_linear_time() {
+    let d = demo();
+    let base = std::fs::read_to_string(d.recipe()).unwrap();
+    // A map and a list nested 100,000 deep (the YAML scanner's work grows with
+    // the square of the depth: half a minute before the depth limit).
+    for (name, deep) in [
+        ("deep-map", format!("{}1{}", "{a: ".repeat(100_000), "}".repeat(100_000))),
+        ("deep-list", format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))),
+        ("deep-block", "- ".repeat(100_000) + "x"),
+    ] {
+        let p = d.dir().join(format!("{name}.yaml"));
+        std::fs::write(&p, format!("{base}extra:\n  {deep}\n")).unwrap();
+        let t0 = Instant::now();
+        let o = run(&["check", p.to_str().unwrap()], &[]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {t}");
+        assert!(t.contains("nests deeper than 64 levels"), "{name}: {t}");
+        let line = base.lines().count() + 2;
+        assert!(t.contains(&format!("{name}.yaml:{line}:")), "{name}: {t}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{name}: {:?}", t0.elapsed());
+    }
+    // 200,000 unknown keys: each reported once, in time linear in their number.
+    let keys: String = (0..200_000).map(|i| format!("  junk{i}: 1\n")).collect();
+    let p = d.variant("unknown-keys.yaml", &[("media:\n", &format!("media:\n{keys}"))]);
+    let t0 = Instant::now();
+    let o = run(&["check", p.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let unknown = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["message"] == "unknown key")
+        .count();
+    assert_eq!(unknown, 200_000);
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn messages_speak_of_the_recipe_not_of_the_parser() {
+    // No Rust or serde type names; an enumerated key lists its values.
+    let t = refused(
+        "msg-app",
+        &[(
+            "  - { id: PS100101, name: Office, source: content/apps/office }",
+            "  - 7",
+        )],
+        &["applications[0]: invalid type: integer `7`, expected a mapping of keys"],
+    );
+    assert!(!t.contains("struct"), "{t}");
+    let t = refused(
+        "msg-enum",
+        &[("compression: lzx", "compression: [lzx]")],
+        &["compression: invalid type: a list, expected one of: none, xpress, lzx, lzms"],
+    );
+    assert!(!t.contains("Tagged"), "{t}");
+    refused(
+        "msg-u32",
+        &[("index: 1,", "index: -1,")],
+        &["boot_image.index: invalid value: integer `-1`, expected a whole number from 0 to 4294967295"],
+    );
+    // A tag is named as such, not as an "enum".
+    refused(
+        "msg-tag",
+        &[("OSDComputerName: WTG-DEMO-01", "OSDComputerName: !computer WTG-DEMO-01")],
+        &["variables.OSDComputerName: a YAML tag (`!name`) has no meaning in a recipe"],
+    );
+    // A NUL byte at its own line:column (line 7, after a non-ASCII character),
+    // shown as U+FFFD.
+    let t = refused(
+        "msg-nul",
+        &[("name: demo-wtg", "name: d\u{e9}mo\0wtg")],
+        &["U+0000", "msg-nul.yaml:7:13", "d\u{e9}mo\u{fffd}wtg"],
+    );
+    assert!(!t.contains('\0'));
+}
+
+#[test]
 fn names_and_times_that_would_fail_late_fail_at_check() {
     let long = "n".repeat(300);
     refused(
@@ -548,6 +626,38 @@ fn a_literal_secret_is_never_echoed_by_a_diagnostic() {
             "var",
             "OSDComputerName: WTG-DEMO-01",
             format!("OSDComputerName: WTG-DEMO-01\n  DomainPassword: {lit}"),
+        ),
+        // The literal written as a key, after a reference, twice, as a tag,
+        // inside a variable's reference, or over several lines.
+        (
+            "as-key",
+            "{ file: secrets/media-password.txt }",
+            format!("{{ {lit} }}"),
+        ),
+        (
+            "after-ref",
+            "{ file: secrets/media-password.txt }",
+            format!("{{ env: X }} {lit}"),
+        ),
+        (
+            "duplicate",
+            "{ file: secrets/media-password.txt }",
+            format!("{{ file: x, file: {lit} }}"),
+        ),
+        (
+            "tag",
+            "{ file: secrets/media-password.txt }",
+            format!("!{lit} {{ file: x }}"),
+        ),
+        (
+            "var-key",
+            "OSDComputerName: WTG-DEMO-01",
+            format!("OSDComputerName: {{ {lit}: 1 }}"),
+        ),
+        (
+            "multi-line",
+            "{ file: secrets/media-password.txt }",
+            format!("{{\n    file: x,\n    file: {lit} }}"),
         ),
     ] {
         let p = demo().variant(&format!("secret-{name}.yaml"), &[(from, &to)]);
