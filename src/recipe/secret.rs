@@ -225,8 +225,7 @@ mod tests {
     #[test]
     fn secret_keys_are_where_the_schema_has_secret_references() {
         fn find(root: &serde_json::Value, s: &serde_json::Value, path: &str, out: &mut Vec<String>) {
-            let text = s.to_string();
-            if !text.contains("SecretRef") {
+            if path.matches('.').count() > 8 {
                 return;
             }
             if s.get("$ref").and_then(|r| r.as_str()) == Some("#/$defs/SecretRef") {
