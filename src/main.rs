@@ -13,7 +13,7 @@ fn main() {
             {
                 0
             } else {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", cli::error_text(&e));
                 2
             }
         }

@@ -394,6 +394,16 @@ impl Plan {
                 format!("{est}{}", units::human(m.size))
             );
         }
+        if !self.media.links.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nsymbolic links followed ({}; each stays inside its source folder):",
+                self.media.links.len()
+            );
+            for (at, target) in &self.media.links {
+                let _ = writeln!(s, "  {at} → {}", target.display());
+            }
+        }
         let _ = writeln!(s, "\nvariables:");
         for v in &self.media.variables {
             match (&v.value, &v.secret_from) {

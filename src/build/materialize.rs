@@ -171,6 +171,28 @@ pub(super) fn materialize(
                     let mut w = Wim::open(wim)?;
                     w.reference_parts(parts)?;
                     w.export_to(*index, &dst, &spec, &mut report, ctx.cancel.flag())?;
+                    // The export copies compressed data as it is: a damaged
+                    // source would reach the media unnoticed. Every blob of the
+                    // exported image is decompressed and its SHA-1 checked
+                    // once, before it is cached or used.
+                    let (what, image) = if *bootable {
+                        ("boot_image.source", &plan.boot_image)
+                    } else {
+                        ("os_image.source", &plan.os_image)
+                    };
+                    let damaged = |detail: String| BuildError::DamagedInput {
+                        key: what,
+                        shown: image.shown(),
+                        path: wim.clone(),
+                        index: *index,
+                        detail,
+                    };
+                    Wim::open(&dst)
+                        .and_then(|mut x| x.verify())
+                        .map_err(|e| match e {
+                            crate::wim::WimError::Lib { msg, .. } => damaged(msg),
+                            other => damaged(other.to_string()),
+                        })?;
                     if let (Some(c), Some(k)) = (&ctx.cache, &key) {
                         if let Some(p) = crate::cache::resources::link_export(c, k, &dst) {
                             shared = true;

@@ -37,6 +37,18 @@ pub enum BuildError {
     Render(String),
     #[error("the output failed verification: {0}")]
     Verify(String),
+    /// An input image failed its check (wimlib's full verification of the
+    /// exported image: every blob decompressed and its SHA-1 compared).
+    #[error("{key}: the input {shown} is damaged (image {index}: {detail}); `wimlib-imagex verify {}` checks it; use a good copy", .path.display())]
+    DamagedInput {
+        key: &'static str,
+        /// The source as the user names it (`Win11.iso!sources/install.wim`).
+        shown: String,
+        /// The file wimlib read.
+        path: PathBuf,
+        index: u32,
+        detail: String,
+    },
     #[error("cancelled; nothing was written to the output paths")]
     Cancelled,
     #[error("fault injected at {0} (MEDIABUILD_FAULT_INJECT)")]

@@ -292,6 +292,23 @@ fn version() -> &'static str {
     )
 }
 
+/// An error and its causes on one line, `a: b: c`, each cause once: an
+/// error whose message already holds its cause's text does not repeat it.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if out.contains(&t) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&t);
+    }
+    out
+}
+
 pub fn run() -> Result<i32> {
     progress_json::started();
     let cli = Cli::parse();
@@ -466,6 +483,48 @@ fn checked_plan(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<
     }
 }
 
+/// A full disk, said the way a user acts on it: which file system, what was
+/// being written, how much the build needs there and how much is free.
+fn disk_full(plan: &Plan, e: &build::BuildError) -> anyhow::Error {
+    let at = match e {
+        build::BuildError::Io { path, .. } => path.clone(),
+        _ => plan.out_dir.clone(),
+    };
+    let writing = if at.starts_with(&plan.out_dir) {
+        format!("the outputs in {}", plan.out_dir.display())
+    } else {
+        at.display().to_string()
+    };
+    // The media once staged and once per output (a disk image is sparse:
+    // what it holds, not its size).
+    let need = plan
+        .total_size
+        .saturating_mul(plan.outputs.len() as u64 + 1);
+    let h = units::human;
+    match mediabuild::fsutil::space(&at) {
+        Some((source, mount, free)) => {
+            let more = if need > free {
+                format!(" (needs about {} more)", h(need - free))
+            } else {
+                String::new()
+            };
+            anyhow::anyhow!(
+                "build failed: no space left on {source} (mounted at {}) writing {writing}{more}: \
+                 the build needs about {} there and {} is free; free space there or set \
+                 outputs.dir to a larger file system (nothing was written to the output paths)",
+                mount.display(),
+                h(need),
+                h(free)
+            )
+        }
+        None => anyhow::anyhow!(
+            "build failed: no space left writing {writing}: the build needs about {} there \
+             (nothing was written to the output paths)",
+            h(need)
+        ),
+    }
+}
+
 /// How a build command ended, before it is reported.
 enum Built {
     /// Every output written; the report is on stdout.
@@ -497,7 +556,11 @@ fn run_build(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Bui
         cache: cache::settings(args)?,
     };
     let started = Instant::now();
-    let report = build::build(&plan, &opts, drawer, &CANCEL).context("build failed")?;
+    let report = match build::build(&plan, &opts, drawer, &CANCEL) {
+        Ok(r) => r,
+        Err(e) if mediabuild::fsutil::is_disk_full(&e) => return Err(disk_full(&plan, &e)),
+        Err(e) => return Err(anyhow::Error::new(e).context("build failed")),
+    };
     print_report(&plan, &report, started.elapsed());
     Ok(Built::Done(report))
 }

@@ -150,7 +150,7 @@ impl Outcome {
     /// The build broke; the message is the whole error chain (which never holds a secret).
     pub fn failed(e: &anyhow::Error, elapsed: Duration) -> Outcome {
         Outcome {
-            error: Some(format!("{e:#}")),
+            error: Some(super::error_text(e)),
             ..Outcome::new("failed", 2, elapsed)
         }
     }

@@ -27,22 +27,34 @@ pub struct Walked {
 /// pull `/etc/shadow` into the media by a link. Anything else that is not a
 /// regular file or folder is an error naming it.
 pub fn walk(root: &Path) -> io::Result<Vec<Walked>> {
-    walk_all(root).map(|(files, _)| files)
+    walk_all(root).map(|t| t.files)
+}
+
+/// What [`walk_all`] found under a source folder.
+#[derive(Debug, Default)]
+pub struct Tree {
+    /// Regular files, sorted by relative path.
+    pub files: Vec<Walked>,
+    /// Folders that hold nothing (relative, sorted; `""` for an empty root).
+    pub empty: Vec<String>,
+    /// Symbolic links followed (relative path of the link, its real target),
+    /// sorted: `plan` shows each.
+    pub links: Vec<(String, PathBuf)>,
 }
 
 /// [`walk`], and the folders under `root` that hold nothing (relative,
 /// sorted; `""` when `root` itself is an empty folder): installers can
 /// expect them, so the media keep them.
-pub fn walk_all(root: &Path) -> io::Result<(Vec<Walked>, Vec<String>)> {
-    let mut empty = Vec::new();
+pub fn walk_all(root: &Path) -> io::Result<Tree> {
+    let mut t = Tree::default();
     let md = std::fs::metadata(root)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
     let mut out = Vec::new();
     if md.is_file() {
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = match root.file_name() {
+            Some(n) => utf8_name(n, root)?,
+            None => String::new(),
+        };
         std::fs::File::open(root)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
         out.push(Walked {
@@ -50,15 +62,49 @@ pub fn walk_all(root: &Path) -> io::Result<(Vec<Walked>, Vec<String>)> {
             abs: root.to_path_buf(),
             size: md.len(),
         });
-        return Ok((out, empty));
+        t.files = out;
+        return Ok(t);
     }
     let real = root
         .canonicalize()
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
-    walk_dir(root, "", &real, &mut out, &mut empty)?;
+    walk_dir(root, "", &real, &mut out, &mut t)?;
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    empty.sort();
-    Ok((out, empty))
+    t.files = out;
+    t.empty.sort();
+    t.links.sort();
+    Ok(t)
+}
+
+/// A file name as UTF-8, or an error showing its bytes. Windows names are
+/// Unicode; a name that is not UTF-8 (a Latin-1 name out of an old archive)
+/// has no defined Windows spelling, and guessing one could make two names
+/// one or break the scripts that name the file: it is refused.
+fn utf8_name(name: &std::ffi::OsStr, path: &Path) -> io::Result<String> {
+    if let Some(s) = name.to_str() {
+        return Ok(s.to_string());
+    }
+    let bytes = name.as_encoded_bytes();
+    let shown: String = bytes
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) && b != b'\\' {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect();
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}/{shown}: the name is not UTF-8 (bytes {}); rename it to a UTF-8 name (e.g. `convmv -f latin1 -t utf8 --notest -r {}` for names out of a Latin-1 archive)",
+            dir.display(),
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+            dir.display()
+        ),
+    ))
 }
 
 fn walk_dir(
@@ -66,18 +112,18 @@ fn walk_dir(
     prefix: &str,
     real_root: &Path,
     out: &mut Vec<Walked>,
-    empty: &mut Vec<String>,
+    t: &mut Tree,
 ) -> io::Result<()> {
     let rd = std::fs::read_dir(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     let mut entries: Vec<_> = rd.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     if entries.is_empty() {
-        empty.push(prefix.to_string());
+        t.empty.push(prefix.to_string());
     }
     for e in entries {
         let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
+        let name = utf8_name(&e.file_name(), &path)?;
         let rel = if prefix.is_empty() {
             name
         } else {
@@ -110,11 +156,12 @@ fn walk_dir(
                     ),
                 ));
             }
+            t.links.push((rel.clone(), target));
         }
         let md = std::fs::metadata(&path)
             .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
         if md.is_dir() {
-            walk_dir(&path, &rel, real_root, out, empty)?;
+            walk_dir(&path, &rel, real_root, out, t)?;
         } else if md.is_file() {
             std::fs::File::open(&path)
                 .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))?;
@@ -266,4 +313,53 @@ pub fn regions(f: &std::fs::File, len: u64) -> Vec<(u64, u64, bool)> {
 pub fn remove_any(p: &Path) {
     let _ = std::fs::remove_dir_all(p);
     let _ = std::fs::remove_file(p);
+}
+
+/// The file system holding `path` (or its nearest existing ancestor): the
+/// device or source it is mounted from, its mount point, and the bytes free
+/// to an unprivileged writer. None when it cannot be told.
+pub fn space(path: &Path) -> Option<(String, PathBuf, u64)> {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        p = p.parent()?.to_path_buf();
+    }
+    let p = std::fs::canonicalize(&p).ok()?;
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct from a valid C string path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    // mountinfo: id parent major:minor root MOUNT opts… - fstype SOURCE superopts
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let (source, mount) = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let mount = PathBuf::from(f.get(4)?.replace("\\040", " "));
+            let dash = f.iter().position(|x| *x == "-")?;
+            let source = f.get(dash + 2)?.to_string();
+            p.starts_with(&mount).then_some((source, mount))
+        })
+        .max_by_key(|(_, m)| m.as_os_str().len())?;
+    Some((source, mount, free))
+}
+
+/// Whether `e` or one of its causes is "no space left on device".
+pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(io) = x.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        // Some errors keep only their cause's text.
+        if x.to_string().contains(&format!("(os error {})", libc::ENOSPC)) {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }

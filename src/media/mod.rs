@@ -85,6 +85,10 @@ pub struct MediaTree {
     /// WIM and on the FAT volume, as installers can expect them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<String>,
+    /// Symbolic links of the content that were followed: the media path of
+    /// the link and the file or folder it points at (shown by `plan`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(String, PathBuf)>,
 }
 
 impl MediaTree {
@@ -303,7 +307,11 @@ pub fn build_tree(
         }
     }
     let mut dirs = Vec::new();
+    let mut links = Vec::new();
     for (id, src) in content {
+        for (rel, target) in facts.links.get(src).into_iter().flatten() {
+            links.push((format!("SMS/PKG/{id}/{rel}"), target.clone()));
+        }
         for rel in facts.empty_dirs.get(src).into_iter().flatten() {
             dirs.push(if rel.is_empty() {
                 format!("SMS/PKG/{id}")
@@ -381,10 +389,12 @@ pub fn build_tree(
     }
     dirs.sort();
     dirs.dedup();
+    links.sort();
     let mut tree = MediaTree {
         members,
         variables,
         dirs,
+        links,
     };
     let est = variables::estimate_size(&tree.variables);
     if let Some(m) = tree

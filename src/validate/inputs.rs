@@ -92,6 +92,9 @@ pub struct InputFacts {
     /// Empty folders of each content source (relative; `""` for an empty
     /// source folder), keyed like `trees`.
     pub empty_dirs: BTreeMap<PathBuf, Vec<String>>,
+    /// Symbolic links followed inside each content source (relative path,
+    /// real target), keyed like `trees`.
+    pub links: BTreeMap<PathBuf, Vec<(String, PathBuf)>>,
     /// DER of `site.root_ca_certificates`, in order.
     pub site_root_cas: Vec<Vec<u8>>,
     /// DER of `site.signing_certificate`.
@@ -120,9 +123,16 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
     for (key, src) in sources {
         let abs = dir.join(src);
         match fsutil::walk_all(&abs) {
-            Ok((files, empty)) => {
+            Ok(fsutil::Tree {
+                files,
+                empty,
+                links,
+            }) => {
                 if !empty.is_empty() {
                     facts.empty_dirs.insert(src.to_path_buf(), empty);
+                }
+                if !links.is_empty() {
+                    facts.links.insert(src.to_path_buf(), links);
                 }
                 // Names Windows cannot open (the media are read by Windows PE).
                 let reserved: Vec<&str> = files
@@ -140,11 +150,21 @@ pub(super) fn check(r: &Recipe, dir: &Path, d: &mut Vec<Diagnostic>) -> InputFac
                 }
                 facts.trees.insert(src.to_path_buf(), files);
             }
-            Err(e) => d.push(
-                Diagnostic::error(key, format!("cannot read source: {e}"))
-                    .value(src.display())
-                    .fix("check the path (relative to the recipe's folder) and its permissions"),
-            ),
+            Err(e) => {
+                let fix = match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        "check the path (relative to the recipe's folder) and its permissions"
+                    }
+                    // A link out of the folder, a name that is not UTF-8, …:
+                    // the message says what to change in the source folder.
+                    _ => "change what the message names in the source folder",
+                };
+                d.push(
+                    Diagnostic::error(key, format!("cannot read source: {e}"))
+                        .value(src.display())
+                        .fix(fix),
+                )
+            }
         }
     }
     for (key, f) in [

@@ -414,10 +414,15 @@ fn disk_full_leaves_nothing() {
     sh(&format!("umount '{}'", d.out().display()));
     assert_eq!(r.status.code(), Some(2), "{}", text(&r));
     let t = text(&r);
-    assert!(
-        t.contains("No space left on device") || t.contains("Failed to write data"),
-        "{t}"
+    // Said the way a user acts on it, each cause once.
+    let want = format!(
+        "no space left on tmpfs (mounted at {}) writing the outputs in {}",
+        d.out().display(),
+        d.out().display()
     );
+    assert!(t.contains(&want), "{t}");
+    assert!(t.contains("more)") && t.contains("is free"), "{t}");
+    assert!(t.matches("os error").count() <= 1, "a cause printed twice: {t}");
     assert!(
         listing.is_empty(),
         "left behind on a full disk: {listing:?}"

@@ -592,6 +592,11 @@ fn links_out_of_a_source_folder_are_refused_links_inside_are_followed() {
     std::os::unix::fs::symlink(&first, office.join("link-inside")).unwrap();
     let o = run(&["check", own.recipe().to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // `plan` shows every link it follows, and where it leads.
+    let o = run(&["plan", own.recipe().to_str().unwrap()], &[]);
+    let real = office.join(&first).canonicalize().unwrap();
+    let want = format!("SMS/PKG/PS100101/link-inside → {}", real.display());
+    assert!(text(&o).contains(&want), "{want} not in\n{}", text(&o));
     // A link leading out of the folder: refused, naming the key and the target.
     std::os::unix::fs::symlink(&secret, office.join("link-out")).unwrap();
     refused_file(
@@ -675,4 +680,48 @@ fn a_literal_secret_is_never_echoed_by_a_diagnostic() {
             );
         }
     }
+}
+
+#[test]
+fn a_damaged_input_image_is_blamed_on_the_input_and_reaches_no_media() {
+    let own = Demo::new();
+    let wim = own.dir().join("images/install.wim");
+    // wimlib copies an exported image's compressed data as it is: without a
+    // check, this damage would reach the media with exit 0.
+    let mut bytes = std::fs::read(&wim).unwrap();
+    let n = bytes.len();
+    for i in 1..10 {
+        bytes[n * i / 10..n * i / 10 + 512].fill(0xff);
+    }
+    std::fs::write(&wim, &bytes).unwrap();
+    let o = run(&["build", own.recipe().to_str().unwrap(), "--no-cache"], &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    let want = format!(
+        "os_image.source: the input {} is damaged (image 2:",
+        wim.display()
+    );
+    assert!(t.contains(&want), "{t}");
+    assert!(!t.contains("staging"), "blamed on a staging path: {t}");
+    let left: Vec<_> = std::fs::read_dir(own.out())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_is_refused_showing_its_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let own = Demo::new();
+    let office = own.dir().join("content/apps/office");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(office.join(name), b"latin-1 name").unwrap();
+    refused_file(
+        &own.recipe(),
+        &[
+            "applications[0].source",
+            "caf\\xe9.txt: the name is not UTF-8 (bytes 63 61 66 e9 2e 74 78 74)",
+            "convmv",
+        ],
+    );
 }
