@@ -239,6 +239,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
             };
             let plan = make_plan(file, &dir, recipe, digest, tree, boot, os);
             diags.extend(long_paths(&plan));
+            diags.extend(beyond_path_max(&plan));
             diags.extend(crate::render::disk::check(&plan).into_iter().map(|d| {
                 let pos = locs.value(&d.key);
                 d.at(pos)
@@ -265,7 +266,7 @@ fn long_paths(plan: &Plan) -> Option<Diagnostic> {
         .map(|m| m.path.as_str())
         .filter(|p| p.encode_utf16().count() > MAX_MEDIA_PATH)
         .collect();
-    let first = long.first()?;
+    let first = shorten(long.first()?);
     Some(
         Diagnostic::warning(
             "",
@@ -275,6 +276,57 @@ fn long_paths(plan: &Plan) -> Option<Diagnostic> {
             ),
         )
         .fix("shorten the folder names in the content source"),
+    )
+}
+
+/// A long path for a message: its start and its end.
+fn shorten(p: &str) -> String {
+    let chars: Vec<char> = p.chars().collect();
+    if chars.len() <= 120 {
+        return p.to_string();
+    }
+    let head: String = chars[..60].iter().collect();
+    let tail: String = chars[chars.len() - 60..].iter().collect();
+    format!("{head}…{tail} ({} characters)", chars.len())
+}
+
+/// Linux's limit on a path (PATH_MAX, 4096 bytes with the closing NUL).
+const PATH_MAX: usize = 4095;
+
+/// An error for a media path that, under the output folder's staging folder
+/// (where the build extracts what it wrote to check it), would pass
+/// [`PATH_MAX`]: the build would fail at its last step.
+fn beyond_path_max(plan: &Plan) -> Option<Diagnostic> {
+    let out = std::fs::canonicalize(&plan.out_dir)
+        .or_else(|_| std::path::absolute(&plan.out_dir))
+        .unwrap_or_else(|_| plan.out_dir.clone());
+    // `OUT/.mediabuild-staging-NAME-PID/verify-fresh/`, with a PID of 7 digits.
+    let prefix = out.as_os_str().len()
+        + "/.mediabuild-staging-".len()
+        + plan.media_name.len()
+        + "-4194304/verify-fresh/".len();
+    let long: Vec<&media::Member> = plan
+        .media
+        .members
+        .iter()
+        .filter(|m| prefix + m.path.len() > PATH_MAX)
+        .collect();
+    let first = long.first()?;
+    Some(
+        Diagnostic::error(
+            "",
+            format!(
+                "{} media path(s) too long to build: {} is {} bytes, and under the output folder's staging folder ({prefix} bytes) it passes Linux's limit of {PATH_MAX} bytes",
+                long.len(),
+                shorten(&first.path),
+                first.path.len()
+            ),
+        )
+        .value(&first.group)
+        .fix(format!(
+            "shorten the folder names in the source of {} (Windows needs long-path support past 260 characters anyway), or use an output folder with a shorter path",
+            first.group
+        )),
     )
 }
 

@@ -725,3 +725,35 @@ fn a_file_name_that_is_not_utf8_is_refused_showing_its_bytes() {
         ],
     );
 }
+
+#[test]
+fn a_media_path_too_long_to_build_fails_at_check() {
+    let own = Demo::new();
+    // 19 folders of 200 characters and a file: a 4,045-character media path
+    // (built one folder at a time: the whole path is past PATH_MAX).
+    let deep = own.dir().join("content/deep");
+    std::fs::create_dir_all(&deep).unwrap();
+    let d = "d".repeat(200);
+    let o = sh(&format!(
+        "cd '{}' && for i in $(seq 19); do mkdir {d} && cd {d} || exit 1; done && echo x > {}.txt",
+        deep.display(),
+        "g".repeat(4045 - 19 * 201 - 17 - 4)
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let p = own.variant(
+        "deep.yaml",
+        &[(
+            "driver_packages:\n",
+            "driver_packages:\n  - { id: PS100303, name: Deep, source: content/deep }\n",
+        )],
+    );
+    refused_file(
+        &p,
+        &[
+            "1 media path(s) too long to build: SMS/PKG/PS100303/ddd",
+            "(4045 characters) is 4045 bytes",
+            "passes Linux's limit of 4095 bytes",
+            "shorten the folder names in the source of PS100303",
+        ],
+    );
+}
