@@ -167,7 +167,11 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
                     "",
                     format!("cannot read the recipe {}: {e}", file.display()),
                 )
-                .fix("give the path of a recipe YAML file"),
+                .fix(if e.kind() == std::io::ErrorKind::InvalidData {
+                    "save the recipe as UTF-8 (UTF-16 with a byte-order mark is read too)"
+                } else {
+                    "give the path of a recipe YAML file"
+                }),
             );
             return out;
         }

@@ -260,8 +260,45 @@ pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
 
 /// [`read_small`] as UTF-8 text.
 pub fn read_small_text(path: &Path, max: u64) -> io::Result<String> {
-    String::from_utf8(read_small(path, max)?)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+    decode_text(read_small(path, max)?)
+}
+
+/// Text as Windows editors save it: UTF-8 (a byte-order mark is kept for the
+/// reader to skip), or UTF-16 with its byte-order mark (PowerShell 5's
+/// `Out-File` default). Bytes that are neither are an error saying where.
+pub fn decode_text(bytes: Vec<u8>) -> io::Result<String> {
+    let utf16 = |be: bool| {
+        let units: Vec<u16> = bytes[2..]
+            .chunks(2)
+            .map(|c| {
+                let pair = [c[0], *c.get(1).unwrap_or(&0)];
+                if be {
+                    u16::from_be_bytes(pair)
+                } else {
+                    u16::from_le_bytes(pair)
+                }
+            })
+            .collect();
+        String::from_utf16(&units).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "not text: broken UTF-16 after a UTF-16 byte-order mark")
+        })
+    };
+    match bytes.get(..2) {
+        Some([0xff, 0xfe]) => return utf16(false),
+        Some([0xfe, 0xff]) => return utf16(true),
+        _ => {}
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let bad = e.as_bytes()[good.len()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not UTF-8 text: the byte 0x{bad:02X} at line {line}, column {col} is not UTF-8 (save the file as UTF-8)"),
+        )
+    })
 }
 
 /// Creates `path`'s parent folders, then writes `bytes` to it.

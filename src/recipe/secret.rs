@@ -156,7 +156,11 @@ impl SecretRef {
         // A secret is short: 64 KiB is room for any password or passphrase.
         let text = crate::fsutil::read_small_text(&path, 64 << 10)
             .map_err(|e| SecretError::File(path.clone(), e))?;
-        let value = text.trim_end_matches(['\r', '\n']).to_string();
+        // An editor's byte-order mark is not part of the secret.
+        let value = text
+            .trim_start_matches('\u{feff}')
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
         if value.is_empty() {
             return Err(SecretError::EmptyFile(path));
         }
@@ -270,6 +274,31 @@ mod tests {
         assert!(!is_secret_path("variables.OSDComputerName"));
         assert!(!is_secret_path("security.passwords"));
         assert!(!is_secret_path("media.name"));
+    }
+
+    #[test]
+    fn a_secret_file_saved_by_windows_editors_is_read_without_its_marks() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            ("utf8-bom", b"\xef\xbb\xbfcorrect horse\r\n".to_vec()),
+            (
+                "utf16",
+                [0xff, 0xfe]
+                    .into_iter()
+                    .chain("correct horse\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+                    .collect(),
+            ),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let r = SecretRef {
+                env: None,
+                file: Some(p),
+            };
+            assert_eq!(r.resolve(dir.path()).unwrap().expose(), "correct horse", "{name}");
+        }
     }
 
     #[test]

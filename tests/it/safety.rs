@@ -405,6 +405,25 @@ fn messages_speak_of_the_recipe_not_of_the_parser() {
         &["U+0000", "msg-nul.yaml:7:13", "d\u{e9}mo\u{fffd}wtg"],
     );
     assert!(!t.contains('\0'));
+    // A recipe saved as UTF-16 with its byte-order mark (PowerShell 5's
+    // `Out-File`) is read; one in Latin-1 is refused saying where.
+    let d = demo();
+    let base = std::fs::read_to_string(d.recipe()).unwrap();
+    let u16 = d.dir().join("utf16.yaml");
+    let mut bytes = vec![0xff, 0xfe];
+    bytes.extend(base.encode_utf16().flat_map(u16::to_le_bytes));
+    std::fs::write(&u16, bytes).unwrap();
+    let o = run(&["check", u16.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let latin = d.dir().join("latin1.yaml");
+    let mut bytes = base.replace("name: demo-wtg", "name: demo-X").into_bytes();
+    let at = bytes.windows(6).position(|w| w == b"demo-X").unwrap() + 5;
+    bytes[at] = 0xe9;
+    std::fs::write(&latin, bytes).unwrap();
+    refused_file(
+        &latin,
+        &["the byte 0xE9 at line 7, column 14 is not UTF-8", "save the recipe as UTF-8"],
+    );
 }
 
 #[test]
