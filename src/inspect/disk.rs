@@ -74,31 +74,40 @@ impl DiskImage {
         let io = |e| InspectError::io("read", path, e);
         let mut f = std::fs::File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
-        let mbr = mbrman::MBR::read_from(&mut f, 512).map_err(|e| InspectError::Damaged {
+        let damaged = |what: String| InspectError::Damaged {
             path: path.to_path_buf(),
-            what: format!("cannot read the MBR: {e}"),
-        })?;
+            what,
+        };
+        let mbr = read_mbr(&mut f).map_err(damaged)?;
         let mut problems = Vec::new();
-        let protective = mbr.iter().any(|(_, p)| p.is_used() && p.sys == 0xEE);
+        let protective = mbr.entries.iter().any(|e| e.sys == 0xEE);
         let table = if protective {
-            gpt_table(&mut f, path, &mut problems)?
+            // A third-party reader: whatever it meets, a damaged table is an
+            // error of the image, never a crash of the tool.
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                gpt_table(&mut f, path, &mut problems)
+            }));
+            match read {
+                Ok(t) => t?,
+                Err(_) => return Err(damaged("cannot read the GPT: it is malformed".into())),
+            }
         } else {
             let partitions = mbr
+                .entries
                 .iter()
-                .filter(|(_, p)| p.is_used())
-                .map(|(i, p)| PartitionFacts {
-                    number: i as u32,
-                    start: u64::from(p.starting_lba) * 512,
-                    size: u64::from(p.sectors) * 512,
-                    r#type: format!("0x{:02X}", p.sys),
-                    active: Some(p.is_active()),
+                .map(|e| PartitionFacts {
+                    number: e.number,
+                    start: u64::from(e.start) * 512,
+                    size: u64::from(e.sectors) * 512,
+                    r#type: format!("0x{:02X}", e.sys),
+                    active: Some(e.status == 0x80),
                     name: None,
                     guid: None,
                 })
                 .collect();
             TableFacts {
                 scheme: "mbr".into(),
-                disk_id: format!("0x{:08X}", u32::from_le_bytes(mbr.header.disk_signature)),
+                disk_id: format!("0x{:08X}", mbr.disk_id),
                 partitions,
             }
         };
@@ -289,6 +298,67 @@ fn walk<T: fatfs::ReadWriteSeek>(
         }
     }
     Ok(())
+}
+
+/// The four primary entries of a classic MBR, read from the layout itself
+/// (boot signature 0x55AA at byte 510; entries of 16 bytes from byte 446:
+/// status, CHS start, type, CHS end, first LBA and sector count, little
+/// endian). Only used entries (type not 0) are kept.
+struct Mbr {
+    disk_id: u32,
+    entries: Vec<MbrEntry>,
+}
+
+struct MbrEntry {
+    number: u32,
+    status: u8,
+    sys: u8,
+    start: u32,
+    sectors: u32,
+}
+
+fn read_mbr(f: &mut std::fs::File) -> Result<Mbr, String> {
+    let mut s = [0u8; 512];
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_exact(&mut s))
+        .map_err(|e| format!("cannot read the MBR: {e}"))?;
+    if s[510..512] != [0x55, 0xAA] {
+        return Err("no MBR: the boot signature 0x55AA at byte 510 is missing".into());
+    }
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut entries = Vec::new();
+    for i in 0..4 {
+        let e = &s[446 + 16 * i..446 + 16 * (i + 1)];
+        if e[4] == 0 {
+            continue;
+        }
+        let (start, sectors) = (le32(&e[8..12]), le32(&e[12..16]));
+        if e[0] != 0 && e[0] != 0x80 {
+            return Err(format!(
+                "MBR entry {} has the status 0x{:02X} (only 0x00 and 0x80 exist)",
+                i + 1,
+                e[0]
+            ));
+        }
+        if e[4] != 0xEE && (start == 0 || sectors == 0) {
+            return Err(format!(
+                "MBR entry {} (type 0x{:02X}) starts at sector {start} with {sectors} sectors: sector 0 is the MBR itself and a partition holds at least one sector",
+                i + 1,
+                e[4]
+            ));
+        }
+        entries.push(MbrEntry {
+            number: i as u32 + 1,
+            status: e[0],
+            sys: e[4],
+            start,
+            sectors,
+        });
+    }
+    Ok(Mbr {
+        disk_id: le32(&s[440..444]),
+        entries,
+    })
 }
 
 fn gpt_table(

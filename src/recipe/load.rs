@@ -73,6 +73,14 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) 
             return (None, diags);
         }
     };
+    // YAML merge keys (`<<: *base`), as other YAML tools read them.
+    if let Err(e) = value.apply_merge() {
+        diags.push(
+            Diagnostic::error("", format!("YAML merge key (`<<`): {e}"))
+                .fix("`<<:` takes an alias of a mapping (`<<: *name`) or a list of them"),
+        );
+        return (None, diags);
+    }
     super::schema::strip_unknown(&mut value, locs, &mut diags);
     let Some(map) = value.as_mapping() else {
         diags.push(
