@@ -128,7 +128,13 @@ fn excerpt(line: &str, col: usize) -> (String, usize) {
     // shown as U+FFFD, never sent to the terminal.
     let chars: Vec<char> = line
         .chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect();
     if chars.len() <= EXCERPT {
         return (chars.into_iter().collect(), col);

@@ -110,8 +110,9 @@ pub fn check_locked(plan: &Plan, args: &BuildArgs) -> Result<usize> {
     };
     let c = open_for(plan, args)?;
     let now = mediabuild::lock::compute(plan, c.as_ref())?;
-    let text = mediabuild::fsutil::read_small_text(&plan.recipe_file, mediabuild::fsutil::SMALL_FILE_MAX)
-        .unwrap_or_default();
+    let text =
+        mediabuild::fsutil::read_small_text(&plan.recipe_file, mediabuild::fsutil::SMALL_FILE_MAX)
+            .unwrap_or_default();
     let drift = mediabuild::lock::drift(&locked, &now, &text);
     if drift.is_empty() {
         return Ok(0);

@@ -280,7 +280,10 @@ pub fn decode_text(bytes: Vec<u8>) -> io::Result<String> {
             })
             .collect();
         String::from_utf16(&units).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, "not text: broken UTF-16 after a UTF-16 byte-order mark")
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not text: broken UTF-16 after a UTF-16 byte-order mark",
+            )
         })
     };
     match bytes.get(..2) {
@@ -393,7 +396,9 @@ pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
             }
         }
         // Some errors keep only their cause's text.
-        if x.to_string().contains(&format!("(os error {})", libc::ENOSPC)) {
+        if x.to_string()
+            .contains(&format!("(os error {})", libc::ENOSPC))
+        {
             return true;
         }
         cur = x.source();

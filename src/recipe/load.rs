@@ -155,7 +155,11 @@ fn syntax_error(text: &str, e: &serde_yaml::Error) -> Diagnostic {
         })
         .or_else(|| {
             let n = full.split(" at position ").nth(1)?;
-            let n: usize = n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            let n: usize = n
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
             Some(pos_of_offset(text, n))
         });
     let fix = "fix the YAML syntax at the position shown (indentation, quotes, colons)";
@@ -248,7 +252,10 @@ fn unprintable(text: &str) -> Option<Diagnostic> {
     Some(
         Diagnostic::error(
             "",
-            format!("the recipe holds the character U+{:04X}, which YAML does not allow", c as u32),
+            format!(
+                "the recipe holds the character U+{:04X}, which YAML does not allow",
+                c as u32
+            ),
         )
         .at(Some(pos_of_offset(text, at)))
         .fix(fix),
@@ -428,14 +435,20 @@ fn serde_diag(path: &str, msg: &str, locs: &Locations) -> Diagnostic {
 /// Content`, `u32`, `Value::Tagged enum`); an enumerated key lists its values.
 fn plain(msg: &str, path: &str) -> String {
     let mut m = msg.to_string();
-    if let Some(at) = m.find("expected a Value::Tagged enum").or_else(|| m.find("expected enum ")) {
+    if let Some(at) = m
+        .find("expected a Value::Tagged enum")
+        .or_else(|| m.find("expected enum "))
+    {
         let values = super::schema::allowed_values(path)
             .map(|v| format!("expected one of: {}", v.join(", ")))
             .unwrap_or_else(|| "expected one of the values in the recipe reference".into());
         m = format!("{}{values}", &m[..at]);
     }
     if let Some(at) = m.find("expected struct ") {
-        m = format!("{}expected a mapping of keys (`key: value` lines, or `{{ key: value }}`)", &m[..at]);
+        m = format!(
+            "{}expected a mapping of keys (`key: value` lines, or `{{ key: value }}`)",
+            &m[..at]
+        );
     }
     for (t, max) in [
         ("u8", "255"),
@@ -446,11 +459,17 @@ fn plain(msg: &str, path: &str) -> String {
     ] {
         let what = format!("expected {t}");
         if m.ends_with(&what) {
-            m = format!("{}expected a whole number from 0 to {max}", &m[..m.len() - what.len()]);
+            m = format!(
+                "{}expected a whole number from 0 to {max}",
+                &m[..m.len() - what.len()]
+            );
         }
     }
     for (from, to) in [
-        ("invalid type: unit value", "invalid type: nothing (an empty value)"),
+        (
+            "invalid type: unit value",
+            "invalid type: nothing (an empty value)",
+        ),
         ("invalid type: sequence", "invalid type: a list"),
         ("invalid type: map", "invalid type: a mapping"),
         ("invalid type: enum", "invalid type: a tagged value"),

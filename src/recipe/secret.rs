@@ -228,7 +228,12 @@ mod tests {
 
     #[test]
     fn secret_keys_are_where_the_schema_has_secret_references() {
-        fn find(root: &serde_json::Value, s: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        fn find(
+            root: &serde_json::Value,
+            s: &serde_json::Value,
+            path: &str,
+            out: &mut Vec<String>,
+        ) {
             if path.matches('.').count() > 8 {
                 return;
             }
@@ -245,7 +250,11 @@ mod tests {
             }
             if let Some(p) = s.get("properties").and_then(|p| p.as_object()) {
                 for (k, v) in p {
-                    let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     find(root, v, &sub, out);
                 }
             }
@@ -286,7 +295,11 @@ mod tests {
                 "utf16",
                 [0xff, 0xfe]
                     .into_iter()
-                    .chain("correct horse\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+                    .chain(
+                        "correct horse\r\n"
+                            .encode_utf16()
+                            .flat_map(u16::to_le_bytes),
+                    )
                     .collect(),
             ),
         ] {
@@ -297,7 +310,11 @@ mod tests {
                 env: None,
                 file: Some(p),
             };
-            assert_eq!(r.resolve(dir.path()).unwrap().expose(), "correct horse", "{name}");
+            assert_eq!(
+                r.resolve(dir.path()).unwrap().expose(),
+                "correct horse",
+                "{name}"
+            );
         }
     }
 

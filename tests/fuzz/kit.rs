@@ -358,7 +358,9 @@ fn seed() -> u64 {
 
 /// The committed corpus of `target`, plus `extra` entries made at test time.
 pub fn corpus(target: &str, extra: Vec<Input>) -> Vec<Input> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -373,9 +375,9 @@ fn save_failure(target: &str, input: &Input) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/failures");
     let _ = std::fs::create_dir_all(&dir);
     let bytes = input.encode();
-    let h = bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let p = dir.join(format!("{target}-{h:016x}.sparse"));
     let _ = std::fs::write(&p, bytes);
     p

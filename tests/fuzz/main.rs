@@ -36,7 +36,10 @@ fn recipe_loader() {
     let mut extra = Vec::new();
     for name in ["demo.yaml", "minimal.yaml", "windows-to-go.yaml"] {
         let text = std::fs::read_to_string(root.join("recipes").join(name)).unwrap();
-        extra.push(Input::plain(name, text.replace("../demo/", "").into_bytes()));
+        extra.push(Input::plain(
+            name,
+            text.replace("../demo/", "").into_bytes(),
+        ));
     }
     extra.push(Input::plain(
         "generated.yaml",

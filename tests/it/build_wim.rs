@@ -422,7 +422,10 @@ fn disk_full_leaves_nothing() {
     );
     assert!(t.contains(&want), "{t}");
     assert!(t.contains("more)") && t.contains("is free"), "{t}");
-    assert!(t.matches("os error").count() <= 1, "a cause printed twice: {t}");
+    assert!(
+        t.matches("os error").count() <= 1,
+        "a cause printed twice: {t}"
+    );
     assert!(
         listing.is_empty(),
         "left behind on a full disk: {listing:?}"

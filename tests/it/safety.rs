@@ -336,8 +336,14 @@ fn deep_nesting_and_many_unknown_keys_are_checked_in_linear_time() {
     // A map and a list nested 100,000 deep (the YAML scanner's work grows with
     // the square of the depth: half a minute before the depth limit).
     for (name, deep) in [
-        ("deep-map", format!("{}1{}", "{a: ".repeat(100_000), "}".repeat(100_000))),
-        ("deep-list", format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))),
+        (
+            "deep-map",
+            format!("{}1{}", "{a: ".repeat(100_000), "}".repeat(100_000)),
+        ),
+        (
+            "deep-list",
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
         ("deep-block", "- ".repeat(100_000) + "x"),
     ] {
         let p = d.dir().join(format!("{name}.yaml"));
@@ -349,11 +355,18 @@ fn deep_nesting_and_many_unknown_keys_are_checked_in_linear_time() {
         assert!(t.contains("nests deeper than 64 levels"), "{name}: {t}");
         let line = base.lines().count() + 2;
         assert!(t.contains(&format!("{name}.yaml:{line}:")), "{name}: {t}");
-        assert!(t0.elapsed() < Duration::from_secs(10), "{name}: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{name}: {:?}",
+            t0.elapsed()
+        );
     }
     // 200,000 unknown keys: each reported once, in time linear in their number.
     let keys: String = (0..200_000).map(|i| format!("  junk{i}: 1\n")).collect();
-    let p = d.variant("unknown-keys.yaml", &[("media:\n", &format!("media:\n{keys}"))]);
+    let p = d.variant(
+        "unknown-keys.yaml",
+        &[("media:\n", &format!("media:\n{keys}"))],
+    );
     let t0 = Instant::now();
     let o = run(&["check", p.to_str().unwrap(), "--json"], &[]);
     assert_eq!(o.status.code(), Some(2));
@@ -394,7 +407,10 @@ fn messages_speak_of_the_recipe_not_of_the_parser() {
     // A tag is named as such, not as an "enum".
     refused(
         "msg-tag",
-        &[("OSDComputerName: WTG-DEMO-01", "OSDComputerName: !computer WTG-DEMO-01")],
+        &[(
+            "OSDComputerName: WTG-DEMO-01",
+            "OSDComputerName: !computer WTG-DEMO-01",
+        )],
         &["variables.OSDComputerName: a YAML tag (`!name`) has no meaning in a recipe"],
     );
     // A NUL byte at its own line:column (line 7, after a non-ASCII character),
@@ -422,7 +438,10 @@ fn messages_speak_of_the_recipe_not_of_the_parser() {
     std::fs::write(&latin, bytes).unwrap();
     refused_file(
         &latin,
-        &["the byte 0xE9 at line 7, column 14 is not UTF-8", "save the recipe as UTF-8"],
+        &[
+            "the byte 0xE9 at line 7, column 14 is not UTF-8",
+            "save the recipe as UTF-8",
+        ],
     );
 }
 
@@ -713,7 +732,10 @@ fn a_damaged_input_image_is_blamed_on_the_input_and_reaches_no_media() {
         bytes[n * i / 10..n * i / 10 + 512].fill(0xff);
     }
     std::fs::write(&wim, &bytes).unwrap();
-    let o = run(&["build", own.recipe().to_str().unwrap(), "--no-cache"], &[]);
+    let o = run(
+        &["build", own.recipe().to_str().unwrap(), "--no-cache"],
+        &[],
+    );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     let want = format!(
