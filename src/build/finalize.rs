@@ -527,6 +527,35 @@ impl Publish {
     }
 }
 
+/// The output folder's publish lock: an exclusive `flock` on the folder
+/// itself (no file is added to it), held while a build completes an
+/// interrupted publish and while it reads `SHA256SUMS` and publishes. Two
+/// builds into one folder (two recipes sharing `out/`) then publish one after
+/// the other; without it the second could write `SHA256SUMS` from a copy read
+/// before the first published, and drop the first's lines. Released on drop
+/// (and by the kernel when the process dies).
+pub(super) struct FolderLock(#[allow(dead_code)] std::fs::File);
+
+impl FolderLock {
+    pub(super) fn acquire(out_dir: &Path) -> Result<FolderLock, BuildError> {
+        use std::os::unix::io::AsRawFd;
+        let f = std::fs::File::open(out_dir)
+            .map_err(|e| BuildError::io("open output folder", out_dir, e))?;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                return Ok(FolderLock(f));
+            }
+            // A file system without locks (some network ones): go on
+            // unlocked, as before; only concurrent publishes lose the order.
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Ok(FolderLock(f));
+            }
+        }
+    }
+}
+
 /// Completes the publishes that builds killed midway left in `out_dir`
 /// (journals of PIDs that no longer run): every rename not done yet is done,
 /// in order. Returns how many journals were completed.

@@ -270,6 +270,17 @@ fn fault(point: &str) -> Result<(), BuildError> {
     }
 }
 
+/// Tests only: `MEDIABUILD_TEST_PAUSE=POINT:MS` sleeps at `POINT` (to hold
+/// a build inside its publish while another one runs).
+fn pause(point: &str) {
+    if let Ok(v) = std::env::var("MEDIABUILD_TEST_PAUSE") {
+        if let Some(ms) = v.strip_prefix(point).and_then(|r| r.strip_prefix(':')) {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+        }
+    }
+}
+
 /// A folder (or file) removed when dropped unless kept.
 pub(crate) struct TempPath {
     path: PathBuf,
@@ -518,6 +529,7 @@ fn build_with(
     // A publish a killed build left half done is completed first (its
     // files are `.partial-PID` ones the sweep would remove).
     let completed = {
+        let _lock = finalize::FolderLock::acquire(&plan.out_dir)?;
         let mut trash = finalize::Trash::default();
         finalize::complete_interrupted(&plan.out_dir, &mut trash)
     };
@@ -581,6 +593,8 @@ fn build_with(
     let mut outputs = Vec::new();
     let mut trash = finalize::Trash::default();
     let mut publish = finalize::Publish::default();
+    // From reading SHA256SUMS to the last rename, one build at a time per folder.
+    let lock = finalize::FolderLock::acquire(&plan.out_dir)?;
     for r in rendered {
         outputs.push(finalize::finalize(
             &ctx,
@@ -594,7 +608,9 @@ fn build_with(
         )?);
     }
     finalize::update_sums(&plan.out_dir, &outputs, &mut publish)?;
+    pause("publish");
     publish.commit(&plan.out_dir, &mut trash)?;
+    drop(lock);
     trash.empty();
     phases.push(("finalize".to_string(), t.elapsed()));
     ctx.complete_exports(None);

@@ -147,6 +147,10 @@ impl DiskImage {
 
     /// Facts of the volume (label, id, clusters).
     pub fn fs_facts(&self) -> Result<FsFacts, String> {
+        guarded(|| self.fs_facts_unguarded())
+    }
+
+    fn fs_facts_unguarded(&self) -> Result<FsFacts, String> {
         let fs = self.fs()?;
         let stats = fs.stats().map_err(|e| e.to_string())?;
         Ok(FsFacts {
@@ -161,22 +165,26 @@ impl DiskImage {
 
     /// Every file of the volume: (path, size), sorted by path.
     pub fn list(&self) -> Result<Vec<(String, u64)>, String> {
-        list_fs(&self.fs()?)
+        guarded(|| list_fs(&self.fs()?))
     }
 
     /// Streams each file of `paths` (as [`DiskImage::list`] gives them) to
     /// `visit` with its index in `paths`, in one walk of the volume (see
     /// [`read_each`]); `visit` gets why when a file cannot be opened.
     pub fn read_each(&self, paths: &[&str], visit: &mut Visit<'_>) -> Result<(), String> {
-        read_each(&self.fs()?, paths, visit);
-        Ok(())
+        guarded(|| {
+            read_each(&self.fs()?, paths, visit);
+            Ok(())
+        })
     }
 
     /// Streams the file at `path` into `sink` (the volume is case-insensitive).
     pub fn read_into(&self, path: &str, sink: &mut dyn std::io::Write) -> Result<u64, String> {
-        let fs = self.fs()?;
-        let mut f = fs.root_dir().open_file(path).map_err(|e| e.to_string())?;
-        std::io::copy(&mut f, sink).map_err(|e| format!("cannot read: {e}"))
+        guarded(|| {
+            let fs = self.fs()?;
+            let mut f = fs.root_dir().open_file(path).map_err(|e| e.to_string())?;
+            std::io::copy(&mut f, sink).map_err(|e| format!("cannot read: {e}"))
+        })
     }
 
     /// Our own walk of every directory and cluster chain of the FAT.
@@ -186,6 +194,23 @@ impl DiskImage {
             Err(e) => vec![e],
         }
     }
+}
+
+/// `fatfs` is a third-party reader: whatever it meets in a damaged volume
+/// (the fuzz target found an arithmetic overflow on a crafted cluster
+/// number), a panic inside it is an error of the volume, never a crash of
+/// the tool. Our own check (`fatcheck`) says what is wrong.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!(
+            "the FAT volume is malformed (the FAT reader stopped: {why})"
+        ))
+    })
 }
 
 fn open_fs<S: ReadAt>(r: BlockReader<S>) -> Result<fatfs::FileSystem<BlockReader<S>>, String> {

@@ -343,6 +343,20 @@ fn open(
             }
         };
     }
+    let named_iso = src
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("iso"));
+    if named_iso {
+        d.push(
+            Diagnostic::error(
+                key,
+                "named .iso but not an ISO image: no ISO 9660 or UDF volume descriptor at 32 KiB",
+            )
+            .value(src.display())
+            .fix("a damaged or partial download? check it against its published checksum, or download it again"),
+        );
+        return None;
+    }
     if iso_path.is_some() {
         d.push(
             Diagnostic::error(

@@ -798,3 +798,67 @@ fn a_media_path_too_long_to_build_fails_at_check() {
         ],
     );
 }
+
+#[test]
+fn two_builds_into_one_folder_publish_one_after_the_other() {
+    // Two recipes sharing `out/` (different artefacts, one SHA256SUMS). The
+    // first is held inside its publish (after reading SHA256SUMS) while the
+    // second builds: without the folder's lock the second publishes first and
+    // the first then writes SHA256SUMS without the second's lines.
+    let own = Demo::new();
+    let only_wim = |name: &str| {
+        own.variant(
+            &format!("{name}.yaml"),
+            &[
+                ("wim: demo-wtg.wim", &format!("wim: {name}.wim")),
+                (
+                    "  disk: { path: demo-wtg.img,",
+                    "  #disk: { path: demo-wtg.img,",
+                ),
+                ("  creator_package:", "  #creator_package:"),
+                ("    path: demo-wtg-creator", "    #"),
+                ("    creator: tools/WTGCreator.exe", "    #"),
+                ("    enable_boot_redirect: true", "    #"),
+                ("    max_run_time_minutes: 120", "    #"),
+            ],
+        )
+    };
+    let (a, b) = (only_wim("site-a"), only_wim("site-b"));
+    let bin = env!("CARGO_BIN_EXE_mediabuild");
+    let first = std::process::Command::new(bin)
+        .args(["build", a.to_str().unwrap(), "-q", "--no-cache"])
+        .env("MEDIABUILD_TEST_PAUSE", "publish:6000")
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    let held = own.out().join(format!(".SHA256SUMS.partial-{pid}"));
+    let t0 = Instant::now();
+    while !held.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the first build never reached its publish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = run(&["build", b.to_str().unwrap(), "-q", "--no-cache"], &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0));
+    let sums = std::fs::read_to_string(own.out().join("SHA256SUMS")).unwrap();
+    for name in [
+        "site-a.wim",
+        "site-b.wim",
+        "site-a.wim.manifest.json",
+        "site-b.wim.manifest.json",
+    ] {
+        assert!(
+            sums.contains(&format!("  {name}\n")),
+            "{name} missing from SHA256SUMS:\n{sums}"
+        );
+    }
+    let check = sh(&format!(
+        "cd '{}' && sha256sum -c --quiet SHA256SUMS",
+        own.out().display()
+    ));
+    assert!(check.status.success(), "{}", text(&check));
+}

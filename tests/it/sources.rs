@@ -536,3 +536,21 @@ fn empty_folders_of_content_are_kept_in_the_wim_and_on_the_fat_volume() {
     let o = d.run(&["verify", d.wim().to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn a_file_named_iso_that_is_not_one_is_said_to_be_damaged() {
+    let d = Demo::new();
+    // A partial download: the first 20 KiB of nothing like an ISO.
+    std::fs::write(d.dir().join("images/Win11.iso"), vec![0x5a; 20 << 10]).unwrap();
+    let p = d.variant(
+        "not-an-iso.yaml",
+        &[("source: images/install.wim", "source: images/Win11.iso")],
+    );
+    let o = d.run(&["check", p.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("os_image.source: named .iso but not an ISO image") && t.contains("download"),
+        "{t}"
+    );
+}
