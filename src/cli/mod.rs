@@ -483,6 +483,26 @@ fn checked_plan(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<
     }
 }
 
+/// The media once staged and once per output (a disk image is sparse:
+/// what it holds, not its size): about what a build needs in its output folder.
+fn space_needed(plan: &Plan) -> u64 {
+    plan.total_size
+        .saturating_mul(plan.outputs.len() as u64 + 1)
+}
+
+/// ENOSPC somewhere in the chain; or wimlib's write failure (it keeps no
+/// errno) while the output folder's file system has less room than the
+/// build needs.
+fn disk_full_likely(plan: &Plan, e: &build::BuildError) -> bool {
+    if mediabuild::fsutil::is_disk_full(e) {
+        return true;
+    }
+    let write = matches!(e, build::BuildError::Wim(w) if w.is_write_failure());
+    write
+        && mediabuild::fsutil::space(&plan.out_dir)
+            .is_some_and(|(_, _, free)| free < space_needed(plan))
+}
+
 /// A full disk, said the way a user acts on it: which file system, what was
 /// being written, how much the build needs there and how much is free.
 fn disk_full(plan: &Plan, e: &build::BuildError) -> anyhow::Error {
@@ -495,11 +515,7 @@ fn disk_full(plan: &Plan, e: &build::BuildError) -> anyhow::Error {
     } else {
         at.display().to_string()
     };
-    // The media once staged and once per output (a disk image is sparse:
-    // what it holds, not its size).
-    let need = plan
-        .total_size
-        .saturating_mul(plan.outputs.len() as u64 + 1);
+    let need = space_needed(plan);
     let h = units::human;
     match mediabuild::fsutil::space(&at) {
         Some((source, mount, free)) => {
@@ -558,7 +574,7 @@ fn run_build(recipe: &Path, args: &BuildArgs, drawer: &draw::Draw) -> Result<Bui
     let started = Instant::now();
     let report = match build::build(&plan, &opts, drawer, &CANCEL) {
         Ok(r) => r,
-        Err(e) if mediabuild::fsutil::is_disk_full(&e) => return Err(disk_full(&plan, &e)),
+        Err(e) if disk_full_likely(&plan, &e) => return Err(disk_full(&plan, &e)),
         Err(e) => return Err(anyhow::Error::new(e).context("build failed")),
     };
     print_report(&plan, &report, started.elapsed());

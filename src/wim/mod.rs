@@ -46,6 +46,15 @@ pub enum WimError {
     Cancelled,
 }
 
+impl WimError {
+    /// wimlib could not write a file (it keeps no errno: a full disk, or a
+    /// file system that refused the write).
+    pub fn is_write_failure(&self) -> bool {
+        matches!(self, WimError::Lib { code, .. }
+            if *code == sys::wimlib_error_code_WIMLIB_ERR_WRITE as i32)
+    }
+}
+
 const ERR_ABORTED_BY_PROGRESS: c_int =
     sys::wimlib_error_code_WIMLIB_ERR_ABORTED_BY_PROGRESS as c_int;
 

@@ -68,7 +68,7 @@ fn type_error() {
         "type",
         &[("index: 1, arch: x64", "index: one, arch: x64")],
         &[
-            "error: boot_image.index: invalid type: string \"one\", expected u32",
+            "error: boot_image.index: invalid type: string \"one\", expected a whole number from 0 to 4294967295",
             "type.yaml:",
         ],
     );
