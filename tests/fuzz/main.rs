@@ -13,20 +13,23 @@ use mediabuild::validate::Mode;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// Demo inputs (small: the cases read them every time), generated once.
+/// Demo inputs (small: the cases read them every time), generated once per
+/// run under cargo's `target/tmp` (a static is never dropped: a temporary
+/// folder elsewhere would be left behind by every run).
 fn demo() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tempfile::tempdir().expect("tempdir");
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-demo");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("fuzz-demo folder");
         let opts = mediabuild::demo::DemoOptions {
             size: 1 << 20,
             files: 40,
             ..Default::default()
         };
-        mediabuild::demo::generate(d.path(), &opts).expect("demo inputs");
+        mediabuild::demo::generate(&d, &opts).expect("demo inputs");
         d
     })
-    .path()
 }
 
 #[test]
