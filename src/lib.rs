@@ -5,12 +5,16 @@
 //! arguments and draws what the library reports.
 
 pub mod bench;
+pub mod bootfiles;
 pub mod build;
 pub mod cache;
+pub mod configmgr;
 pub mod demo;
 pub mod diag;
 pub mod disk;
+pub mod exec;
 pub mod fat32;
+pub mod formats;
 pub mod fsutil;
 pub mod ids;
 pub mod inspect;

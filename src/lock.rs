@@ -75,12 +75,7 @@ pub struct Lock {
     pub inputs: BTreeMap<String, Input>,
 }
 
-/// `RECIPE.lock` beside the recipe.
-pub fn lock_path(recipe: &Path) -> PathBuf {
-    let mut name = recipe.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    recipe.with_file_name(name)
-}
+pub use crate::recipe::lock_path;
 
 fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
@@ -170,7 +165,7 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
             digests.push((w.rel.clone(), d.size, d.sha256));
         }
         // The same tree digest as the manifest's folder inputs.
-        let (size, tree) = crate::build::tree_digest(&digests);
+        let (size, tree) = crate::cache::hashes::tree_digest(&digests);
         let files: BTreeMap<_, _> = digests
             .into_iter()
             .map(|(rel, size, d)| (rel, (size, hex(&d))))

@@ -244,7 +244,14 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
             let plan = make_plan(file, &dir, recipe, digest, tree, boot, os);
             diags.extend(long_paths(&plan));
             diags.extend(beyond_path_max(&plan));
-            diags.extend(crate::render::disk::check(&plan).into_iter().map(|d| {
+            let vol = crate::formats::disk::Volume {
+                label: &plan.label,
+                digest: &plan.digest,
+                epoch: plan.epoch,
+            };
+            let checks =
+                crate::formats::checks(&plan.recipe.outputs, &plan.media, &vol, plan.total_size);
+            diags.extend(checks.into_iter().map(|d| {
                 let pos = locs.value(&d.key);
                 d.at(pos)
             }));

@@ -105,7 +105,7 @@ pub(super) fn finalize(
         None
     };
     let (size, digest) = match &folder {
-        Some(files) => tree_digest(files),
+        Some(files) => crate::cache::hashes::tree_digest(files),
         None => (
             std::fs::metadata(tmp.path())
                 .map_err(|e| BuildError::io("read", tmp.path(), e))?
@@ -157,7 +157,7 @@ pub(super) fn finalize(
         }
     }
     for (role, id, name, src) in folders {
-        let prefix = format!("SMS/PKG/{id}/");
+        let prefix = format!("{}/{id}/", crate::configmgr::paths::PKG_DIR);
         let mut h = sha2::Sha256::new();
         let (mut n, mut bytes) = (0u64, 0u64);
         for (m, d) in members.iter().zip(hashes) {
@@ -342,16 +342,6 @@ fn folder_files(ctx: &Ctx, dir: &Path) -> Result<Vec<(String, u64, [u8; 32])>, B
         out.push((w.rel, w.size, h));
     }
     Ok(out)
-}
-
-/// Total size, and SHA-256 over `path\0size\0sha256\n` of every file (as for folder inputs).
-pub(crate) fn tree_digest(files: &[(String, u64, [u8; 32])]) -> (u64, [u8; 32]) {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for (p, size, d) in files {
-        h.update(format!("{p}\0{size}\0{}\n", hex(d)).as_bytes());
-    }
-    (files.iter().map(|f| f.1).sum(), h.finalize().into())
 }
 
 /// Previous artefacts replaced by this build, deleted together at the end:

@@ -3,77 +3,12 @@
 use super::{BuildError, Ctx, Resolved};
 use crate::progress::Event;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Streams `path` through SHA-256 (1 MiB reads), reporting bytes as it goes.
-/// Holes of a sparse file (the disk image's free space) are hashed as the
-/// zeros they read as, without reading them: the kernel would only zero-fill
-/// pages to copy out.
-pub(crate) fn sha256_file(
-    path: &Path,
-    on_bytes: &dyn Fn(u64),
-    cancel: &dyn Fn() -> bool,
-) -> Result<[u8; 32], BuildError> {
-    let err = |e| BuildError::io("read", path, e);
-    let mut f = std::fs::File::open(path).map_err(err)?;
-    let len = f.metadata().map_err(err)?.len();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    for (start, end, data) in crate::fsutil::regions(&f, len) {
-        if data {
-            f.seek(SeekFrom::Start(start)).map_err(err)?;
-            pos = start;
-            while pos < end {
-                if cancel() {
-                    return Err(BuildError::Cancelled);
-                }
-                let want = (end - pos).min(buf.len() as u64) as usize;
-                let n = f.read(&mut buf[..want]).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                on_bytes(n as u64);
-                pos += n as u64;
-            }
-            if pos < end {
-                break;
-            }
-        } else {
-            buf.fill(0);
-            pos = start;
-            while pos < end {
-                if cancel() {
-                    return Err(BuildError::Cancelled);
-                }
-                let n = (end - pos).min(buf.len() as u64) as usize;
-                h.update(&buf[..n]);
-                on_bytes(n as u64);
-                pos += n as u64;
-            }
-        }
-    }
-    // A file that grew since it was opened: hash what follows too, as a
-    // plain read to the end would.
-    if pos == len {
-        f.seek(SeekFrom::Start(len)).map_err(err)?;
-        loop {
-            let n = f.read(&mut buf).map_err(err)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            on_bytes(n as u64);
-        }
-    }
-    Ok(h.finalize().into())
-}
+pub(crate) use crate::exec::sha256_file;
 
 fn hash_all(
     ctx: &Ctx,

@@ -2,7 +2,7 @@
 //! extracted, images exported, generated files and Variables.dat written into
 //! the staging tree; content files stay where they are.
 
-use super::{BuildError, Ctx};
+use super::{BuildError, Ctx, Resolved};
 use crate::ids;
 use crate::media::variables::{self, MediaVar};
 use crate::media::Source;
@@ -11,28 +11,6 @@ use crate::wim::{ExportSpec, Wim};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// A media member with the file that holds its bytes.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    pub path: String,
-    pub file: PathBuf,
-    pub size: u64,
-    pub group: String,
-    /// True when `file` is inside the staging tree at `tree/<path>`.
-    pub in_tree: bool,
-    /// Digests known without reading `file` (an export restored from the cache).
-    pub known: Option<crate::wimwrite::KnownDigests>,
-    /// Never served from nor stored in the cache (generated, secret-derived).
-    pub never_cache: bool,
-    /// `file` is a hard link to a cache body that other builds link and
-    /// unlink too (a restored export): its ctime may move while it is read.
-    pub shared: bool,
-    /// Where to record this member's digests once a writer knows them, so
-    /// that the next build knows them without reading (a boot file,
-    /// extracted anew every build).
-    pub remember: Option<crate::cache::Key>,
-}
 
 /// `vars` gives the variables' values when Variables.dat is written: that
 /// member is written last, so the key work behind the values (run beside

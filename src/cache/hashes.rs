@@ -407,6 +407,16 @@ pub fn read_digests(path: &Path) -> std::io::Result<Digests> {
     })
 }
 
+/// Total size, and SHA-256 over `path\0size\0sha256\n` of every file (as for folder inputs).
+pub fn tree_digest(files: &[(String, u64, [u8; 32])]) -> (u64, [u8; 32]) {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for (p, size, d) in files {
+        h.update(format!("{p}\0{size}\0{}\n", crate::ids::hex(d)).as_bytes());
+    }
+    (files.iter().map(|f| f.1).sum(), h.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,11 +165,7 @@ pub struct Cache {
 
 /// `$XDG_CACHE_HOME/mediabuild`, else `$HOME/.cache/mediabuild`.
 pub fn default_dir() -> Option<PathBuf> {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(x) = nonempty("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(x).join("mediabuild"));
-    }
-    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("mediabuild"))
+    crate::fsutil::user_cache_dir()
 }
 
 fn encode_header(key: &Key, len: u64, check: u128) -> Vec<u8> {

@@ -778,7 +778,7 @@ pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<(KnownDige
         return bad(true);
     }
     if !trusted {
-        match crate::build::hash::sha256_file(dst, &|_| {}, &|| false) {
+        match crate::fsutil::sha256::sha256_file(dst, &|_| {}, &|| false) {
             Ok(d) if d == digests.sha256 => {}
             _ => return bad(true),
         }

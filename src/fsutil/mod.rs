@@ -405,3 +405,13 @@ pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// The user's cache folder for mediabuild: `$XDG_CACHE_HOME/mediabuild`,
+/// else `$HOME/.cache/mediabuild`.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(x) = nonempty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(x).join("mediabuild"));
+    }
+    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("mediabuild"))
+}

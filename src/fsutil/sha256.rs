@@ -146,6 +146,77 @@ impl Sha256Stream {
     }
 }
 
+/// Streams `path` through SHA-256 (1 MiB reads), reporting bytes as it goes.
+/// Holes of a sparse file (the disk image's free space) are hashed as the
+/// zeros they read as, without reading them: the kernel would only zero-fill
+/// pages to copy out. `cancel` returning true stops it with an
+/// `Interrupted` error.
+pub fn sha256_file(
+    path: &std::path::Path,
+    on_bytes: &dyn Fn(u64),
+    cancel: &dyn Fn() -> bool,
+) -> std::io::Result<[u8; 32]> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    for (start, end, data) in super::regions(&f, len) {
+        if data {
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start))?;
+            pos = start;
+            while pos < end {
+                if cancel() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "cancelled",
+                    ));
+                }
+                let want = (end - pos).min(buf.len() as u64) as usize;
+                let n = std::io::Read::read(&mut f, &mut buf[..want])?;
+                if n == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut h, &buf[..n]);
+                on_bytes(n as u64);
+                pos += n as u64;
+            }
+            if pos < end {
+                break;
+            }
+        } else {
+            buf.fill(0);
+            pos = start;
+            while pos < end {
+                if cancel() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "cancelled",
+                    ));
+                }
+                let n = (end - pos).min(buf.len() as u64) as usize;
+                sha2::Digest::update(&mut h, &buf[..n]);
+                on_bytes(n as u64);
+                pos += n as u64;
+            }
+        }
+    }
+    // A file that grew since it was opened: hash what follows too, as a
+    // plain read to the end would.
+    if pos == len {
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(len))?;
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut h, &buf[..n]);
+            on_bytes(n as u64);
+        }
+    }
+    Ok(sha2::Digest::finalize(h).into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

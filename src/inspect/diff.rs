@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Variables whose values derive from the recipe digest.
-const DERIVED_VARS: &[&str] = &["_SMSMediaGuid", crate::security::PFX_VARIABLE];
+const DERIVED_VARS: &[&str] = crate::configmgr::DERIVED_VARIABLES;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Change {

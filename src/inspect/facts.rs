@@ -120,36 +120,15 @@ pub struct MemberInfo {
 }
 
 /// Variables mediabuild writes itself with a value that is never secret.
-const PLAIN: &[&str] = &[
-    "_SMSTSMediaType",
-    "_SMSTSLaunchMode",
-    "_SMSMediaGuid",
-    "_SMSTSSiteCode",
-    "_SMSTSBootMediaPackageID",
-    "_SMSTSPackageID",
-    "_SMSTSHTTPPort",
-    "_SMSTSHTTPSPort",
-    "_SMSTSIISSSLState",
-    "_SMSTSUseFirstCert",
-    "_SMSTSRootCACerts",
-    "_SMSTSPublicRootKey",
-    "_SMSTSSiteSigningCertificate",
-    "SMSTSLocationMPs",
-    "SMSTSMP",
-    "SMSTSPreferredAdvertID",
-    "SMSTSAssignUsersMode",
-    "_SMSTSx64UnknownMachineGUID",
-    "_SMSTSx86UnknownMachineGUID",
-    "_SMSTSPreExecCommandLine",
-    "_SMSTSPreExecPackageID",
-];
+const PLAIN: &[&str] = crate::configmgr::PLAIN_VARIABLES;
 
 /// Media properties that a variable states: (variable, property).
+use crate::configmgr::{paths, var};
 const FROM_VARS: &[(&str, &str)] = &[
-    ("_SMSTSSiteCode", "site_code"),
+    (var::SITE_CODE, "site_code"),
     // Media written before issue 19 carried the task sequence here.
-    ("_SMSTSPackageID", "task_sequence"),
-    ("SMSTSPreferredAdvertID", "deployment_id"),
+    (var::PACKAGE_ID, "task_sequence"),
+    (var::PREFERRED_ADVERT_ID, "deployment_id"),
 ];
 
 fn ini(text: &str) -> BTreeMap<String, String> {
@@ -198,10 +177,10 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<Inspection, InspectError> 
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .ok()
     };
-    let tsm = read_text("SMS/data/TsmBootstrap.ini")
+    let tsm = read_text(paths::BOOTSTRAP_INI)
         .map(|t| ini(&t))
         .unwrap_or_default();
-    let label = read_text("MediaLabel.txt")
+    let label = read_text(paths::MEDIA_LABEL)
         .and_then(|t| ini(&t).get("label").cloned())
         .or_else(|| m.map(|m| m.label.clone()))
         .unwrap_or_default();
@@ -267,11 +246,11 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<Inspection, InspectError> 
         .find(|x| {
             let in_os = os_id
                 .as_ref()
-                .is_some_and(|id| x.path.starts_with(&format!("SMS/PKG/{id}/")));
+                .is_some_and(|id| x.path.starts_with(&format!("{}/{id}/", paths::PKG_DIR)));
             let lower = x.path.to_ascii_lowercase();
             // Sorted paths: `install.swm` comes before `install2.swm`.
             (in_os || os_id.is_none())
-                && x.path.starts_with("SMS/PKG/")
+                && x.path.starts_with(paths::PKG_PREFIX)
                 && (lower.ends_with(".wim") || lower.ends_with(".swm"))
         })
         .map(|x| {
@@ -354,7 +333,7 @@ fn packages(
 ) -> Vec<PackageInfo> {
     let mut by_id: BTreeMap<String, PackageInfo> = BTreeMap::new();
     for x in members {
-        let Some(rest) = x.path.strip_prefix("SMS/PKG/") else {
+        let Some(rest) = x.path.strip_prefix(paths::PKG_PREFIX) else {
             continue;
         };
         let id = rest.split('/').next().unwrap_or_default().to_string();
@@ -439,9 +418,9 @@ fn read_variables(
         ));
     }
     let bytes = art
-        .read("SMS/data/Variables.dat")
+        .read(paths::VARIABLES_DAT)
         .map_err(|e| InspectError::Damaged {
-            path: "SMS/data/Variables.dat".into(),
+            path: paths::VARIABLES_DAT.into(),
             what: e,
         })?;
     let password = if required {

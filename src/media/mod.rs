@@ -1,10 +1,11 @@
 //! The media tree: every file of the media, each with where its bytes come
 //! from. It is the one model every output renders (DESIGN.md §2).
 
-pub mod bootfiles;
+pub use crate::bootfiles;
 pub mod bootstrap;
 pub mod variables;
 
+use crate::configmgr::{paths, var};
 use crate::diag::Diagnostic;
 use crate::ids;
 use crate::recipe::*;
@@ -124,7 +125,7 @@ pub fn certificates_value(ders: &[Vec<u8>]) -> String {
 }
 
 /// Variables whose value is certificates (`certificates_value`).
-pub const CERTIFICATE_VARIABLES: &[&str] = &["_SMSTSRootCACerts", "_SMSTSSiteSigningCertificate"];
+pub use crate::configmgr::CERTIFICATE_VARIABLES;
 
 /// The media variables in the order they are written: mediabuild's, then the
 /// recipe's. Each name and value format and its public source: docs/configmgr.md.
@@ -132,80 +133,77 @@ pub fn plan_variables(r: &Recipe, facts: &InputFacts, digest: &[u8; 32]) -> Vec<
     let m = &r.media;
     let site = &r.site;
     let mut v = vec![
-        lit("_SMSTSMediaType", "OEMMedia"),
-        lit("_SMSTSLaunchMode", "HD"),
+        lit(var::MEDIA_TYPE, "OEMMedia"),
+        lit(var::LAUNCH_MODE, "HD"),
         lit(
-            "_SMSMediaGuid",
+            var::MEDIA_GUID,
             ids::guid_string(&ids::derive16(digest, "media-guid")),
         ),
     ];
     if r.security.certificate.is_some() {
-        v.push(secret(
-            crate::security::PFX_VARIABLE,
-            crate::security::PFX_SOURCE,
-        ));
+        v.push(secret(var::MEDIA_PFX, crate::security::PFX_SOURCE));
     }
     v.extend([
-        lit("_SMSTSSiteCode", r.site_code()),
-        lit("_SMSTSBootMediaPackageID", &r.boot_image.id),
+        lit(var::SITE_CODE, r.site_code()),
+        lit(var::BOOT_MEDIA_PACKAGE_ID, &r.boot_image.id),
     ]);
     match m.management.mode {
         ManagementMode::SiteBased => v.push(lit(
-            "SMSTSMP",
+            var::MP,
             m.management.points.first().cloned().unwrap_or_default(),
         )),
-        ManagementMode::Dynamic => v.push(lit("SMSTSLocationMPs", m.management.points.join("*"))),
+        ManagementMode::Dynamic => v.push(lit(var::LOCATION_MPS, m.management.points.join("*"))),
     }
     v.push(lit(
-        "_SMSTSHTTPPort",
+        var::HTTP_PORT,
         site.http_port.unwrap_or(80).to_string(),
     ));
     v.push(lit(
-        "_SMSTSHTTPSPort",
+        var::HTTPS_PORT,
         site.https_port.unwrap_or(443).to_string(),
     ));
     if let Some(s) = site.iis_ssl_state {
-        v.push(lit("_SMSTSIISSSLState", s.to_string()));
+        v.push(lit(var::IIS_SSL_STATE, s.to_string()));
     }
     if let Some(f) = site.use_first_cert {
-        v.push(lit("_SMSTSUseFirstCert", if f { "1" } else { "0" }));
+        v.push(lit(var::USE_FIRST_CERT, if f { "1" } else { "0" }));
     }
     if !facts.site_root_cas.is_empty() {
         v.push(lit(
-            "_SMSTSRootCACerts",
+            var::ROOT_CA_CERTS,
             certificates_value(&facts.site_root_cas),
         ));
     }
     if let Some(k) = &site.trusted_root_key {
-        v.push(lit("_SMSTSPublicRootKey", k.to_ascii_uppercase()));
+        v.push(lit(var::PUBLIC_ROOT_KEY, k.to_ascii_uppercase()));
     }
     if let Some(c) = &facts.site_signing {
         v.push(lit(
-            "_SMSTSSiteSigningCertificate",
+            var::SITE_SIGNING_CERTIFICATE,
             certificates_value(std::slice::from_ref(c)),
         ));
     }
     if let Some(d) = &m.deployment_id {
-        v.push(lit("SMSTSPreferredAdvertID", d));
+        v.push(lit(var::PREFERRED_ADVERT_ID, d));
     }
     let mode = match r.security.user_device_affinity {
         Affinity::Auto => "Auto",
         Affinity::Pending => "Pending",
         Affinity::None => "Disabled",
     };
-    v.push(lit("SMSTSAssignUsersMode", mode));
+    v.push(lit(var::ASSIGN_USERS_MODE, mode));
     if let (true, Some(u)) = (r.security.unknown_computers, &site.unknown_computers) {
-        v.push(lit("_SMSTSx64UnknownMachineGUID", &u.x64));
-        v.push(lit("_SMSTSx86UnknownMachineGUID", &u.x86));
+        v.push(lit(var::X64_UNKNOWN_MACHINE_GUID, &u.x64));
+        v.push(lit(var::X86_UNKNOWN_MACHINE_GUID, &u.x86));
     }
     if let Some(p) = &r.prestart {
-        v.push(lit("_SMSTSPreExecCommandLine", &p.command));
+        v.push(lit(var::PRE_EXEC_COMMAND_LINE, &p.command));
         if let Some(id) = &p.id {
-            v.push(lit("_SMSTSPreExecPackageID", id));
+            v.push(lit(var::PRE_EXEC_PACKAGE_ID, id));
         }
     }
     if r.bitlocker.is_some() {
-        v.push(secret("OSDBitLockerPIN", "bitlocker.passphrase"));
+        v.push(secret(var::BITLOCKER_PIN, "bitlocker.passphrase"));
     }
     for (name, val) in &r.variables {
         v.push(match val {
@@ -280,7 +278,8 @@ pub fn build_tree(
         let convert = o.conversion(r.compression);
         members.push(Member {
             path: format!(
-                "SMS/PKG/{}/{}",
+                "{}/{}/{}",
+                paths::PKG_DIR,
                 r.os_image.id,
                 os_image_name(std::path::Path::new(&o.file_name))
             ),
@@ -310,18 +309,18 @@ pub fn build_tree(
     let mut links = Vec::new();
     for (id, src) in content {
         for (rel, target) in facts.links.get(src).into_iter().flatten() {
-            links.push((format!("SMS/PKG/{id}/{rel}"), target.clone()));
+            links.push((format!("{}/{id}/{rel}", paths::PKG_DIR), target.clone()));
         }
         for rel in facts.empty_dirs.get(src).into_iter().flatten() {
             dirs.push(if rel.is_empty() {
-                format!("SMS/PKG/{id}")
+                format!("{}/{id}", paths::PKG_DIR)
             } else {
-                format!("SMS/PKG/{id}/{rel}")
+                format!("{}/{id}/{rel}", paths::PKG_DIR)
             });
         }
         for f in facts.trees.get(src).into_iter().flatten() {
             members.push(Member {
-                path: format!("SMS/PKG/{id}/{}", f.rel),
+                path: format!("{}/{id}/{}", paths::PKG_DIR, f.rel),
                 size: f.size,
                 estimated: false,
                 group: id.to_string(),
@@ -338,11 +337,11 @@ pub fn build_tree(
         .unwrap_or_else(|| r.media.name.clone());
     let generated = [
         (
-            "SMS/data/TsmBootstrap.ini",
+            paths::BOOTSTRAP_INI,
             bootstrap::tsm_bootstrap(r.security.password.is_some(), r.media.unattended)
                 .into_bytes(),
         ),
-        ("MediaLabel.txt", bootstrap::media_label(&label)),
+        (paths::MEDIA_LABEL, bootstrap::media_label(&label)),
     ];
     for (path, text) in generated {
         let bytes: Arc<[u8]> = text.into();
@@ -359,7 +358,7 @@ pub fn build_tree(
     }
     let variables = plan_variables(r, facts, digest);
     members.push(Member {
-        path: "SMS/data/Variables.dat".into(),
+        path: paths::VARIABLES_DAT.into(),
         size: 0,
         estimated: true,
         group: "media data".into(),

@@ -13,8 +13,7 @@
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use sha1::{Digest, Sha1};
 
-/// The fixed, publicly known password ConfigMgr uses for media without one.
-pub const DEFAULT_PASSWORD: &str = "{BAC6E688-DE21-4ABE-B7FB-C9F54E6DB664}";
+pub use crate::configmgr::DEFAULT_PASSWORD;
 
 const MAGIC: u32 = 0xECED_0000;
 const CALG_AES_128: u32 = 0x660E;
@@ -124,7 +123,7 @@ pub fn estimate_size(planned: &[super::PlannedVar]) -> u64 {
             name: p.name.clone(),
             // A media certificate's PFX is a few KiB of hex; other secrets are short.
             value: p.value.clone().unwrap_or_else(|| {
-                let n = if p.name == crate::security::PFX_VARIABLE {
+                let n = if p.name == crate::configmgr::var::MEDIA_PFX {
                     8192
                 } else {
                     16

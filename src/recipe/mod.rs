@@ -8,3 +8,10 @@ pub mod schema;
 pub mod secret;
 
 pub use model::*;
+
+/// `RECIPE.lock` beside the recipe.
+pub fn lock_path(recipe: &std::path::Path) -> std::path::PathBuf {
+    let mut name = recipe.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    recipe.with_file_name(name)
+}

@@ -13,7 +13,7 @@
 //!   a program.
 
 use super::{ArtefactMember, Ctx, Renderer};
-use crate::build::{BuildError, Resolved};
+use crate::exec::{BuildError, Resolved};
 use crate::plan::{OutputKind, PlannedOutput};
 use crate::recipe::{CreatorPackage, Recipe};
 use serde::{Deserialize, Serialize};
@@ -25,10 +25,7 @@ pub(crate) struct CreatorRenderer;
 pub const PROGRAM_FILE: &str = "program.json";
 /// The creator tool's name in the package (the command line runs it).
 pub const CREATOR_FILE: &str = "WTGCreator.exe";
-/// Default maximum run time (minutes); ConfigMgr's "Unknown" means 720.
-pub const DEFAULT_MAX_RUN_TIME: u32 = 120;
-/// Accepted maximum run times (minutes), as ConfigMgr's program settings.
-pub const RUN_TIME_RANGE: std::ops::RangeInclusive<u32> = 15..=720;
+use crate::configmgr::DEFAULT_MAX_RUN_TIME;
 
 /// `program.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +132,7 @@ impl Renderer for CreatorRenderer {
             .outputs
             .iter()
             .find(|o| o.kind == OutputKind::Wim)
-            .map(|o| crate::build::partial_path(&o.path))
+            .map(|o| crate::exec::partial_path(&o.path))
             .filter(|p| p.is_file());
         match rendered {
             Some(src) => {

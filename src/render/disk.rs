@@ -8,184 +8,22 @@
 //! lists the parts instead of the whole file.
 
 use super::{ArtefactMember, Ctx, Renderer};
-use crate::build::{hash::sha256_file, BuildError, Resolved};
-use crate::diag::Diagnostic;
 use crate::disk::{self, DiskIds, DiskLayout};
-use crate::fat32::{self, FatFile, FatParams};
-use crate::ids;
-use crate::media::Source;
+use crate::exec::{sha256_file, BuildError, Resolved};
+use crate::fat32::FatFile;
+use crate::formats::disk::{params, part_bytes, part_name, scheme, split_threshold, swm_stem};
 use crate::plan::{OutputKind, Plan, PlannedOutput};
 use crate::progress::Event;
-use crate::recipe::Scheme;
-use crate::units::human;
 use crate::wim::Wim;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Largest `.swm` part we ask wimlib for: 4095 MiB (a single resource larger
-/// than that still makes a larger part, which the FAT writer then refuses).
-pub const SWM_PART_BYTES: u64 = 4095 << 20;
-
-/// The test override of the split threshold, read in one place.
-fn test_split_bytes() -> Option<u64> {
-    std::env::var("MEDIABUILD_TEST_SPLIT_BYTES")
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Members above this size are split. FAT32's limit is 4 GiB − 1; tests may
-/// lower it (and the part size with it) to exercise splitting on small inputs.
-fn split_threshold() -> u64 {
-    test_split_bytes().unwrap_or(fat32::MAX_FILE_SIZE)
-}
-
-/// Largest file an image may hold for a FAT32 disk: FAT32's limit (the test
-/// override lowers it, as a > 4 GiB file takes too long to make in a test).
-fn image_file_limit() -> u64 {
-    std::env::var("MEDIABUILD_TEST_FAT_MAX_FILE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(fat32::MAX_FILE_SIZE)
-}
-
-fn part_bytes() -> u64 {
-    test_split_bytes().map(|v| v / 2).unwrap_or(SWM_PART_BYTES)
-}
-
-fn scheme(s: Scheme) -> disk::Scheme {
-    match s {
-        Scheme::Mbr => disk::Scheme::Mbr,
-        Scheme::Gpt => disk::Scheme::Gpt,
-    }
-}
-
-fn params(plan: &Plan) -> FatParams {
-    let v = ids::derive16(&plan.digest, "fat-volume-id");
-    FatParams {
-        volume_id: u32::from_le_bytes([v[0], v[1], v[2], v[3]]),
-        label: plan.label.clone(),
-        hidden_sectors: 0,
+fn volume(plan: &Plan) -> crate::formats::disk::Volume<'_> {
+    crate::formats::disk::Volume {
+        label: &plan.label,
+        digest: &plan.digest,
         epoch: plan.epoch,
     }
-}
-
-/// `a/b/install.wim` → `a/b/install` (the stem the `.swm` parts are named after).
-fn swm_stem(path: &str) -> String {
-    path.strip_suffix(".wim")
-        .or_else(|| path.strip_suffix(".WIM"))
-        .unwrap_or(path)
-        .to_string()
-}
-
-/// Name of part `n` (1-based) as wimlib writes them: `x.swm`, `x2.swm`, …
-fn part_name(stem: &str, n: u64) -> String {
-    if n == 1 {
-        format!("{stem}.swm")
-    } else {
-        format!("{stem}{n}.swm")
-    }
-}
-
-/// Validation of a planned disk output: files FAT32 cannot hold, and whether
-/// the content (with estimated image sizes) fits the disk size.
-pub fn check(plan: &Plan) -> Vec<Diagnostic> {
-    let Some(d) = &plan.recipe.outputs.disk else {
-        return Vec::new();
-    };
-    let Some(disk_bytes) = crate::units::parse_size(&d.size) else {
-        return Vec::new();
-    };
-    let mut diags = Vec::new();
-    let mut files = Vec::new();
-    for m in &plan.media.members {
-        if let Source::WimExport { largest_file, .. } = &m.source {
-            // A split WIM holds each file's data whole in one part: a file
-            // of 4 GiB or more makes a part FAT32 cannot hold, however the
-            // image is split.
-            if *largest_file > image_file_limit() {
-                diags.push(
-                    Diagnostic::error(
-                        "outputs.disk",
-                        format!(
-                            "the image for {} holds a single file of {} — no FAT32 volume can hold it, and splitting the image into .swm parts does not split a file",
-                            m.path,
-                            human(*largest_file)
-                        ),
-                    )
-                    .fix("build only `outputs.wim` for this image (drop `outputs.disk`), or remove that file from the image"),
-                );
-                continue;
-            }
-        }
-        if m.size > split_threshold() {
-            if !matches!(m.source, Source::WimExport { .. }) {
-                diags.push(
-                    Diagnostic::error(
-                        "outputs.disk",
-                        format!(
-                            "{} is {} — FAT32 cannot hold a file of 4 GiB or more",
-                            m.path,
-                            human(m.size)
-                        ),
-                    )
-                    .fix("split the file in its source folder, or build only `outputs.wim`"),
-                );
-                continue;
-            }
-            let stem = swm_stem(&m.path);
-            let parts = m.size.div_ceil(part_bytes()) + 1;
-            for n in 1..=parts {
-                files.push(FatFile::from_path(
-                    part_name(&stem, n),
-                    PathBuf::new(),
-                    m.size / parts + (1 << 20),
-                ));
-            }
-        } else {
-            // Only sizes matter for planning; exported images are estimates, so
-            // leave a margin for their metadata and XML.
-            let size = if m.estimated {
-                m.size + m.size / 100 + (1 << 20)
-            } else {
-                m.size
-            };
-            files.push(FatFile::from_path(m.path.clone(), PathBuf::new(), size));
-        }
-    }
-    files.extend(plan.media.dirs.iter().map(FatFile::dir));
-    let s = scheme(d.scheme);
-    let layout = match disk::layout(s, disk_bytes) {
-        Ok(l) => l,
-        Err(e) => {
-            diags.push(Diagnostic::error("outputs.disk.size", e.to_string()).value(&d.size));
-            return diags;
-        }
-    };
-    match disk::plan_image(s, &layout, &files, &params(plan)) {
-        Ok(_) => {}
-        Err(disk::DiskError::DoesNotFit {
-            short_by,
-            min_disk_bytes,
-            ..
-        }) => diags.push(
-            Diagnostic::error(
-                "outputs.disk.size",
-                format!(
-                    "the media ({}) does not fit: the disk is short by {}",
-                    human(plan.total_size),
-                    human(short_by)
-                ),
-            )
-            .value(&d.size)
-            .fix(format!(
-                "use at least `size: {}MiB`",
-                min_disk_bytes.div_ceil(1 << 20)
-            )),
-        ),
-        Err(e) => diags.push(Diagnostic::error("outputs.disk", e.to_string()).value(&d.size)),
-    }
-    diags
 }
 
 pub(crate) struct DiskRenderer;
@@ -286,8 +124,16 @@ impl Renderer for DiskRenderer {
                 total,
             })
         };
-        let sha = disk::write_image(tmp, s, &layout, &ids, &files, &params(plan), &mut report)
-            .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
+        let sha = disk::write_image(
+            tmp,
+            s,
+            &layout,
+            &ids,
+            &files,
+            &params(&volume(plan)),
+            &mut report,
+        )
+        .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
         // Hashed on the way out: the manifest and the verify cache need not read it back.
         // The free space's zeros come from the cache when it has seen them.
         if let Some(sha) = sha {

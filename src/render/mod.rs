@@ -7,11 +7,11 @@ pub mod disk;
 mod native;
 pub(crate) mod wim;
 
-use crate::build::{BuildError, Resolved};
+use crate::exec::{BuildError, Resolved};
 use crate::plan::{OutputKind, PlannedOutput};
 use std::path::Path;
 
-pub(crate) use crate::build::Ctx;
+pub(crate) use crate::exec::Ctx;
 
 /// A file of an artefact as the manifest lists it, when it differs from the
 /// media tree (e.g. `.swm` parts on a disk image).

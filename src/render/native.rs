@@ -1,6 +1,6 @@
 //! Bridge from the media tree to our own parallel WIM writer (`crate::wimwrite`).
 
-use crate::build::{BuildError, Resolved};
+use crate::exec::{BuildError, Resolved};
 use crate::recipe::Compression;
 use crate::wimwrite::{self, Content, EntryKind, WimEntry, WimReport, WimWriteError, WriteOptions};
 use std::path::Path;
@@ -80,7 +80,7 @@ pub fn write(
 /// A corrupted entry found while copying is dropped and the WIM written
 /// again (at most a few times; each retry has one entry fewer to trust).
 pub fn write_members(
-    ctx: &crate::build::Ctx,
+    ctx: &crate::exec::Ctx,
     members: &[Resolved],
     out: &Path,
     spec: &NativeSpec,
@@ -236,7 +236,7 @@ pub fn write_members(
 /// result is recorded as a verification mark, so the renderer's verify
 /// step does not repeat it.
 fn verify_fresh(
-    ctx: &crate::build::Ctx,
+    ctx: &crate::exec::Ctx,
     cache: &crate::cache::Cache,
     out: &Path,
     rep: &WimReport,
@@ -275,7 +275,7 @@ fn verify_fresh(
             .map(|f| f.path.as_str())
             .collect();
         if !paths.is_empty() {
-            let dir = crate::build::TempPath::new(ctx.staging.join("verify-fresh"));
+            let dir = crate::exec::TempPath::new(ctx.staging.join("verify-fresh"));
             wim.extract(1, dir.path(), &paths)
                 .map_err(|e| fail(e.to_string()))?;
         }

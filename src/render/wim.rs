@@ -5,7 +5,7 @@
 //! system), every time set to the build epoch, then captured as one image.
 
 use super::{Ctx, Renderer};
-use crate::build::{BuildError, Resolved};
+use crate::exec::{BuildError, Resolved};
 use crate::fsutil::set_tree_times;
 use crate::ids;
 use crate::plan::PlannedOutput;
@@ -181,15 +181,7 @@ impl Renderer for WimRenderer {
     }
 }
 
-/// Which WIM writer writes the prestaged media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WimWriter {
-    /// mediabuild's own parallel writer (the default).
-    #[default]
-    Native,
-    /// wimlib's own writer: the reference and the benchmark baseline.
-    Wimlib,
-}
+pub use crate::exec::WimWriter;
 
 /// Writes the folder `tree` as a one-image WIM at `out` with `writer` (the
 /// benchmark's unit of work; the build goes through the renderer).

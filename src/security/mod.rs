@@ -11,18 +11,16 @@ pub mod cert;
 pub mod password;
 pub mod pfx;
 
-use crate::plan::Plan;
 use crate::recipe::secret::{Secret, SecretError};
 use crate::recipe::{Certificate, Recipe};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+pub use crate::configmgr::pfx_password;
 /// The media variable holding the certificate.
-pub const PFX_VARIABLE: &str = "_SMSTSMediaPFX";
+pub const PFX_VARIABLE: &str = crate::configmgr::var::MEDIA_PFX;
 /// The recipe key a planned `_SMSTSMediaPFX` comes from (`PlannedVar::secret_from`).
 pub const PFX_SOURCE: &str = "security.certificate";
-/// The media variable whose first 31 characters are the PFX password.
-pub const GUID_VARIABLE: &str = "_SMSMediaGuid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -46,11 +44,6 @@ pub enum SecurityError {
     Secret { key: String, source: SecretError },
     #[error("{key}: not a date")]
     Date { key: String },
-}
-
-/// The password of `_SMSTSMediaPFX`: the first 31 characters of `_SMSMediaGuid`.
-pub fn pfx_password(media_guid: &str) -> String {
-    media_guid.chars().take(31).collect()
 }
 
 fn date(key: &str, s: &str) -> Result<i64, SecurityError> {
@@ -116,34 +109,41 @@ fn salt(digest: &[u8; 32], purpose: &str) -> [u8; 8] {
     s
 }
 
-/// The value of `_SMSTSMediaPFX` for `plan`: upper-case hex of the PKCS#12
-/// file holding the media certificate (chain) and its private key, protected
-/// with the first 31 characters of `_SMSMediaGuid`.
+/// What the media certificate's PKCS#12 file is made from.
+pub struct PfxInputs<'a> {
+    pub recipe: &'a Recipe,
+    /// The recipe's folder (a PKI `.pfx` is relative to it).
+    pub dir: &'a Path,
+    /// The recipe digest: the seed of the salts and the derived key.
+    pub digest: &'a [u8; 32],
+    /// The value of `_SMSMediaGuid`, whose first 31 characters protect the file.
+    pub media_guid: Option<&'a str>,
+}
+
+/// The value of `_SMSTSMediaPFX`: upper-case hex of the PKCS#12 file holding
+/// the media certificate (chain) and its private key, protected with the
+/// first 31 characters of `_SMSMediaGuid`.
 pub fn media_pfx_hex(
-    plan: &Plan,
+    i: &PfxInputs,
     media_password: Option<&Secret>,
     keys: KeySource,
 ) -> Result<String, SecurityError> {
-    let r = &plan.recipe;
+    let r = i.recipe;
     let c = r
         .security
         .certificate
         .as_ref()
         .ok_or_else(|| SecurityError::Create("no certificate in the recipe".into()))?;
-    let guid = plan
-        .media
-        .variables
-        .iter()
-        .find(|v| v.name == GUID_VARIABLE)
-        .and_then(|v| v.value.clone())
+    let guid = i
+        .media_guid
         .ok_or_else(|| SecurityError::Create("the plan has no _SMSMediaGuid".into()))?;
-    let chain = chain(c, r, &plan.dir, &plan.digest, media_password, keys)?;
+    let chain = chain(c, r, i.dir, i.digest, media_password, keys)?;
     let salts = pfx::Salts {
-        certs: salt(&plan.digest, "certificates"),
-        key: salt(&plan.digest, "key"),
-        mac: salt(&plan.digest, "mac"),
+        certs: salt(i.digest, "certificates"),
+        key: salt(i.digest, "key"),
+        mac: salt(i.digest, "mac"),
     };
-    let bytes = pfx::write(&chain.certs, &chain.key, &pfx_password(&guid), &salts)
+    let bytes = pfx::write(&chain.certs, &chain.key, &pfx_password(guid), &salts)
         .map_err(SecurityError::Pfx)?;
     Ok(bytes.iter().map(|b| format!("{b:02X}")).collect())
 }
@@ -169,13 +169,6 @@ pub fn enforce_password(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pfx_password_is_31_characters_of_the_guid() {
-        let g = "0F6C8E2A-51D3-5B0E-9A41-7C2D6E8F1A3B";
-        assert_eq!(pfx_password(g), "0F6C8E2A-51D3-5B0E-9A41-7C2D6E8");
-        assert_eq!(pfx_password(g).len(), 31);
-    }
 
     #[test]
     fn weak_password_is_refused_or_warned_without_echo() {

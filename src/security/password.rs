@@ -12,7 +12,7 @@
 //! `--allow-weak-password` turns the refusal into a loud warning. Messages
 //! describe what is wrong, never the password.
 
-use crate::media::variables::DEFAULT_PASSWORD;
+use crate::configmgr::DEFAULT_PASSWORD;
 
 pub const MIN_LENGTH: usize = 12;
 pub const MIN_DISTINCT: usize = 6;

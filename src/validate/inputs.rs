@@ -2,9 +2,9 @@
 //! files), content folders and files. What is learnt is kept as [`InputFacts`]
 //! so the plan does not open everything a second time.
 
+use crate::bootfiles;
 use crate::diag::Diagnostic;
 use crate::fsutil::{self, Walked};
-use crate::media::bootfiles;
 use crate::recipe::*;
 use crate::wim::{self, DirEntry, Wim};
 use std::collections::BTreeMap;
@@ -791,7 +791,7 @@ pub(crate) fn input_paths(r: &Recipe, dir: &Path, recipe_file: &Path) -> Vec<(St
         ("the recipe".into(), recipe_file.to_path_buf()),
         (
             "the recipe's lockfile".into(),
-            crate::lock::lock_path(recipe_file),
+            crate::recipe::lock_path(recipe_file),
         ),
         ("boot_image.source".into(), dir.join(&r.boot_image.source)),
         ("os_image.source".into(), dir.join(&r.os_image.source)),

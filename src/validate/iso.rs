@@ -23,7 +23,7 @@ pub(crate) const BOOT_IMAGE_PATHS: [&str; 1] = ["sources/boot.wim"];
 
 /// The folder staged copies live in.
 fn staging_dir() -> PathBuf {
-    match crate::cache::default_dir() {
+    match crate::fsutil::user_cache_dir() {
         Some(d) => {
             let mut s = d.into_os_string();
             s.push("-iso");

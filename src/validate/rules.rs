@@ -510,12 +510,7 @@ fn date(d: &mut Vec<Diagnostic>, key: &str, s: &str) -> Option<i64> {
 }
 
 /// Variables mediabuild sets itself, and the recipe key that sets each.
-const OWNED: &[(&str, &str)] = &[
-    ("SMSTSPreferredAdvertID", "media.deployment_id"),
-    ("SMSTSAssignUsersMode", "security.user_device_affinity"),
-    ("SMSTSMP", "media.management"),
-    ("SMSTSLocationMPs", "media.management"),
-];
+const OWNED: &[(&str, &str)] = crate::configmgr::OWNED_VARIABLES;
 
 pub(crate) use crate::recipe::secret::is_secret_name;
 
@@ -547,7 +542,8 @@ fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
                 .fix(format!("remove it here and set `{owner}` instead")),
             );
         }
-        if name.eq_ignore_ascii_case("OSDBitLockerPIN") && r.bitlocker.is_some() {
+        if name.eq_ignore_ascii_case(crate::configmgr::var::BITLOCKER_PIN) && r.bitlocker.is_some()
+        {
             d.push(
                 Diagnostic::error(&key, "set both here and by `bitlocker.passphrase`")
                     .fix("remove it here; `bitlocker.passphrase` sets OSDBitLockerPIN"),
@@ -564,7 +560,9 @@ fn variables(r: &Recipe, d: &mut Vec<Diagnostic>) {
                     .fix("write `{ env: NAME }` or `{ file: PATH }`")
                     .secret(),
                 );
-            } else if name.eq_ignore_ascii_case("SMSTSUDAUsers") && !uda_users_ok(v) {
+            } else if name.eq_ignore_ascii_case(crate::configmgr::var::UDA_USERS)
+                && !uda_users_ok(v)
+            {
                 d.push(
                     Diagnostic::error(&key, "expected DOMAIN\\user[,DOMAIN\\user…]")
                         .value(format!("{v:?}"))
@@ -740,7 +738,7 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
     }
     if let Some(c) = &o.creator_package {
         paths.push(("outputs.creator_package.path".into(), c.path.clone()));
-        let range = crate::render::creator::RUN_TIME_RANGE;
+        let range = crate::configmgr::RUN_TIME_RANGE;
         if let Some(m) = c.max_run_time_minutes.filter(|m| !range.contains(m)) {
             d.push(
                 Diagnostic::error(
