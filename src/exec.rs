@@ -21,8 +21,24 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Wim(WimError),
+    /// The plan lacks what a renderer needs (a planning bug, not bad input).
+    #[error("the plan has no {0}")]
+    NotPlanned(&'static str),
+    #[error("outputs.disk.size: {0:?} is not a size")]
+    NotASize(String),
+    #[error("outputs.disk: {0}")]
+    Disk(crate::disk::DiskError),
+    #[error("writing the WIM: {0}")]
+    WimWrite(crate::wimwrite::WimWriteError),
     #[error("{0}")]
-    Render(String),
+    Manifest(serde_json::Error),
+    #[error("cannot start worker threads: {0}")]
+    Threads(rayon::ThreadPoolBuildError),
+    #[error("{0}")]
+    Cache(crate::cache::CacheError),
+    /// A thread of the build ended without an answer.
+    #[error("{0}")]
+    Stopped(&'static str),
     #[error("the output failed verification: {0}")]
     Verify(String),
     /// An input image failed its check (wimlib's full verification of the

@@ -364,7 +364,7 @@ fn make_plan(
         outputs.push(PlannedOutput {
             kind: OutputKind::Disk,
             path: out_dir.join(&d.path),
-            disk_size: units::parse_size(&d.size),
+            disk_size: d.size_bytes(),
             scheme: Some(d.scheme),
         });
     }

@@ -265,9 +265,7 @@ pub(super) fn finalize(
     };
     let mpath = manifest_path(&out.path);
     let mtmp = TempPath::new(super::partial_path(&mpath));
-    let json = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| BuildError::Render(e.to_string()))?
-        + "\n";
+    let json = serde_json::to_string_pretty(&manifest).map_err(BuildError::Manifest)? + "\n";
     std::fs::write(mtmp.path(), json).map_err(|e| BuildError::io("write", mtmp.path(), e))?;
     publish.push(tmp, out.path.clone());
     publish.push(mtmp, mpath.clone());

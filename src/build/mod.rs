@@ -202,12 +202,12 @@ pub fn build(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build()
-        .map_err(|e| BuildError::Render(format!("cannot start worker threads: {e}")))?;
+        .map_err(BuildError::Threads)?;
     let t = Instant::now();
     let cache = match &opts.cache {
         Some(c) => Some(std::sync::Arc::new(
             crate::cache::Cache::open(&c.dir, c.max_size)
-                .map_err(|e| BuildError::Render(e.to_string()))?
+                .map_err(BuildError::Cache)?
                 .with_scope(&plan.dir),
         )),
         None => None,
@@ -250,7 +250,7 @@ pub fn build(
         };
         let vars = move || {
             rx.recv()
-                .unwrap_or_else(|_| Err(BuildError::Render("the key work stopped".into())))
+                .unwrap_or_else(|_| Err(BuildError::Stopped("the key work stopped")))
         };
         build_with(
             plan,
@@ -281,7 +281,7 @@ impl KeyWork<'_> {
             KeyWork::Done(f) => Ok(f),
             KeyWork::Running(h) => h
                 .join()
-                .map_err(|_| BuildError::Render("the key work panicked".into())),
+                .map_err(|_| BuildError::Stopped("the key work panicked")),
         }
     }
 }
@@ -503,9 +503,9 @@ fn render_all<'p>(
         let (a, b) = std::thread::scope(|s| {
             let other = s.spawn(|| lane(&disk));
             let a = lane(&rest);
-            let b = other.join().unwrap_or_else(|_| {
-                Err(BuildError::Render("the disk image writer panicked".into()))
-            });
+            let b = other
+                .join()
+                .unwrap_or_else(|_| Err(BuildError::Stopped("the disk image writer panicked")));
             (a, b)
         });
         // The error that stopped the other lane, not the cancellation it caused.

@@ -90,7 +90,7 @@ pub(crate) fn part_name(stem: &str, n: u64) -> String {
 /// Validation of a planned disk output: files FAT32 cannot hold, and whether
 /// the content (with estimated image sizes) fits the disk size.
 pub fn check(d: &DiskOutput, media: &MediaTree, vol: &Volume, total_size: u64) -> Vec<Diagnostic> {
-    let Some(disk_bytes) = crate::units::parse_size(&d.size) else {
+    let Some(disk_bytes) = d.size_bytes() else {
         return Vec::new();
     };
     let mut diags = Vec::new();

@@ -464,6 +464,15 @@ pub struct DiskOutput {
     pub layout: DiskLayoutKind,
 }
 
+impl DiskOutput {
+    /// `size` in bytes: the one place the recipe's disk size is parsed
+    /// (validation reports a size that is not one; the plan carries the
+    /// number).
+    pub fn size_bytes(&self) -> Option<u64> {
+        crate::units::parse_size(&self.size)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheme {

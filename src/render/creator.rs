@@ -122,9 +122,11 @@ impl Renderer for CreatorRenderer {
     ) -> Result<Option<Vec<ArtefactMember>>, BuildError> {
         let plan = ctx.plan;
         let r = &plan.recipe;
-        let c = r.outputs.creator_package.as_ref().ok_or_else(|| {
-            BuildError::Render("the recipe has no outputs.creator_package".into())
-        })?;
+        let c = r
+            .outputs
+            .creator_package
+            .as_ref()
+            .ok_or(BuildError::NotPlanned("outputs.creator_package"))?;
         std::fs::create_dir_all(tmp).map_err(|e| BuildError::io("create", tmp, e))?;
         let wim = tmp.join(wim_name(r));
         // Outputs render in plan order, the .wim first: reuse its bytes.

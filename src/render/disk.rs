@@ -101,15 +101,14 @@ impl Renderer for DiskRenderer {
             .outputs
             .disk
             .as_ref()
-            .ok_or_else(|| BuildError::Render("no outputs.disk".into()))?;
+            .ok_or(BuildError::NotPlanned("outputs.disk"))?;
         debug_assert_eq!(out.kind, OutputKind::Disk);
-        let disk_bytes = out.disk_size.ok_or_else(|| {
-            BuildError::Render(format!("outputs.disk.size: {:?} is not a size", d.size))
-        })?;
+        let disk_bytes = out
+            .disk_size
+            .ok_or_else(|| BuildError::NotASize(d.size.clone()))?;
         let (files, listed) = self.files(ctx, members)?;
         let s = scheme(d.scheme);
-        let layout = disk::layout(s, disk_bytes)
-            .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
+        let layout = disk::layout(s, disk_bytes).map_err(BuildError::Disk)?;
         let ids = DiskIds::from_seed(&plan.digest);
         let total: u64 = files.iter().map(|f| f.size).sum();
         let started = Instant::now();
@@ -133,7 +132,7 @@ impl Renderer for DiskRenderer {
             &params(&volume(plan)),
             &mut report,
         )
-        .map_err(|e| BuildError::Render(format!("outputs.disk: {e}")))?;
+        .map_err(BuildError::Disk)?;
         // Hashed on the way out: the manifest and the verify cache need not read it back.
         // The free space's zeros come from the cache when it has seen them.
         if let Some(sha) = sha {
@@ -157,8 +156,14 @@ impl Renderer for DiskRenderer {
             .outputs
             .disk
             .as_ref()
-            .ok_or_else(|| BuildError::Render("no outputs.disk".into()))?;
-        let disk_bytes = crate::units::parse_size(&d.size).unwrap_or(0);
+            .ok_or(BuildError::NotPlanned("outputs.disk"))?;
+        let disk_bytes = ctx
+            .plan
+            .outputs
+            .iter()
+            .find(|o| o.kind == OutputKind::Disk)
+            .and_then(|o| o.disk_size)
+            .ok_or_else(|| BuildError::NotASize(d.size.clone()))?;
         let layout = disk::layout(scheme(d.scheme), disk_bytes)
             .map_err(|e| BuildError::Verify(e.to_string()))?;
         let started = Instant::now();

@@ -11,7 +11,7 @@ impl From<WimWriteError> for BuildError {
         match e {
             WimWriteError::Cancelled => BuildError::Cancelled,
             WimWriteError::CacheCorrupt(id) => BuildError::CacheCorrupt(id),
-            e => BuildError::Render(format!("writing the WIM: {e}")),
+            e => BuildError::WimWrite(e),
         }
     }
 }

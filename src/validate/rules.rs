@@ -722,7 +722,7 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
     }
     if let Some(disk) = &o.disk {
         paths.push(("outputs.disk.path".into(), disk.path.clone()));
-        match units::parse_size(&disk.size) {
+        match disk.size_bytes() {
             Some(n) if n >= 64 << 20 => {}
             Some(_) => d.push(
                 Diagnostic::error("outputs.disk.size", "too small for a FAT32 media disk")
