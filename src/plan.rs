@@ -469,16 +469,16 @@ impl Plan {
         }
         let _ = writeln!(s, "\nvariables:");
         for v in &self.media.variables {
-            match (&v.value, &v.secret_from) {
-                (Some(val), _) => {
+            match v.literal() {
+                Some(val) => {
                     let _ = writeln!(s, "  {} = {val}", v.name);
                 }
-                (None, from) => {
+                None => {
                     let _ = writeln!(
                         s,
                         "  {} = <secret from {}>",
                         v.name,
-                        from.as_deref().unwrap_or("?")
+                        v.source_key().unwrap_or("?")
                     );
                 }
             }

@@ -119,7 +119,8 @@ pub(super) fn hash_inputs(ctx: &Ctx) -> Result<BTreeMap<PathBuf, [u8; 32]>, Buil
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use sha2::{Digest, Sha256};
+    use std::io::{Seek, SeekFrom, Write};
 
     fn plain(path: &Path) -> [u8; 32] {
         Sha256::digest(std::fs::read(path).unwrap()).into()

@@ -12,6 +12,7 @@ pub use crate::exec::{BuildError, Resolved, WimWriter};
 pub use finalize::{Manifest, ManifestInput, ManifestMember};
 
 use crate::media::variables::MediaVar;
+use crate::media::VarValue;
 use crate::plan::{OutputKind, Plan, PlannedOutput};
 use crate::progress::{Cancel, Event, Reporter};
 use crate::recipe::secret::{Secret, SecretError};
@@ -104,14 +105,23 @@ fn resolve_secrets(plan: &Plan) -> Result<(Vec<PendingVar>, Option<Secret>), Bui
     };
     let mut vars = Vec::new();
     for v in &plan.media.variables {
-        let (value, secret) = match (&v.value, &v.secret_from) {
-            (Some(val), _) => (val.clone(), false),
-            (None, Some(from)) if from == crate::security::PFX_SOURCE => {
+        let (value, secret) = match &v.value {
+            VarValue::Literal(val) => (val.clone(), false),
+            VarValue::MediaPfx => {
                 vars.push(PendingVar::Pfx(v.name.clone()));
                 continue;
             }
-            (None, Some(from)) => (secret_for(from)?.expose().to_string(), true),
-            (None, None) => (String::new(), false),
+            VarValue::Secret { key, reference } => (
+                reference
+                    .resolve(&plan.dir)
+                    .map_err(|source| BuildError::Secret {
+                        key: key.clone(),
+                        source,
+                    })?
+                    .expose()
+                    .to_string(),
+                true,
+            ),
         };
         vars.push(PendingVar::Ready(MediaVar {
             name: v.name.clone(),
@@ -136,7 +146,7 @@ fn finish_vars(
         .variables
         .iter()
         .find(|v| v.name == crate::configmgr::var::MEDIA_GUID)
-        .and_then(|v| v.value.as_deref());
+        .and_then(|v| v.literal());
     let pfx = crate::security::PfxInputs {
         recipe: &plan.recipe,
         dir: &plan.dir,

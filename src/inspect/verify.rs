@@ -523,11 +523,11 @@ fn variables(plan: &Plan, m: Option<&Manifest>, f: &Inspection, rep: &mut Verify
         on_media.entry(x.name.as_str()).or_insert(x);
     }
     for v in &plan.media.variables {
-        let Some(value) = &v.value else { continue };
+        let Some(value) = v.literal() else { continue };
         let expected = crate::media::variables::fingerprint(
             &crate::media::variables::MediaVar {
                 name: v.name.clone(),
-                value: value.clone(),
+                value: value.to_string(),
                 secret: false,
             },
             None,

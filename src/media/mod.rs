@@ -66,15 +66,60 @@ pub struct Member {
     pub source: Source,
 }
 
+/// Where a planned media variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarValue {
+    /// Known when planning.
+    Literal(String),
+    /// A secret, read at build time from `reference` (recipe key `key`).
+    Secret {
+        key: String,
+        reference: crate::recipe::secret::SecretRef,
+    },
+    /// `_SMSTSMediaPFX`: the media certificate's PKCS#12 file, made at build
+    /// time (from `security.certificate`, with the media password).
+    MediaPfx,
+}
+
 /// A planned media variable; secret values are resolved only at build time.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PlannedVar {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// The recipe key whose secret reference supplies the value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_from: Option<String>,
+    pub value: VarValue,
+}
+
+impl PlannedVar {
+    /// The value, when it is known before the build.
+    pub fn literal(&self) -> Option<&str> {
+        match &self.value {
+            VarValue::Literal(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The recipe key a value computed or read at build time comes from.
+    pub fn source_key(&self) -> Option<&str> {
+        match &self.value {
+            VarValue::Literal(_) => None,
+            VarValue::Secret { key, .. } => Some(key),
+            VarValue::MediaPfx => Some(crate::security::PFX_SOURCE),
+        }
+    }
+}
+
+/// `{name, value}` for a literal, `{name, secret_from: KEY}` otherwise (the
+/// plan's JSON; never a secret's reference or value).
+impl Serialize for PlannedVar {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("PlannedVar", 2)?;
+        st.serialize_field("name", &self.name)?;
+        match self.literal() {
+            Some(v) => st.serialize_field("value", v)?,
+            None => st.serialize_field("secret_from", &self.source_key())?,
+        }
+        st.end()
+    }
 }
 
 /// The whole media: members sorted by path, and the variables.
@@ -101,16 +146,17 @@ impl MediaTree {
 fn lit(name: &str, value: impl Into<String>) -> PlannedVar {
     PlannedVar {
         name: name.into(),
-        value: Some(value.into()),
-        secret_from: None,
+        value: VarValue::Literal(value.into()),
     }
 }
 
-fn secret(name: &str, from: &str) -> PlannedVar {
+fn secret(name: &str, key: String, reference: &crate::recipe::secret::SecretRef) -> PlannedVar {
     PlannedVar {
         name: name.into(),
-        value: None,
-        secret_from: Some(from.into()),
+        value: VarValue::Secret {
+            key,
+            reference: reference.clone(),
+        },
     }
 }
 
@@ -141,7 +187,10 @@ pub fn plan_variables(r: &Recipe, facts: &InputFacts, digest: &[u8; 32]) -> Vec<
         ),
     ];
     if r.security.certificate.is_some() {
-        v.push(secret(var::MEDIA_PFX, crate::security::PFX_SOURCE));
+        v.push(PlannedVar {
+            name: var::MEDIA_PFX.into(),
+            value: VarValue::MediaPfx,
+        });
     }
     v.extend([
         lit(var::SITE_CODE, r.site_code()),
@@ -202,13 +251,19 @@ pub fn plan_variables(r: &Recipe, facts: &InputFacts, digest: &[u8; 32]) -> Vec<
             v.push(lit(var::PRE_EXEC_PACKAGE_ID, id));
         }
     }
-    if r.bitlocker.is_some() {
-        v.push(secret(var::BITLOCKER_PIN, "bitlocker.passphrase"));
+    if let Some(b) = &r.bitlocker {
+        v.push(secret(
+            var::BITLOCKER_PIN,
+            "bitlocker.passphrase".into(),
+            &b.passphrase,
+        ));
     }
     for (name, val) in &r.variables {
         v.push(match val {
             VariableValue::Literal(s) => lit(name, s),
-            VariableValue::Secret(_) => secret(name, &format!("variables.{name}")),
+            VariableValue::Secret(reference) => {
+                secret(name, format!("variables.{name}"), reference)
+            }
         });
     }
     v

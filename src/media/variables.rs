@@ -122,15 +122,12 @@ pub fn estimate_size(planned: &[super::PlannedVar]) -> u64 {
         .map(|p| MediaVar {
             name: p.name.clone(),
             // A media certificate's PFX is a few KiB of hex; other secrets are short.
-            value: p.value.clone().unwrap_or_else(|| {
-                let n = if p.name == crate::configmgr::var::MEDIA_PFX {
-                    8192
-                } else {
-                    16
-                };
-                "x".repeat(n)
-            }),
-            secret: p.value.is_none(),
+            value: match &p.value {
+                super::VarValue::Literal(v) => v.clone(),
+                super::VarValue::MediaPfx => "x".repeat(8192),
+                super::VarValue::Secret { .. } => "x".repeat(16),
+            },
+            secret: p.literal().is_none(),
         })
         .collect();
     let plain = plaintext(&vars).len() as u64;

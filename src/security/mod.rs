@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use crate::configmgr::pfx_password;
 /// The media variable holding the certificate.
 pub const PFX_VARIABLE: &str = crate::configmgr::var::MEDIA_PFX;
-/// The recipe key a planned `_SMSTSMediaPFX` comes from (`PlannedVar::secret_from`).
+/// The recipe key a planned `_SMSTSMediaPFX` comes from (`VarValue::MediaPfx`).
 pub const PFX_SOURCE: &str = "security.certificate";
 
 #[derive(Debug, thiserror::Error)]
