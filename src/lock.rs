@@ -123,33 +123,7 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
             },
         );
     }
-    let r = &plan.recipe;
-    let mut folders: Vec<(String, PathBuf)> = Vec::new();
-    for (sec, list) in [
-        ("applications", &r.applications),
-        ("packages", &r.packages),
-        ("driver_packages", &r.driver_packages),
-    ] {
-        for (i, c) in list.iter().enumerate() {
-            folders.push((format!("{sec}[{i}]"), c.source.clone()));
-        }
-    }
-    if let Some(f) = r.prestart.as_ref().and_then(|p| p.files.as_ref()) {
-        folders.push(("prestart.files".into(), f.clone()));
-    }
-    for (i, f) in r.site.root_ca_certificates.iter().enumerate() {
-        folders.push((format!("site.root_ca_certificates[{i}]"), f.clone()));
-    }
-    if let Some(f) = &r.site.signing_certificate {
-        folders.push(("site.signing_certificate".into(), f.clone()));
-    }
-    if let Some(c) = &r.outputs.creator_package {
-        folders.push(("outputs.creator_package.creator".into(), c.creator.clone()));
-    }
-    if let Some(p) = r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()) {
-        // The .pfx is password-protected; its digest reveals nothing of it.
-        folders.push(("security.certificate.pki.file".into(), p.file.clone()));
-    }
+    let folders = plan.recorded.lock_inputs.clone();
     for (key, src) in folders {
         let abs = plan.dir.join(&src);
         let walked = crate::fsutil::walk(&abs).map_err(|source| LockError::Read {

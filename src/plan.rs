@@ -2,11 +2,14 @@
 //! what goes where, from which source, how big, and which outputs.
 //! `mediabuild plan` prints it; the build executes it.
 
+mod recorded;
+pub use recorded::{PlannedContent, Recorded};
+
 use crate::diag::Diagnostic;
 use crate::ids;
 use crate::media::{self, MediaTree};
 use crate::recipe::locate::Locations;
-use crate::recipe::{load, Compression, Recipe, Scheme};
+use crate::recipe::{load, Compression, Recipe};
 use crate::units;
 use crate::validate::{self, ImageFacts, Mode};
 use serde::Serialize;
@@ -61,24 +64,7 @@ impl ImageRef {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputKind {
-    Wim,
-    Disk,
-    CreatorPackage,
-}
-
-/// One artefact the build produces.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlannedOutput {
-    pub kind: OutputKind,
-    pub path: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<Scheme>,
-}
+pub use crate::formats::{OutputKind, OutputSpec, PlannedOutput};
 
 /// The whole plan.
 #[derive(Debug, Clone, Serialize)]
@@ -86,13 +72,26 @@ pub struct Plan {
     pub recipe_file: PathBuf,
     #[serde(skip)]
     pub dir: PathBuf,
+    /// What the recipe says beyond the tree and the outputs, decided once.
     #[serde(skip)]
-    pub recipe: Recipe,
+    pub recorded: Recorded,
+    /// The site code (`site.code`), which secret fingerprints are salted with.
+    #[serde(skip)]
+    pub site_code: String,
+    /// Where the media password is read at build time (`security.password`).
+    #[serde(skip)]
+    pub password_ref: Option<crate::recipe::secret::SecretRef>,
+    /// `security.certificate`: how the media certificate is made.
+    #[serde(skip)]
+    pub certificate: Option<crate::recipe::Certificate>,
     pub recipe_digest: String,
     #[serde(skip)]
     pub digest: [u8; 32],
     pub epoch: i64,
     pub media_name: String,
+    /// `media.comment`: the WIM image's description.
+    #[serde(skip)]
+    pub comment: Option<String>,
     pub label: String,
     pub password: bool,
     pub compression: Compression,
@@ -241,7 +240,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
                 out.diags = diags;
                 return out;
             };
-            let plan = make_plan(file, &dir, recipe, digest, tree, boot, os);
+            let plan = make_plan(file, &dir, &recipe, digest, tree, boot, os);
             diags.extend(long_paths(&plan));
             diags.extend(beyond_path_max(&plan));
             let vol = crate::formats::disk::Volume {
@@ -249,8 +248,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
                 digest: &plan.digest,
                 epoch: plan.epoch,
             };
-            let checks =
-                crate::formats::checks(&plan.recipe.outputs, &plan.media, &vol, plan.total_size);
+            let checks = crate::formats::checks(&plan.outputs, &plan.media, &vol, plan.total_size);
             diags.extend(checks.into_iter().map(|d| {
                 let pos = locs.value(&d.key);
                 d.at(pos)
@@ -344,38 +342,14 @@ fn beyond_path_max(plan: &Plan) -> Option<Diagnostic> {
 fn make_plan(
     file: &Path,
     dir: &Path,
-    recipe: Recipe,
+    recipe: &Recipe,
     digest: [u8; 32],
     tree: MediaTree,
     boot: &ImageFacts,
     os: &ImageFacts,
 ) -> Plan {
     let out_dir = dir.join(&recipe.outputs.dir);
-    let mut outputs = Vec::new();
-    if let Some(w) = &recipe.outputs.wim {
-        outputs.push(PlannedOutput {
-            kind: OutputKind::Wim,
-            path: out_dir.join(w),
-            disk_size: None,
-            scheme: None,
-        });
-    }
-    if let Some(d) = &recipe.outputs.disk {
-        outputs.push(PlannedOutput {
-            kind: OutputKind::Disk,
-            path: out_dir.join(&d.path),
-            disk_size: d.size_bytes(),
-            scheme: Some(d.scheme),
-        });
-    }
-    if let Some(c) = &recipe.outputs.creator_package {
-        outputs.push(PlannedOutput {
-            kind: OutputKind::CreatorPackage,
-            path: out_dir.join(&c.path),
-            disk_size: None,
-            scheme: None,
-        });
-    }
+    let outputs = crate::formats::plan_outputs(&recipe.outputs, &out_dir);
     Plan {
         recipe_file: file.to_path_buf(),
         dir: dir.to_path_buf(),
@@ -383,6 +357,7 @@ fn make_plan(
         digest,
         epoch: ids::epoch(&recipe),
         media_name: recipe.media.name.clone(),
+        comment: recipe.media.comment.clone(),
         label: recipe
             .media
             .label
@@ -396,7 +371,10 @@ fn make_plan(
         outputs,
         total_size: tree.total_size(),
         media: tree,
-        recipe,
+        recorded: Recorded::of(&recipe),
+        site_code: recipe.site_code().to_string(),
+        password_ref: recipe.security.password.clone(),
+        certificate: recipe.security.certificate.clone(),
     }
 }
 
@@ -485,7 +463,7 @@ impl Plan {
         }
         let _ = writeln!(s, "\noutputs (compression {}):", self.compression.as_str());
         for o in &self.outputs {
-            let extra = match (o.disk_size, o.scheme) {
+            let extra = match (o.disk_size(), o.scheme()) {
                 (Some(n), Some(sch)) => format!(" ({}, {:?})", units::human(n), sch),
                 _ => String::new(),
             };

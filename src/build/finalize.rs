@@ -97,7 +97,6 @@ pub(super) fn finalize(
     publish: &mut Publish,
 ) -> Result<BuiltOutput, BuildError> {
     let plan = ctx.plan;
-    let r = &plan.recipe;
     // A folder artefact (the creator package) is hashed as a tree of files.
     let folder = if tmp.path().is_dir() {
         Some(folder_files(ctx, tmp.path())?)
@@ -136,26 +135,11 @@ pub(super) fn finalize(
             sha256: inputs.get(&img.source).map(|h| hex(h)).unwrap_or_default(),
         });
     }
-    let mut folders: Vec<(&str, &str, Option<&str>, &Path)> = Vec::new();
-    for (role, list) in [
-        ("application", &r.applications),
-        ("package", &r.packages),
-        ("driver_package", &r.driver_packages),
-    ] {
-        folders.extend(list.iter().map(|c| {
-            (
-                role,
-                c.id.as_str(),
-                Some(c.name.as_str()),
-                c.source.as_path(),
-            )
-        }));
-    }
-    if let Some(p) = &r.prestart {
-        if let (Some(id), Some(f)) = (&p.id, &p.files) {
-            folders.push(("prestart", id, None, f));
-        }
-    }
+    let folders = plan
+        .recorded
+        .content
+        .iter()
+        .map(|c| (c.role, c.id.as_str(), c.name.as_deref(), c.source.as_path()));
     for (role, id, name, src) in folders {
         let prefix = format!("{}/{id}/", crate::configmgr::paths::PKG_DIR);
         let mut h = sha2::Sha256::new();
@@ -183,9 +167,11 @@ pub(super) fn finalize(
             sha256: hex(&h.finalize()),
         });
     }
-    let secrets = crate::validate::secret_keys(r)
-        .into_iter()
-        .map(|k| (k, "set".to_string()))
+    let secrets = plan
+        .recorded
+        .secret_keys
+        .iter()
+        .map(|k| (k.clone(), "set".to_string()))
         .collect();
     let manifest = Manifest {
         manifest_format: 1,
@@ -223,7 +209,7 @@ pub(super) fn finalize(
             .map(|v| v.name.clone())
             .collect(),
         fingerprints: ctx.fingerprints.clone(),
-        properties: properties(plan),
+        properties: plan.recorded.properties.clone(),
         members: match folder {
             Some(files) => {
                 let group: BTreeMap<&str, &str> = listed
@@ -276,59 +262,6 @@ pub(super) fn finalize(
         sha256: hex(&digest),
         manifest: mpath,
     })
-}
-
-/// The media properties the manifest records: what the recipe says about the
-/// media's identity, security and management, never a secret.
-fn properties(plan: &crate::plan::Plan) -> BTreeMap<String, String> {
-    let r = &plan.recipe;
-    let m = &r.media;
-    let word = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    let mut p = BTreeMap::new();
-    let mut put = |k: &str, v: String| {
-        p.insert(k.to_string(), v);
-    };
-    for (k, v) in [
-        ("created_by", &m.created_by),
-        ("version", &m.version),
-        ("comment", &m.comment),
-        ("deployment_id", &m.deployment_id),
-    ] {
-        if let Some(v) = v {
-            put(k, v.clone());
-        }
-    }
-    put("site_code", r.site_code().to_string());
-    put("task_sequence", m.task_sequence.clone());
-    put("unattended", m.unattended.to_string());
-    put(
-        "target_firmware",
-        word(serde_json::to_value(m.target_firmware).unwrap_or_default()),
-    );
-    put(
-        "management_mode",
-        word(serde_json::to_value(m.management.mode).unwrap_or_default()),
-    );
-    put("management_points", m.management.points.join(" "));
-    put(
-        "password_required",
-        r.security.password.is_some().to_string(),
-    );
-    put(
-        "unknown_computers",
-        r.security.unknown_computers.to_string(),
-    );
-    put(
-        "user_device_affinity",
-        word(serde_json::to_value(r.security.user_device_affinity).unwrap_or_default()),
-    );
-    let cert = match &r.security.certificate {
-        Some(c) if c.pki.is_some() => "pki",
-        Some(_) => "self_signed",
-        None => "none",
-    };
-    put("certificate", cert.to_string());
-    p
 }
 
 /// Every file of a folder artefact: (relative path, size, sha256), sorted.

@@ -15,7 +15,7 @@ use crate::media::variables::MediaVar;
 use crate::media::VarValue;
 use crate::plan::{OutputKind, Plan, PlannedOutput};
 use crate::progress::{Cancel, Event, Reporter};
-use crate::recipe::secret::{Secret, SecretError};
+use crate::recipe::secret::Secret;
 use crate::render;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,20 +87,14 @@ enum PendingVar {
 /// Reads every secret the build needs (fast: environment and files), so that
 /// a missing one fails the build before anything is written.
 fn resolve_secrets(plan: &Plan) -> Result<(Vec<PendingVar>, Option<Secret>), BuildError> {
-    let r = &plan.recipe;
-    let secret_for = |key: &str| -> Result<Secret, BuildError> {
-        let sref = crate::validate::secret_ref(r, key).ok_or_else(|| BuildError::Secret {
-            key: key.into(),
-            source: SecretError::NoSource,
-        })?;
-        sref.resolve(&plan.dir)
-            .map_err(|source| BuildError::Secret {
-                key: key.into(),
-                source,
-            })
-    };
-    let password = match &r.security.password {
-        Some(_) => Some(secret_for("security.password")?),
+    let password = match &plan.password_ref {
+        Some(sref) => Some(
+            sref.resolve(&plan.dir)
+                .map_err(|source| BuildError::Secret {
+                    key: "security.password".into(),
+                    source,
+                })?,
+        ),
         None => None,
     };
     let mut vars = Vec::new();
@@ -148,7 +142,9 @@ fn finish_vars(
         .find(|v| v.name == crate::configmgr::var::MEDIA_GUID)
         .and_then(|v| v.literal());
     let pfx = crate::security::PfxInputs {
-        recipe: &plan.recipe,
+        certificate: plan.certificate.as_ref(),
+        media_name: &plan.media_name,
+        site_code: &plan.site_code,
         dir: &plan.dir,
         digest: &plan.digest,
         media_guid,
@@ -181,7 +177,7 @@ fn fingerprints(
     password: Option<&Secret>,
 ) -> std::collections::BTreeMap<String, String> {
     use rayon::prelude::*;
-    let site = plan.recipe.site_code();
+    let site = plan.site_code.as_str();
     vars.par_iter()
         .map(|v| {
             let f = crate::media::variables::fingerprint(
@@ -423,7 +419,7 @@ fn build_with(
     if let Some(d) = debris {
         warnings.push(d);
     }
-    if plan.recipe.security.password.is_none() && values.iter().any(|v| v.secret) {
+    if plan.password_ref.is_none() && values.iter().any(|v| v.secret) {
         warnings.push("secret variables are in media without a password (Variables.dat uses the public default key)".into());
     }
     for w in &warnings {
@@ -464,7 +460,7 @@ fn render_lane<'p>(
         }
         let listed = pool.install(|| r.render(ctx, members, out, tmp.path()))?;
         fault("after-render")?;
-        r.verify(ctx, tmp.path())?;
+        r.verify(ctx, out, tmp.path())?;
         let listed =
             listed.unwrap_or_else(|| members.iter().map(render::ArtefactMember::same).collect());
         done.push(Rendered {
@@ -626,59 +622,7 @@ fn size_of_tree(p: &Path) -> u64 {
 }
 
 /// What the admin must still do on the site server (S22: out of scope here),
-/// each step with the recipe's IDs; sources in docs/configmgr.md.
+/// each step with the recipe's IDs (decided when planning).
 pub fn site_server_todo(plan: &Plan) -> Vec<String> {
-    let r = &plan.recipe;
-    let mut ids: Vec<String> = vec![
-        format!("boot image {}", r.boot_image.id),
-        format!("OS image {}", r.os_image.id),
-    ];
-    for (what, list) in [
-        ("application", &r.applications),
-        ("package", &r.packages),
-        ("driver package", &r.driver_packages),
-    ] {
-        for c in list.iter() {
-            ids.push(format!("{what} {} ({})", c.id, c.name));
-        }
-    }
-    if let Some(id) = r.prestart.as_ref().and_then(|p| p.id.as_ref()) {
-        ids.push(format!("prestart package {id}"));
-    }
-    let mut v = vec![
-        format!(
-            "Distribute every package the task sequence references to at least one distribution point — the media hold a copy, but the site checks the content against its own: {}, and any other content task sequence {} references.",
-            ids.join(", "),
-            r.media.task_sequence
-        ),
-        format!(
-            "Deploy task sequence {} to a collection that holds the target computers, purpose Available, \"Make available to the following\": \"Only media and PXE (hidden)\"{}.",
-            r.media.task_sequence,
-            match &r.media.deployment_id {
-                Some(d) => format!(" — deployment {d} is the one the media run (SMSTSPreferredAdvertID); it must exist with that ID"),
-                None => String::new(),
-            }
-        ),
-    ];
-    if r.security.unknown_computers {
-        v.push("Deploy the task sequence also to the collection \"All Unknown Computers\" (it holds the x64/x86 Unknown Computer objects whose GUIDs the media carry), otherwise an unknown computer gets \"no deployed task sequence\".".into());
-    }
-    match r.security.certificate.as_ref() {
-        Some(c) if c.self_signed.is_some() => v.push("The self-signed media certificate made by mediabuild is not registered at the site, and ConfigMgr documents no way to register one made elsewhere (Administration > Security > Certificates only blocks or unblocks; the SMS_Certificate class is read-only; Import-CMCertificate imports PKI certificates). For media a real site accepts, rebuild with `security.certificate.pki`: a client-authentication certificate (EKU 1.3.6.1.5.5.7.3.2) from a CA the site trusts.".into()),
-        Some(_) => v.push("The PKI media certificate must be issued by a CA in the site's trusted root CAs (site properties, Communication Security) and carry Client Authentication (1.3.6.1.5.5.7.3.2); nothing to register.".into()),
-        None => {}
-    }
-    if let Some(b) = &r.bitlocker {
-        v.push(format!(
-            "Add a \"Run Command Line\" step after \"Setup Windows and ConfigMgr\": `osdbitlocker_wtg.exe /Enable /pwd:{} /wait:{}` from package {}, condition `_SMSTSWTG Equals True`.",
-            match b.recovery {
-                crate::recipe::Recovery::Ad => "AD",
-                crate::recipe::Recovery::None => "None",
-            },
-            if b.wait { "TRUE" } else { "FALSE" },
-            b.package
-        ));
-    }
-    v.push("Monitor deployment status and alerts in the console (collections, schedules and alerts are server-side objects mediabuild does not create).".into());
-    v
+    plan.recorded.todo.clone()
 }

@@ -51,6 +51,29 @@ pub(crate) fn scheme(s: Scheme) -> disk::Scheme {
     }
 }
 
+/// A planned disk image: `outputs.disk`, typed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiskSpec {
+    /// Size in bytes (None: `outputs.disk.size` is not a size, which
+    /// validation reports).
+    #[serde(rename = "disk_size", skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub scheme: Scheme,
+    /// The size as written in the recipe (for messages).
+    #[serde(skip)]
+    pub size_text: String,
+}
+
+impl DiskSpec {
+    pub fn of(d: &DiskOutput) -> DiskSpec {
+        DiskSpec {
+            size: d.size_bytes(),
+            scheme: d.scheme,
+            size_text: d.size.clone(),
+        }
+    }
+}
+
 /// What a disk's FAT volume takes from the plan.
 pub struct Volume<'a> {
     pub label: &'a str,
@@ -89,8 +112,8 @@ pub(crate) fn part_name(stem: &str, n: u64) -> String {
 
 /// Validation of a planned disk output: files FAT32 cannot hold, and whether
 /// the content (with estimated image sizes) fits the disk size.
-pub fn check(d: &DiskOutput, media: &MediaTree, vol: &Volume, total_size: u64) -> Vec<Diagnostic> {
-    let Some(disk_bytes) = d.size_bytes() else {
+pub fn check(d: &DiskSpec, media: &MediaTree, vol: &Volume, total_size: u64) -> Vec<Diagnostic> {
+    let Some(disk_bytes) = d.size else {
         return Vec::new();
     };
     let mut diags = Vec::new();
@@ -155,7 +178,7 @@ pub fn check(d: &DiskOutput, media: &MediaTree, vol: &Volume, total_size: u64) -
     let layout = match disk::layout(s, disk_bytes) {
         Ok(l) => l,
         Err(e) => {
-            diags.push(Diagnostic::error("outputs.disk.size", e.to_string()).value(&d.size));
+            diags.push(Diagnostic::error("outputs.disk.size", e.to_string()).value(&d.size_text));
             return diags;
         }
     };
@@ -174,13 +197,13 @@ pub fn check(d: &DiskOutput, media: &MediaTree, vol: &Volume, total_size: u64) -
                     human(short_by)
                 ),
             )
-            .value(&d.size)
+            .value(&d.size_text)
             .fix(format!(
                 "use at least `size: {}MiB`",
                 min_disk_bytes.div_ceil(1 << 20)
             )),
         ),
-        Err(e) => diags.push(Diagnostic::error("outputs.disk", e.to_string()).value(&d.size)),
+        Err(e) => diags.push(Diagnostic::error("outputs.disk", e.to_string()).value(&d.size_text)),
     }
     diags
 }

@@ -14,8 +14,8 @@
 
 use super::{ArtefactMember, Ctx, Renderer};
 use crate::exec::{BuildError, Resolved};
-use crate::plan::{OutputKind, PlannedOutput};
-use crate::recipe::{CreatorPackage, Recipe};
+use crate::plan::{OutputKind, OutputSpec, PlannedOutput};
+use crate::recipe::CreatorPackage;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -46,13 +46,13 @@ pub struct Program {
 }
 
 /// The prestaged .wim's name inside the package.
-pub fn wim_name(r: &Recipe) -> String {
-    format!("{}.wim", r.media.name)
+pub fn wim_name(media_name: &str) -> String {
+    format!("{media_name}.wim")
 }
 
 /// `WTGCreator.exe /wim:NAME.wim [/enableBootRedirect]`.
-pub fn command_line(r: &Recipe, c: &CreatorPackage) -> String {
-    let mut s = format!("{CREATOR_FILE} /wim:{}", wim_name(r));
+pub fn command_line(media_name: &str, c: &CreatorPackage) -> String {
+    let mut s = format!("{CREATOR_FILE} /wim:{}", wim_name(media_name));
     if c.enable_boot_redirect {
         s.push_str(" /enableBootRedirect");
     }
@@ -60,11 +60,11 @@ pub fn command_line(r: &Recipe, c: &CreatorPackage) -> String {
 }
 
 /// `program.json` for a folder whose other files total `others` bytes.
-fn program_json(r: &Recipe, c: &CreatorPackage, others: u64) -> Vec<u8> {
-    let package_name = format!("Windows To Go Creator - {}", r.media.name);
+fn program_json(media_name: &str, c: &CreatorPackage, others: u64) -> Vec<u8> {
+    let package_name = format!("Windows To Go Creator - {media_name}");
     let program_name = "Windows To Go Creator".to_string();
     let max = c.max_run_time_minutes.unwrap_or(DEFAULT_MAX_RUN_TIME);
-    let cmd = command_line(r, c);
+    let cmd = command_line(media_name, c);
     // The file's size depends on the number it holds: iterate to the fixed point.
     let mut kb = others.div_ceil(1024);
     loop {
@@ -76,7 +76,7 @@ fn program_json(r: &Recipe, c: &CreatorPackage, others: u64) -> Vec<u8> {
             estimated_disk_space_kb: kb,
             max_run_time_minutes: max,
             run_with_administrative_rights: true,
-            wim: wim_name(r),
+            wim: wim_name(media_name),
             new_cm_program: format!(
                 "New-CMProgram -PackageName '{package_name}' -StandardProgramName '{program_name}' -CommandLine '{cmd}' -DiskSpaceRequirement {kb} -DiskSpaceUnit KB -Duration {max} -RunMode RunWithAdministrativeRights"
             ),
@@ -121,14 +121,12 @@ impl Renderer for CreatorRenderer {
         tmp: &Path,
     ) -> Result<Option<Vec<ArtefactMember>>, BuildError> {
         let plan = ctx.plan;
-        let r = &plan.recipe;
-        let c = r
-            .outputs
-            .creator_package
-            .as_ref()
-            .ok_or(BuildError::NotPlanned("outputs.creator_package"))?;
+        let name = plan.media_name.as_str();
+        let OutputSpec::CreatorPackage { package: c } = &out.spec else {
+            return Err(BuildError::NotPlanned("outputs.creator_package"));
+        };
         std::fs::create_dir_all(tmp).map_err(|e| BuildError::io("create", tmp, e))?;
-        let wim = tmp.join(wim_name(r));
+        let wim = tmp.join(wim_name(name));
         // Outputs render in plan order, the .wim first: reuse its bytes.
         let rendered = plan
             .outputs
@@ -148,10 +146,10 @@ impl Renderer for CreatorRenderer {
                 let o = PlannedOutput {
                     kind: OutputKind::Wim,
                     path: wim.clone(),
-                    ..out.clone()
+                    spec: OutputSpec::Wim {},
                 };
                 w.render(ctx, members, &o, &wim)?;
-                w.verify(ctx, &wim)?;
+                w.verify(ctx, &o, &wim)?;
             }
         }
         ctx.check_cancel()?;
@@ -161,7 +159,7 @@ impl Renderer for CreatorRenderer {
             .map_err(|e| BuildError::io("copy", &creator_src, e))?;
         let others = size(&wim)? + size(&creator)?;
         let program = tmp.join(PROGRAM_FILE);
-        std::fs::write(&program, program_json(r, c, others))
+        std::fs::write(&program, program_json(name, c, others))
             .map_err(|e| BuildError::io("write", &program, e))?;
         let mut listed = Vec::new();
         for (p, group) in [
@@ -184,7 +182,7 @@ impl Renderer for CreatorRenderer {
 
     /// Reads the folder back: `program.json` parses, names a .wim that is
     /// there, and its disk space is the folder's size.
-    fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {
+    fn verify(&self, ctx: &Ctx, out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError> {
         let bad = |m: String| BuildError::Verify(format!("creator package: {m}"));
         let text = std::fs::read(tmp.join(PROGRAM_FILE))
             .map_err(|e| bad(format!("{PROGRAM_FILE}: {e}")))?;
@@ -203,8 +201,10 @@ impl Renderer for CreatorRenderer {
                 return Err(bad(format!("{name} is missing")));
             }
         }
-        let c = ctx.plan.recipe.outputs.creator_package.as_ref();
-        if c.map(|c| command_line(&ctx.plan.recipe, c)) != Some(p.command_line.clone()) {
+        let OutputSpec::CreatorPackage { package: c } = &out.spec else {
+            return Err(BuildError::NotPlanned("outputs.creator_package"));
+        };
+        if command_line(&ctx.plan.media_name, c) != p.command_line {
             return Err(bad("unexpected command line".into()));
         }
         Ok(())
@@ -214,6 +214,7 @@ impl Renderer for CreatorRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipe::Recipe;
 
     fn recipe(redirect: bool, max: Option<u32>) -> (Recipe, CreatorPackage) {
         let mut r = Recipe::default();
@@ -230,10 +231,13 @@ mod tests {
     #[test]
     fn command_line_is_exact() {
         let (r, c) = recipe(false, None);
-        assert_eq!(command_line(&r, &c), "WTGCreator.exe /wim:demo-wtg.wim");
+        assert_eq!(
+            command_line(&r.media.name, &c),
+            "WTGCreator.exe /wim:demo-wtg.wim"
+        );
         let (r, c) = recipe(true, None);
         assert_eq!(
-            command_line(&r, &c),
+            command_line(&r.media.name, &c),
             "WTGCreator.exe /wim:demo-wtg.wim /enableBootRedirect"
         );
     }
@@ -242,7 +246,7 @@ mod tests {
     fn disk_space_counts_the_program_file_itself() {
         for others in [0u64, 1000, 1023 * 1024 + 700, 5 << 30] {
             let (r, c) = recipe(true, Some(720));
-            let bytes = program_json(&r, &c, others);
+            let bytes = program_json(&r.media.name, &c, others);
             let p: Program = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(
                 p.estimated_disk_space_kb,
@@ -253,7 +257,7 @@ mod tests {
             assert!(p.new_cm_program.contains("-Duration 720"));
         }
         let (r, c) = recipe(false, None);
-        let p: Program = serde_json::from_slice(&program_json(&r, &c, 10)).unwrap();
+        let p: Program = serde_json::from_slice(&program_json(&r.media.name, &c, 10)).unwrap();
         assert_eq!(p.max_run_time_minutes, 120);
     }
 }

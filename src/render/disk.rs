@@ -11,12 +11,25 @@ use super::{ArtefactMember, Ctx, Renderer};
 use crate::disk::{self, DiskIds, DiskLayout};
 use crate::exec::{sha256_file, BuildError, Resolved};
 use crate::fat32::FatFile;
-use crate::formats::disk::{params, part_bytes, part_name, scheme, split_threshold, swm_stem};
-use crate::plan::{OutputKind, Plan, PlannedOutput};
+use crate::formats::disk::{
+    params, part_bytes, part_name, scheme, split_threshold, swm_stem, DiskSpec,
+};
+use crate::plan::{OutputSpec, Plan, PlannedOutput};
 use crate::progress::Event;
 use crate::wim::Wim;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The disk spec of `out` and its size in bytes.
+fn spec(out: &PlannedOutput) -> Result<(&DiskSpec, u64), BuildError> {
+    let OutputSpec::Disk(d) = &out.spec else {
+        return Err(BuildError::NotPlanned("outputs.disk"));
+    };
+    let bytes = d
+        .size
+        .ok_or_else(|| BuildError::NotASize(d.size_text.clone()))?;
+    Ok((d, bytes))
+}
 
 fn volume(plan: &Plan) -> crate::formats::disk::Volume<'_> {
     crate::formats::disk::Volume {
@@ -96,16 +109,7 @@ impl Renderer for DiskRenderer {
         tmp: &Path,
     ) -> Result<Option<Vec<ArtefactMember>>, BuildError> {
         let plan = ctx.plan;
-        let d = plan
-            .recipe
-            .outputs
-            .disk
-            .as_ref()
-            .ok_or(BuildError::NotPlanned("outputs.disk"))?;
-        debug_assert_eq!(out.kind, OutputKind::Disk);
-        let disk_bytes = out
-            .disk_size
-            .ok_or_else(|| BuildError::NotASize(d.size.clone()))?;
+        let (d, disk_bytes) = spec(out)?;
         let (files, listed) = self.files(ctx, members)?;
         let s = scheme(d.scheme);
         let layout = disk::layout(s, disk_bytes).map_err(BuildError::Disk)?;
@@ -149,21 +153,8 @@ impl Renderer for DiskRenderer {
         Ok(Some(listed))
     }
 
-    fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {
-        let d = ctx
-            .plan
-            .recipe
-            .outputs
-            .disk
-            .as_ref()
-            .ok_or(BuildError::NotPlanned("outputs.disk"))?;
-        let disk_bytes = ctx
-            .plan
-            .outputs
-            .iter()
-            .find(|o| o.kind == OutputKind::Disk)
-            .and_then(|o| o.disk_size)
-            .ok_or_else(|| BuildError::NotASize(d.size.clone()))?;
+    fn verify(&self, ctx: &Ctx, out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError> {
+        let (d, disk_bytes) = spec(out)?;
         let layout = disk::layout(scheme(d.scheme), disk_bytes)
             .map_err(|e| BuildError::Verify(e.to_string()))?;
         let started = Instant::now();

@@ -63,7 +63,7 @@ pub(crate) trait Renderer: Sync {
         tmp: &Path,
     ) -> Result<Option<Vec<ArtefactMember>>, BuildError>;
     /// Checks the artefact at `tmp` with an independent reader.
-    fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError>;
+    fn verify(&self, ctx: &Ctx, out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError>;
 }
 
 /// The registry of renderers.

@@ -95,7 +95,7 @@ impl Renderer for WimRenderer {
                     guid,
                     epoch: plan.epoch,
                     name: &plan.media_name,
-                    description: plan.recipe.media.comment.as_deref(),
+                    description: plan.comment.as_deref(),
                 };
                 let rep = super::native::write_members(
                     ctx,
@@ -124,7 +124,7 @@ impl Renderer for WimRenderer {
                 let tree = complete_tree(ctx, members)?;
                 let mut wim = Wim::create(plan.compression)?;
                 let idx = wim.add_image_from_dir(&tree, &plan.media_name)?;
-                if let Some(c) = &plan.recipe.media.comment {
+                if let Some(c) = &plan.comment {
                     wim.set_property(idx, "DESCRIPTION", c)?;
                 }
                 wim.set_guid_boot(guid, 0)?;
@@ -145,7 +145,7 @@ impl Renderer for WimRenderer {
         Ok(listed)
     }
 
-    fn verify(&self, ctx: &Ctx, tmp: &Path) -> Result<(), BuildError> {
+    fn verify(&self, ctx: &Ctx, _out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError> {
         let started = Instant::now();
         ctx.rep.event(Event::Begin {
             phase: "verify wim",

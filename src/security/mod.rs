@@ -53,7 +53,15 @@ fn date(key: &str, s: &str) -> Result<i64, SecurityError> {
 /// Opens the recipe's PKI certificate (`security.certificate.pki`) with its
 /// password. `dir` is the recipe's folder.
 pub fn import_pki(r: &Recipe, dir: &Path) -> Result<Option<cert::Chain>, SecurityError> {
-    let Some(p) = r.security.certificate.as_ref().and_then(|c| c.pki.as_ref()) else {
+    import_pki_of(r.security.certificate.as_ref(), dir)
+}
+
+/// [`import_pki`] of the `security.certificate` section `c`.
+fn import_pki_of(
+    c: Option<&Certificate>,
+    dir: &Path,
+) -> Result<Option<cert::Chain>, SecurityError> {
+    let Some(p) = c.and_then(|c| c.pki.as_ref()) else {
         return Ok(None);
     };
     let password = p
@@ -76,9 +84,7 @@ pub type KeySource<'a> = &'a dyn Fn(&[u8; 32]) -> Result<rsa::RsaPrivateKey, Sec
 /// The media certificate chain of `c`.
 fn chain(
     c: &Certificate,
-    r: &Recipe,
-    dir: &Path,
-    digest: &[u8; 32],
+    i: &PfxInputs,
     media_password: Option<&Secret>,
     keys: KeySource,
 ) -> Result<cert::Chain, SecurityError> {
@@ -89,11 +95,12 @@ fn chain(
             "security.certificate.self_signed.valid_until",
             &s.valid_until,
         )?;
-        let seed = cert::derive_seed(pw.expose(), digest);
+        let seed = cert::derive_seed(pw.expose(), i.digest);
         let key = keys(&seed)?;
-        return cert::self_signed_with(&r.media.name, r.site_code(), from, until, &seed, key);
+        return cert::self_signed_with(i.media_name, i.site_code, from, until, &seed, key);
     }
-    import_pki(r, dir)?.ok_or_else(|| SecurityError::Create("no certificate in the recipe".into()))
+    import_pki_of(Some(c), i.dir)?
+        .ok_or_else(|| SecurityError::Create("no certificate in the recipe".into()))
 }
 
 /// Eight deterministic salt bytes for one part of the PKCS#12 file. They need
@@ -111,7 +118,11 @@ fn salt(digest: &[u8; 32], purpose: &str) -> [u8; 8] {
 
 /// What the media certificate's PKCS#12 file is made from.
 pub struct PfxInputs<'a> {
-    pub recipe: &'a Recipe,
+    /// `security.certificate`.
+    pub certificate: Option<&'a Certificate>,
+    /// The media name (the self-signed certificate's subject).
+    pub media_name: &'a str,
+    pub site_code: &'a str,
     /// The recipe's folder (a PKI `.pfx` is relative to it).
     pub dir: &'a Path,
     /// The recipe digest: the seed of the salts and the derived key.
@@ -128,16 +139,13 @@ pub fn media_pfx_hex(
     media_password: Option<&Secret>,
     keys: KeySource,
 ) -> Result<String, SecurityError> {
-    let r = i.recipe;
-    let c = r
-        .security
+    let c = i
         .certificate
-        .as_ref()
         .ok_or_else(|| SecurityError::Create("no certificate in the recipe".into()))?;
     let guid = i
         .media_guid
         .ok_or_else(|| SecurityError::Create("the plan has no _SMSMediaGuid".into()))?;
-    let chain = chain(c, r, i.dir, i.digest, media_password, keys)?;
+    let chain = chain(c, i, media_password, keys)?;
     let salts = pfx::Salts {
         certs: salt(i.digest, "certificates"),
         key: salt(i.digest, "key"),

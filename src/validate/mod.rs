@@ -75,14 +75,6 @@ pub fn validate_with(
     Validated { diags, facts }
 }
 
-/// The secret reference at `key` (e.g. `security.password`), if the recipe has one.
-pub fn secret_ref<'a>(r: &'a Recipe, key: &str) -> Option<&'a crate::recipe::secret::SecretRef> {
-    rules::secret_refs(r)
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, s)| s)
-}
-
 /// Recipe keys that hold secret references.
 pub fn secret_keys(r: &Recipe) -> Vec<String> {
     rules::secret_refs(r).into_iter().map(|(k, _)| k).collect()
