@@ -1,9 +1,15 @@
 //! Diagnostics: one problem of a recipe, with the key path, the position, the
 //! offending value and a fix, rendered like a compiler error.
 
-use crate::recipe::locate::Pos;
 use serde::Serialize;
 use std::fmt::Write as _;
+
+/// A 1-based line and column in the recipe text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,25 +1,11 @@
-//! Identity without randomness: the recipe digest, and every GUID, serial and
-//! volume id derived from it (DESIGN.md §5).
+//! Identity without randomness: every GUID, serial and volume id derived from
+//! the recipe digest (DESIGN.md §5; the digest itself and the build epoch are
+//! the product's, in its recipe module).
 
-use crate::recipe::Recipe;
 use sha2::{Digest, Sha256};
 
 /// Default build epoch when neither the recipe nor `SOURCE_DATE_EPOCH` sets one: 2000-01-01.
 pub const DEFAULT_EPOCH: i64 = 946_684_800;
-
-/// SHA-256 of the recipe's canonical JSON form (sorted maps; secret
-/// references, never secret values).
-pub fn recipe_digest(r: &Recipe) -> [u8; 32] {
-    let json = serde_json::to_vec(r).unwrap_or_default();
-    Sha256::digest(json).into()
-}
-
-/// The build epoch: the recipe's `source_date_epoch`, else `SOURCE_DATE_EPOCH`, else 2000-01-01.
-pub fn epoch(r: &Recipe) -> i64 {
-    r.source_date_epoch
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok())
-        .unwrap_or(DEFAULT_EPOCH)
-}
 
 /// 16 bytes derived from the digest for one purpose (`"wim-guid"`, `"media-guid"`, …).
 pub fn derive16(digest: &[u8; 32], purpose: &str) -> [u8; 16] {

@@ -27,11 +27,7 @@ mod layout;
 mod table;
 
 #[cfg(test)]
-pub(crate) mod fixtures;
-#[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testutil;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -42,8 +38,6 @@ use crate::fat32::{self, FatError};
 
 pub use image::{plan_image, write_image};
 pub use layout::{layout, min_disk_bytes, DiskLayout, ALIGNMENT};
-#[cfg(test)]
-pub(crate) use table::mbr_sector;
 pub use table::{GPT_PARTITION_NAME, GPT_PARTITION_TYPE, MBR_PARTITION_TYPE};
 
 /// Partition table scheme.

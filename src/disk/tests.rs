@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::fixtures::{self, expected_contents, sample_files};
-use super::testutil::{
+use super::*;
+use crate::fat32::fixtures::{self, expected_contents, sample_files};
+use crate::fat32::testutil::{
     self, allocated_bytes, fsck_partition, mcopy_out, mdir, require, sfdisk_dump, sgdisk_print,
     sgdisk_verify,
 };
-use super::*;
 use crate::fat32::{FatFile, FatParams};
 
 const MIB: u64 = 1 << 20;

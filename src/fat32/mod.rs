@@ -21,7 +21,11 @@ mod tree;
 mod write;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::path::PathBuf;
 use std::sync::Arc;

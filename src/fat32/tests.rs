@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::fixtures::{expected_contents, mcopy_compare_all, sample_files};
+use super::testutil::{allocated_bytes, fsck_clean, mdir, read_with_fatfs, require};
 use super::*;
-use crate::disk::fixtures::{expected_contents, mcopy_compare_all, sample_files};
-use crate::disk::testutil::{allocated_bytes, fsck_clean, mdir, read_with_fatfs, require};
 
 const MIB: u64 = 1 << 20;
 
@@ -73,7 +73,7 @@ fn assert_mtools_reads(image: &Path, offset: u64, layout: &FatLayout, files: &[F
 fn worked_example_is_byte_identical() {
     // fat32-format.md §13: 300 MiB partition at LBA 2048 of a 301 MiB disk.
     let tmp = tempfile::tempdir().unwrap();
-    let boot = crate::disk::testutil::pattern(42, 1 << 20);
+    let boot = super::testutil::pattern(42, 1 << 20);
     let files = [
         FatFile::from_bytes("EFI/BOOT/BOOTX64.EFI", boot.clone()),
         FatFile::from_bytes("sources/readme.txt", b"hello".to_vec()),
@@ -88,7 +88,17 @@ fn worked_example_is_byte_identical() {
     out.set_len(301 * MIB).unwrap();
     write(&layout, &files, &mut out, MIB, &mut |_| {}).unwrap();
     // The reference's MBR: type 0xEF, not active (the media MBR uses 0x0C, active).
-    let mbr = crate::disk::mbr_sector(2048, 614_400, 0xEF, false, 0x1234_ABCD).unwrap();
+    // Written by hand (the disk crate's `mbr_sector` writes the same bytes): signature
+    // at 440, one partition entry at 446 with CHS as fdisk fills them in, 0x55AA.
+    let mut mbr = [0u8; 512];
+    mbr[440..444].copy_from_slice(&0x1234_ABCD_u32.to_le_bytes());
+    mbr[446..462].copy_from_slice(&[
+        0x00, 32, 33, 0, // not active; first sector: C/H/S 0/32/33 (LBA 2048)
+        0xEF, 94, 56, 38, // type; last sector: C/H/S 38/94/56 (LBA 616 447)
+        0x00, 0x08, 0x00, 0x00, // first LBA: 2048
+        0x00, 0x60, 0x09, 0x00, // sectors: 614 400
+    ]);
+    mbr[510..].copy_from_slice(&[0x55, 0xAA]);
     out.seek(SeekFrom::Start(0)).unwrap();
     std::io::Write::write_all(&mut out, &mbr).unwrap();
     drop(out);
@@ -115,7 +125,7 @@ fn worked_example_is_byte_identical() {
     assert!(data[4096..] == boot[..]);
 
     if require(&["fsck.fat", "mdir"]).is_some() {
-        let summary = crate::disk::testutil::fsck_partition(&disk, MIB, 300 * MIB).unwrap();
+        let summary = super::testutil::fsck_partition(&disk, MIB, 300 * MIB).unwrap();
         assert!(
             summary.ends_with("5 files, 261/76646 clusters"),
             "{summary}"

@@ -6,9 +6,10 @@
 //! (`reference/wimlib.md`). A [`Wim`] is neither `Send` nor `Sync`, like
 //! wimlib's `WIMStruct`: use each on one thread; separate ones run in parallel.
 
+mod compression;
 pub mod compressor;
 
-use crate::recipe::Compression;
+pub use compression::Compression;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

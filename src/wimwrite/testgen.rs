@@ -9,8 +9,31 @@
 
 use crate::wim::compressor::{Compressor, CompressorKind};
 
-/// The demo generator's PRNG (xorshift64*), shared with the fixtures.
-pub use crate::demo::Rng;
+/// A small deterministic PRNG (xorshift64*): fast and the same everywhere.
+/// The demo generator uses it too.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-enough value in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
 
 /// `n` bytes of incompressible noise.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {

@@ -3,7 +3,7 @@
 
 mod support;
 /// The disk tool helpers, shared with the crate's unit tests.
-#[path = "../../src/disk/testutil.rs"]
+#[path = "../../src/fat32/testutil.rs"]
 mod testutil;
 
 mod build_disk;

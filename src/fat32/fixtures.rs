@@ -13,8 +13,8 @@ use std::path::Path;
 pub(crate) fn mcopy_compare_all(
     image: &Path,
     offset: u64,
-    layout: &crate::fat32::FatLayout,
-    files: &[crate::fat32::FatFile],
+    layout: &super::FatLayout,
+    files: &[super::FatFile],
 ) -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     for (i, (path, bytes)) in expected_contents(files).iter().enumerate() {
@@ -40,8 +40,8 @@ pub(crate) fn mcopy_compare_all(
 /// one byte more, and host files with a run of zeros. Files from the host are created
 /// in `dir`. Paths spell every directory the same way, so a reader's listing can be
 /// compared with the paths as given.
-pub(crate) fn sample_files(dir: &Path) -> Vec<crate::fat32::FatFile> {
-    use crate::fat32::FatFile;
+pub(crate) fn sample_files(dir: &Path) -> Vec<super::FatFile> {
+    use super::FatFile;
     let mut files = vec![
         FatFile::from_bytes("EFI/Boot/bootx64.efi", pattern(1, 300_000)),
         FatFile::from_bytes("sources/readme.txt", b"hello".to_vec()),
@@ -91,14 +91,14 @@ pub(crate) fn sample_files(dir: &Path) -> Vec<crate::fat32::FatFile> {
 }
 
 /// The bytes each file of `files` should have.
-pub(crate) fn expected_contents(files: &[crate::fat32::FatFile]) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn expected_contents(files: &[super::FatFile]) -> BTreeMap<String, Vec<u8>> {
     files
         .iter()
         .filter_map(|f| {
             let bytes = match &f.source {
-                crate::fat32::FileSource::Bytes(b) => b.to_vec(),
-                crate::fat32::FileSource::Path(p) => fs::read(p).expect("read fixture file"),
-                crate::fat32::FileSource::Dir => return None,
+                super::FileSource::Bytes(b) => b.to_vec(),
+                super::FileSource::Path(p) => fs::read(p).expect("read fixture file"),
+                super::FileSource::Dir => return None,
             };
             Some((f.path.clone(), bytes))
         })
