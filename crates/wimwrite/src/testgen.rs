@@ -7,7 +7,7 @@
 //! output of generated text, the closest stand-in for an exported WIM or a
 //! cab. Public (but hidden from docs) so benchmarks can use it too.
 
-use crate::wim::compressor::{Compressor, CompressorKind};
+use mediabuild_wim::compressor::{Compressor, CompressorKind};
 
 /// A small deterministic PRNG (xorshift64*): fast and the same everywhere.
 /// The demo generator uses it too.

@@ -359,9 +359,7 @@ impl PrevChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wimwrite::{
-        testgen, write_wim, Content, EntryKind, WimEntry, WimWriteError, WriteOptions,
-    };
+    use crate::{testgen, write_wim, Content, EntryKind, WimEntry, WimWriteError, WriteOptions};
     use sha1::Digest as _;
     use std::collections::BTreeMap;
     use std::io::Cursor;
@@ -406,7 +404,7 @@ mod tests {
                     hasher: Box::default(),
                     expected,
                 },
-                id: crate::ids::hex(sha1),
+                id: mediabuild_ids::hex(sha1),
                 splice: None,
             }))
         }

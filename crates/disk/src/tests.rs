@@ -8,12 +8,12 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::fat32::fixtures::{self, expected_contents, sample_files};
-use crate::fat32::testutil::{
+use mediabuild_fat32::fixtures::{self, expected_contents, sample_files};
+use mediabuild_fat32::testutil::{
     self, allocated_bytes, fsck_partition, mcopy_out, mdir, require, sfdisk_dump, sgdisk_print,
     sgdisk_verify,
 };
-use crate::fat32::{FatFile, FatParams};
+use mediabuild_fat32::{FatFile, FatParams};
 
 const MIB: u64 = 1 << 20;
 
@@ -225,7 +225,7 @@ fn does_not_fit_names_the_minimum_disk() {
             min,
             min_disk_bytes(
                 scheme,
-                crate::fat32::min_partition_bytes(&files, &params()).unwrap()
+                mediabuild_fat32::min_partition_bytes(&files, &params()).unwrap()
             )
         );
         let l = layout(scheme, min).unwrap();

@@ -31,9 +31,10 @@ impl ReadAt for std::fs::File {
 }
 
 /// Counts for tests, per thread: calls to the store, bytes they returned,
-/// and reads asked of a [`BlockReader`] (what `fatfs` asks).
-#[cfg(test)]
-pub(crate) mod counts {
+/// and reads asked of a [`BlockReader`] (what `fatfs` asks). Kept for the
+/// tests of this crate and, with the feature `testutil`, of the crates above.
+#[cfg(any(test, feature = "testutil"))]
+pub mod counts {
     use std::cell::Cell;
     thread_local! {
         static COUNTS: Cell<[u64; 3]> = const { Cell::new([0; 3]) };
@@ -46,7 +47,7 @@ pub(crate) mod counts {
         });
     }
     /// (store calls, store bytes, reader reads) since the last call.
-    pub(crate) fn take() -> (u64, u64, u64) {
+    pub fn take() -> (u64, u64, u64) {
         let v = COUNTS.with(|c| c.replace([0; 3]));
         (v[0], v[1], v[2])
     }
@@ -93,12 +94,12 @@ impl<S: ReadAt> BlockReader<S> {
             let r = self
                 .store
                 .read_at(&mut buf[done..], self.start + at + done as u64);
-            #[cfg(test)]
+            #[cfg(any(test, feature = "testutil"))]
             counts::add(0, 1);
             match r {
                 Ok(0) => break,
                 Ok(n) => {
-                    #[cfg(test)]
+                    #[cfg(any(test, feature = "testutil"))]
                     counts::add(1, n as u64);
                     done += n;
                 }
@@ -158,7 +159,7 @@ impl<S: ReadAt> BlockReader<S> {
 
 impl<S: ReadAt> Read for BlockReader<S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testutil"))]
         counts::add(2, 1);
         let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
         if n == 0 {

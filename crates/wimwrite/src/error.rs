@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::wim::compressor::CompressorError;
+use mediabuild_wim::compressor::CompressorError;
 
 /// Everything that can stop [`write_wim`](super::write_wim).
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,10 @@
 //! Test helpers around independent tools, shared by the `fat32` and `disk` tests and
-//! meant for reuse by the crate's other tests: tool lookup with a clear skip message,
+//! the product's integration tests (feature `testutil`): tool lookup with a clear skip message,
 //! sparse extraction of a partition, `fsck.fat -n`, mtools, sfdisk/sgdisk, reading a
 //! volume back with the `fatfs` crate, and the QEMU + OVMF boot check with a GRUB
 //! stand-in boot loader built at test time.
 //!
 //! Nothing here needs root: partitions are checked as plain files.
-
-// Helpers for reuse by other test modules: not every one is called here.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -17,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// What the stand-in boot loader prints on the serial console.
-pub(crate) const BOOT_MARKER: &str = "MEDIABUILD-BOOT-MARKER-OK";
+pub const BOOT_MARKER: &str = "MEDIABUILD-BOOT-MARKER-OK";
 /// OVMF firmware image (Debian package `ovmf`).
-pub(crate) const OVMF_CODE: &str = "/usr/share/ovmf/OVMF.fd";
+pub const OVMF_CODE: &str = "/usr/share/ovmf/OVMF.fd";
 
 /// Full path of `tool`, searched in `PATH` and the sbin directories (fsck.fat, sfdisk
 /// and sgdisk live there and are often not in a normal user's `PATH`).
-pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
@@ -32,7 +29,7 @@ pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
 }
 
 /// `Some(path)` when every tool is installed; otherwise prints why the test is skipped.
-pub(crate) fn require(tools: &[&str]) -> Option<Vec<PathBuf>> {
+pub fn require(tools: &[&str]) -> Option<Vec<PathBuf>> {
     let mut found = Vec::new();
     for tool in tools {
         match find_tool(tool) {
@@ -47,7 +44,7 @@ pub(crate) fn require(tools: &[&str]) -> Option<Vec<PathBuf>> {
 }
 
 /// Runs a command, returning its output or a description of why it could not start.
-pub(crate) fn run(cmd: &mut Command) -> Result<Output, String> {
+pub fn run(cmd: &mut Command) -> Result<Output, String> {
     cmd.stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))
@@ -59,7 +56,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// Copies `len` bytes at `offset` of `src` into a new file `dest`, leaving all-zero
 /// MiB blocks as holes (a 32 GiB partition with little content copies in milliseconds).
-pub(crate) fn extract_range(src: &Path, offset: u64, len: u64, dest: &Path) -> std::io::Result<()> {
+pub fn extract_range(src: &Path, offset: u64, len: u64, dest: &Path) -> std::io::Result<()> {
     let mut input = File::open(src)?;
     let mut output = File::create(dest)?;
     output.set_len(len)?;
@@ -81,7 +78,7 @@ pub(crate) fn extract_range(src: &Path, offset: u64, len: u64, dest: &Path) -> s
 /// Runs `fsck.fat -n` on a volume file. Clean means exit 0 AND exactly the two normal
 /// lines (banner and summary): several problems print a message but still exit 0.
 /// Returns the summary line.
-pub(crate) fn fsck_clean(volume: &Path) -> Result<String, String> {
+pub fn fsck_clean(volume: &Path) -> Result<String, String> {
     let fsck = find_tool("fsck.fat").ok_or("fsck.fat not installed")?;
     let out = run(Command::new(fsck).arg("-n").arg(volume))?;
     let stdout = text(&out.stdout);
@@ -98,7 +95,7 @@ pub(crate) fn fsck_clean(volume: &Path) -> Result<String, String> {
 }
 
 /// `fsck_clean` on the partition of a disk image, extracted to a temporary file.
-pub(crate) fn fsck_partition(image: &Path, offset: u64, len: u64) -> Result<String, String> {
+pub fn fsck_partition(image: &Path, offset: u64, len: u64) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let part = dir.path().join("partition.img");
     extract_range(image, offset, len, &part).map_err(|e| format!("extract: {e}"))?;
@@ -127,12 +124,12 @@ fn mtools(tool: &str, image: &Path, offset: u64, args: &[&str]) -> Result<String
 }
 
 /// `mdir` of a directory of the volume (e.g. `::/EFI/Boot`).
-pub(crate) fn mdir(image: &Path, offset: u64, dir: &str) -> Result<String, String> {
+pub fn mdir(image: &Path, offset: u64, dir: &str) -> Result<String, String> {
     mtools("mdir", image, offset, &[dir])
 }
 
 /// Reads one file of the volume through `mcopy`.
-pub(crate) fn mcopy_out(
+pub fn mcopy_out(
     image: &Path,
     offset: u64,
     fat_path: &str,
@@ -146,7 +143,7 @@ pub(crate) fn mcopy_out(
 
 /// Every file of a volume read with the `fatfs` crate: path ('/'-joined, as the
 /// reader spells it) → bytes. Directories are listed with a trailing '/'.
-pub(crate) fn read_with_fatfs(volume: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
+pub fn read_with_fatfs(volume: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -180,7 +177,7 @@ pub(crate) fn read_with_fatfs(volume: &Path) -> Result<BTreeMap<String, Vec<u8>>
 }
 
 /// `sfdisk -d` of an image.
-pub(crate) fn sfdisk_dump(image: &Path) -> Result<String, String> {
+pub fn sfdisk_dump(image: &Path) -> Result<String, String> {
     let sfdisk = find_tool("sfdisk").ok_or("sfdisk not installed")?;
     let out = run(Command::new(sfdisk).arg("-d").arg(image))?;
     if out.status.success() {
@@ -191,7 +188,7 @@ pub(crate) fn sfdisk_dump(image: &Path) -> Result<String, String> {
 }
 
 /// `sgdisk -v` of an image; `Ok(output)` only when it reports no problems.
-pub(crate) fn sgdisk_verify(image: &Path) -> Result<String, String> {
+pub fn sgdisk_verify(image: &Path) -> Result<String, String> {
     let sgdisk = find_tool("sgdisk").ok_or("sgdisk not installed")?;
     let out = run(Command::new(sgdisk).arg("-v").arg(image))?;
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -206,25 +203,25 @@ pub(crate) fn sgdisk_verify(image: &Path) -> Result<String, String> {
 }
 
 /// `sgdisk -p` (print) of an image.
-pub(crate) fn sgdisk_print(image: &Path) -> Result<String, String> {
+pub fn sgdisk_print(image: &Path) -> Result<String, String> {
     let sgdisk = find_tool("sgdisk").ok_or("sgdisk not installed")?;
     let out = run(Command::new(sgdisk).arg("-p").arg(image))?;
     Ok(format!("{}{}", text(&out.stdout), text(&out.stderr)))
 }
 
 /// Bytes the file really occupies on the host file system.
-pub(crate) fn allocated_bytes(path: &Path) -> u64 {
+pub fn allocated_bytes(path: &Path) -> u64 {
     fs::metadata(path).map_or(u64::MAX, |m| m.blocks() * 512)
 }
 
 /// Builds a GRUB standalone EFI application that prints [`BOOT_MARKER`] on the serial
 /// console and powers off. `None` (with a skip message) when GRUB is not installed.
-pub(crate) fn build_marker_efi(dir: &Path) -> Option<PathBuf> {
+pub fn build_marker_efi(dir: &Path) -> Option<PathBuf> {
     build_marker_efi_with(dir, BOOT_MARKER)
 }
 
 /// [`build_marker_efi`] with another marker.
-pub(crate) fn build_marker_efi_with(dir: &Path, marker: &str) -> Option<PathBuf> {
+pub fn build_marker_efi_with(dir: &Path, marker: &str) -> Option<PathBuf> {
     let mkstandalone = require(&["grub-mkstandalone"])?.remove(0);
     if !Path::new("/usr/lib/grub/x86_64-efi").is_dir() {
         eprintln!("skipping: grub-efi-amd64-bin (x86_64-efi modules) not installed");
@@ -254,7 +251,7 @@ pub(crate) fn build_marker_efi_with(dir: &Path, marker: &str) -> Option<PathBuf>
 }
 
 /// Whether QEMU and OVMF are installed (prints a skip message when not).
-pub(crate) fn ovmf_available() -> bool {
+pub fn ovmf_available() -> bool {
     if require(&["qemu-system-x86_64", "timeout"]).is_none() {
         return false;
     }
@@ -267,7 +264,7 @@ pub(crate) fn ovmf_available() -> bool {
 
 /// Boots `image` in QEMU (TCG, q35, no network) with OVMF for at most 120 s and tells
 /// whether `marker` appeared on the serial console. `Err` when QEMU could not be run.
-pub(crate) fn boot_ovmf(image: &Path, marker: &str) -> Result<bool, String> {
+pub fn boot_ovmf(image: &Path, marker: &str) -> Result<bool, String> {
     let qemu = find_tool("qemu-system-x86_64").ok_or("qemu-system-x86_64 not installed")?;
     let timeout = find_tool("timeout").ok_or("timeout not installed")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -305,7 +302,7 @@ pub(crate) fn boot_ovmf(image: &Path, marker: &str) -> Result<bool, String> {
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different for every seed.
-pub(crate) fn pattern(seed: u64, len: usize) -> Vec<u8> {
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -315,4 +312,14 @@ pub(crate) fn pattern(seed: u64, len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// (first cluster, clusters) of the planned file whose path ends with `name`.
+pub fn file_clusters(layout: &crate::FatLayout, name: &str) -> (u32, u32) {
+    let f = layout
+        .files
+        .iter()
+        .find(|f| f.path.ends_with(name))
+        .unwrap();
+    (f.first_cluster, f.clusters)
 }

@@ -109,9 +109,9 @@ use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 
-use crate::wim::compressor::CompressorKind;
 use blobtable::BlobEntry;
 use header::{hdr_flags, res_flags, Header, Reshdr};
+use mediabuild_wim::compressor::CompressorKind;
 
 pub use cached::{
     KnownDigests, PrevChunks, ResourceInfo, ResourceParams, ResourceStore, SourceFile, Splice,

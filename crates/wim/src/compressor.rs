@@ -3,7 +3,7 @@
 //! wimlib exposes its XPRESS, LZX and LZMS compressors through four C calls
 //! (`wimlib_create_compressor`, `wimlib_compress`, `wimlib_free_compressor`
 //! and the matching decompressor trio). Our own WIM writer
-//! (`crate::wimwrite`) compresses chunks with them, so this module is the
+//! (`mediabuild_wimwrite`) compresses chunks with them, so this module is the
 //! only place in that path that touches FFI: every `unsafe` block of the
 //! WIM writer lives here, each with its `// SAFETY:` argument.
 //!

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::fat32::{self, FatError};
+use mediabuild_fat32::{self as fat32, FatError};
 
 pub use image::{plan_image, write_image};
 pub use layout::{layout, min_disk_bytes, DiskLayout, ALIGNMENT};

@@ -432,7 +432,7 @@ impl FatLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fat32::FatFile;
+    use crate::FatFile;
 
     fn params() -> FatParams {
         FatParams {

@@ -71,7 +71,7 @@ use super::resource::{BlobAssembler, Buf, Counters, OverflowPolicy, Stored};
 use super::sink::Sink;
 use super::tree::Tree;
 use super::WimEntry;
-use crate::wim::compressor::{Compressor, CompressorError, CompressorKind};
+use mediabuild_wim::compressor::{Compressor, CompressorError, CompressorKind};
 
 /// How often the writer wakes up to look at `cancel` when nothing arrives.
 pub const POLL: Duration = Duration::from_millis(50);

@@ -7,8 +7,8 @@ use std::path::Path;
 use super::layout::min_disk_bytes;
 use super::table::table_runs;
 use super::{DiskError, DiskIds, DiskLayout, Scheme};
-use crate::fat32::{self, FatError, FatFile, FatLayout, FatParams};
-use crate::fsutil::direct::{DirectFile, StreamedHash};
+use mediabuild_fat32::{self as fat32, FatError, FatFile, FatLayout, FatParams};
+use mediabuild_fsutil::direct::{DirectFile, StreamedHash};
 
 /// Plans the FAT32 volume of the image without touching any file: validates the file
 /// list and states whether (and by how much) the content misses the disk.
@@ -59,7 +59,7 @@ pub fn plan_image(
 /// Every check (names, sizes, sources on the host) runs before the file is created.
 /// `progress` receives the running total of bytes done, up to
 /// [`FatLayout::bytes_to_write`] of the planned volume. The image is written front to
-/// back around the page cache ([`DirectFile`](crate::fsutil::direct::DirectFile)) —
+/// back around the page cache ([`DirectFile`](mediabuild_fsutil::direct::DirectFile)) —
 /// MBR and primary GPT, the volume, the backup GPT — and synced to disk before
 /// returning, so a following rename publishes a complete image. Returns the image's
 /// SHA-256 computed on the way out, but for the zeros after the last write

@@ -7,7 +7,7 @@
 //! one MiB earlier on a MiB-multiple disk.
 
 use super::{DiskError, Scheme};
-use crate::fat32;
+use mediabuild_fat32 as fat32;
 
 /// Partition alignment and start: 1 MiB.
 pub const ALIGNMENT: u64 = 1 << 20;

@@ -215,7 +215,7 @@ pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
             format!(
                 "{} bytes, more than the {} this file may hold",
                 md.len(),
-                crate::units::human(max)
+                mediabuild_units::human(max)
             ),
         ));
     }
@@ -224,7 +224,7 @@ pub fn read_small(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     if buf.len() as u64 > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("it grows past {} while read", crate::units::human(max)),
+            format!("it grows past {} while read", mediabuild_units::human(max)),
         ));
     }
     Ok(buf)

@@ -1,6 +1,6 @@
 //! Test fixtures for the FAT32 and disk tests: a file list that exercises the
-//! writer and the comparison of a written volume with it. (The tool helpers in
-//! `testutil` are standalone so the integration tests can include them too.)
+//! writer and the comparison of a written volume with it. (Built for this
+//! crate's tests and, with the feature `testutil`, for the crates above it.)
 
 use super::testutil::{mcopy_out, pattern};
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use std::path::Path;
 /// Copies every file of `files` out of the volume at `offset` with `mcopy` and compares
 /// the bytes. Names with non-BMP characters (mtools cannot spell them) are read through
 /// their 8.3 path from `layout`.
-pub(crate) fn mcopy_compare_all(
+pub fn mcopy_compare_all(
     image: &Path,
     offset: u64,
     layout: &super::FatLayout,
@@ -40,7 +40,7 @@ pub(crate) fn mcopy_compare_all(
 /// one byte more, and host files with a run of zeros. Files from the host are created
 /// in `dir`. Paths spell every directory the same way, so a reader's listing can be
 /// compared with the paths as given.
-pub(crate) fn sample_files(dir: &Path) -> Vec<super::FatFile> {
+pub fn sample_files(dir: &Path) -> Vec<super::FatFile> {
     use super::FatFile;
     let mut files = vec![
         FatFile::from_bytes("EFI/Boot/bootx64.efi", pattern(1, 300_000)),
@@ -91,7 +91,7 @@ pub(crate) fn sample_files(dir: &Path) -> Vec<super::FatFile> {
 }
 
 /// The bytes each file of `files` should have.
-pub(crate) fn expected_contents(files: &[super::FatFile]) -> BTreeMap<String, Vec<u8>> {
+pub fn expected_contents(files: &[super::FatFile]) -> BTreeMap<String, Vec<u8>> {
     files
         .iter()
         .filter_map(|f| {

@@ -20,12 +20,12 @@ mod plan;
 mod tree;
 mod write;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
+#[cfg(any(test, feature = "testutil"))]
+pub mod fixtures;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testutil;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -278,7 +278,7 @@ fn list(errors: &[FatError]) -> String {
 }
 
 /// "34603008 bytes (33.0 MiB)": exact for scripts, rounded for people.
-pub(crate) fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     if n < 1 << 20 {
         format!("{n} bytes")
