@@ -4,6 +4,8 @@
 //! render, finalize). The binary (`src/main.rs`, `src/cli/`) only parses
 //! arguments and draws what the library reports.
 
+#![deny(unsafe_code)]
+
 pub mod bench;
 pub mod build;
 pub mod cache;

@@ -1,6 +1,8 @@
 //! Diagnostics: one problem of a recipe, with the key path, the position, the
 //! offending value and a fix, rendered like a compiler error.
 
+#![deny(unsafe_code)]
+
 use serde::Serialize;
 use std::fmt::Write as _;
 

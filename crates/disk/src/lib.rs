@@ -22,6 +22,8 @@
 //! Every identifier (disk GUID, partition GUID, MBR signature) comes from [`DiskIds`], so
 //! equal inputs give byte-identical images.
 
+#![deny(unsafe_code)]
+
 mod image;
 mod layout;
 mod table;

@@ -13,6 +13,8 @@
 //! sparse. Field-by-field rules are in `shared/reference/fat32-format.md`; section numbers
 //! in comments (§n) refer to it.
 
+#![deny(unsafe_code)]
+
 mod dir;
 mod geometry;
 mod names;

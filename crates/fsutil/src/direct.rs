@@ -97,6 +97,7 @@ fn open(options: &mut OpenOptions, path: &Path) -> io::Result<(File, bool)> {
 
 /// Turns `O_DIRECT` off on an open file (the file system took the open but
 /// refuses the I/O).
+#[allow(unsafe_code)]
 fn clear_direct(file: &File) {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a descriptor we own; it only changes its status flags.
@@ -110,6 +111,7 @@ fn clear_direct(file: &File) {
 
 /// Writes all of `data` at `offset`; retries once through the page cache if
 /// the file system rejects direct I/O.
+#[allow(unsafe_code)]
 fn write_run(file: &File, direct: &mut bool, data: &[u8], offset: u64) -> io::Result<()> {
     match file.write_all_at(data, offset) {
         Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {

@@ -3,6 +3,8 @@
 //! ([`direct`]), large reads under small readers ([`blockread`]) and a
 //! streaming SHA-256 with a zero-run memo ([`sha256`]).
 
+#![deny(unsafe_code)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -315,6 +317,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The data and hole regions of the first `len` bytes of `f`, in order, as
 /// `(start, end, is_data)`. A file system that cannot tell (or an error)
 /// gives one data region: reading it is always right, only slower.
+#[allow(unsafe_code)]
 pub fn regions(f: &std::fs::File, len: u64) -> Vec<(u64, u64, bool)> {
     use std::os::unix::io::AsRawFd;
     let fd = f.as_raw_fd();
@@ -358,6 +361,7 @@ pub fn remove_any(p: &Path) {
 /// The file system holding `path` (or its nearest existing ancestor): the
 /// device or source it is mounted from, its mount point, and the bytes free
 /// to an unprivileged writer. None when it cannot be told.
+#[allow(unsafe_code)]
 pub fn space(path: &Path) -> Option<(String, PathBuf, u64)> {
     let mut p = path.to_path_buf();
     while !p.exists() {

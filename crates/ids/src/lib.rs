@@ -2,6 +2,8 @@
 //! the recipe digest (DESIGN.md §5; the digest itself and the build epoch are
 //! the product's, in its recipe module).
 
+#![deny(unsafe_code)]
+
 use sha2::{Digest, Sha256};
 
 /// Default build epoch when neither the recipe nor `SOURCE_DATE_EPOCH` sets one: 2000-01-01.

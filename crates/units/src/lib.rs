@@ -1,5 +1,7 @@
 //! Sizes, dates and other small value parsers shared by validation and planning.
 
+#![deny(unsafe_code)]
+
 /// Parses `32GiB`, `16000MB`, `512MiB`, `1.5GiB`, `4096` (bytes).
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();

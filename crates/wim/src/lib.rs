@@ -1,12 +1,16 @@
 //! Our one door to wimlib: open, inspect, extract, export, capture, split, verify.
 //!
-//! All `unsafe` of the crate lives under this module. We call wimlib's C API
-//! (`wimlib::sys`) directly rather than through the `wimlib` crate's wrapper,
-//! whose progress bridge panics inside C callbacks on messages it cannot map
+//! Every `unsafe` of the crate is in an item marked `#[allow(unsafe_code)]`
+//! (the crate denies it elsewhere). We call wimlib's C API (`wimlib::sys`)
+//! directly rather than through the `wimlib` crate's wrapper, whose progress
+//! bridge panics inside C callbacks on messages it cannot map
 //! (`reference/wimlib.md`). A [`Wim`] is neither `Send` nor `Sync`, like
 //! wimlib's `WIMStruct`: use each on one thread; separate ones run in parallel.
 
+#![deny(unsafe_code)]
+
 mod compression;
+#[allow(unsafe_code)]
 pub mod compressor;
 
 pub use compression::Compression;
@@ -19,6 +23,7 @@ use std::sync::Once;
 use wimlib::sys;
 
 /// The wimlib version we link (bundled, pinned: output bytes depend on it).
+#[allow(unsafe_code)]
 pub fn version() -> String {
     // SAFETY: wimlib_get_version_string returns a static NUL-terminated string.
     unsafe { CStr::from_ptr(sys::wimlib_get_version_string()) }
@@ -59,6 +64,7 @@ impl WimError {
 const ERR_ABORTED_BY_PROGRESS: c_int =
     sys::wimlib_error_code_WIMLIB_ERR_ABORTED_BY_PROGRESS as c_int;
 
+#[allow(unsafe_code)]
 fn init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -67,6 +73,7 @@ fn init() {
     });
 }
 
+#[allow(unsafe_code)]
 fn check(code: c_int, op: &'static str, path: &Path) -> Result<(), WimError> {
     if code == 0 {
         return Ok(());
@@ -174,6 +181,7 @@ pub struct Wim {
     path: PathBuf,
 }
 
+#[allow(unsafe_code)]
 impl Drop for Wim {
     fn drop(&mut self) {
         // SAFETY: raw came from wimlib_open_wim/create_new_wim and is freed once.
@@ -187,6 +195,7 @@ struct ProgressCtx<'a> {
     cancel: &'a AtomicBool,
 }
 
+#[allow(unsafe_code)]
 unsafe extern "C" fn progress_cb(
     msg: sys::wimlib_progress_msg,
     info: *mut sys::wimlib_progress_info,
@@ -206,6 +215,7 @@ unsafe extern "C" fn progress_cb(
     }
 }
 
+#[allow(unsafe_code)]
 impl Wim {
     /// Opens an existing WIM read-only.
     pub fn open(path: &Path) -> Result<Wim, WimError> {
