@@ -10,6 +10,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+/// The generator's PRNG, shared with the writer's test fixtures.
+pub use crate::wimwrite::testgen::Rng;
+
 /// Many-file content of the default demo: enough folders and names to
 /// exercise per-file work in every test, small enough to stay quick.
 /// Benchmarks use real counts (`--files 14000`: a 4,000-file driver store
@@ -62,31 +65,6 @@ pub struct DemoReport {
     pub bytes: u64,
     /// (kind, bytes) of the content mix.
     pub mix: Vec<(String, u64)>,
-}
-
-/// A small deterministic PRNG (xorshift64*): fast and the same everywhere.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform-enough value in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
 }
 
 /// Kinds of synthetic content.

@@ -4,19 +4,16 @@
 //! render, finalize). The binary (`src/main.rs`, `src/cli/`) only parses
 //! arguments and draws what the library reports.
 
+#![deny(unsafe_code)]
+
 pub mod bench;
 pub mod bootfiles;
 pub mod build;
 pub mod cache;
 pub mod configmgr;
 pub mod demo;
-pub mod diag;
-pub mod disk;
 pub mod exec;
-pub mod fat32;
 pub mod formats;
-pub mod fsutil;
-pub mod ids;
 pub mod inspect;
 pub mod lock;
 pub mod media;
@@ -26,10 +23,18 @@ pub mod recipe;
 pub(crate) mod render;
 pub mod security;
 pub mod site;
-pub mod units;
 pub mod validate;
-pub mod wim;
-pub mod wimwrite;
+
+// The engines: workspace crates that import nothing of the product (the
+// compiler enforces it), re-exported under their old module names.
+pub use mediabuild_diag as diag;
+pub use mediabuild_disk as disk;
+pub use mediabuild_fat32 as fat32;
+pub use mediabuild_fsutil as fsutil;
+pub use mediabuild_ids as ids;
+pub use mediabuild_units as units;
+pub use mediabuild_wim as wim;
+pub use mediabuild_wimwrite as wimwrite;
 
 /// Writes the folder `tree` as a one-image WIM with the chosen writer (the
 /// benchmark's unit of work).

@@ -1,6 +1,8 @@
 //! `mediabuild` binary: parse arguments, run, map the outcome to an exit code
 //! (0 ok, 1 a negative answer, 2 an error). Everything else is in the library.
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 fn main() {

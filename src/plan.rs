@@ -233,7 +233,7 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
         out.diags = diags;
         return out;
     }
-    let digest = ids::recipe_digest(&recipe);
+    let digest = crate::recipe::recipe_digest(&recipe);
     match media::build_tree(&recipe, &v.facts, &dir, &digest) {
         Ok(tree) => {
             let (Some(boot), Some(os)) = (&v.facts.boot, &v.facts.os) else {
@@ -355,7 +355,7 @@ fn make_plan(
         dir: dir.to_path_buf(),
         recipe_digest: ids::hex(&digest),
         digest,
-        epoch: ids::epoch(&recipe),
+        epoch: crate::recipe::epoch(&recipe),
         media_name: recipe.media.name.clone(),
         comment: recipe.media.comment.clone(),
         label: recipe

@@ -458,6 +458,7 @@ impl Publish {
 pub(super) struct FolderLock(#[allow(dead_code)] std::fs::File);
 
 impl FolderLock {
+    #[allow(unsafe_code)]
     pub(super) fn acquire(out_dir: &Path) -> Result<FolderLock, BuildError> {
         use std::os::unix::io::AsRawFd;
         let f = std::fs::File::open(out_dir)

@@ -325,19 +325,14 @@ mod tests {
 
     fn set_fat(v: &mut [u8], layout: &crate::fat32::FatLayout, copies: &[u32], c: u32, val: u32) {
         for &copy in copies {
-            let at = (layout.geometry.fat_offset(copy) + 4 * u64::from(c)) as usize;
+            let at = (layout.geometry().fat_offset(copy) + 4 * u64::from(c)) as usize;
             v[at..at + 4].copy_from_slice(&val.to_le_bytes());
         }
     }
 
     /// (first cluster, clusters) of the file whose path ends with `name`.
     fn file(layout: &crate::fat32::FatLayout, name: &str) -> (u32, u32) {
-        let f = layout
-            .files
-            .iter()
-            .find(|f| f.path.ends_with(name))
-            .unwrap();
-        (f.first_cluster, f.clusters)
+        crate::fat32::testutil::file_clusters(layout, name)
     }
 
     #[test]

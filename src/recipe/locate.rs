@@ -9,12 +9,7 @@ use std::collections::BTreeMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-/// A 1-based line and column in the recipe text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Pos {
-    pub line: usize,
-    pub col: usize,
-}
+pub use crate::diag::Pos;
 
 /// Positions of keys and values, by key path.
 #[derive(Debug, Default, Clone)]

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 
 use super::secret::SecretRef;
 
+// WIM compression is the wim engine's type (a recipe key).
+pub use crate::wim::Compression;
+
 /// The recipe format version this build of mediabuild reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -402,28 +405,6 @@ pub enum Recovery {
     #[default]
     Ad,
     None,
-}
-
-/// WIM compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    None,
-    Xpress,
-    #[default]
-    Lzx,
-    Lzms,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Xpress => "xpress",
-            Compression::Lzx => "lzx",
-            Compression::Lzms => "lzms",
-        }
-    }
 }
 
 /// `outputs:`.

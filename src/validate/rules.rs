@@ -51,7 +51,7 @@ fn too_long(d: &mut Vec<Diagnostic>, key: &str, v: &Option<String>, max: usize) 
 /// FAT dates (clamped to 1980–2107), X.509 times; 1970 to 9999 is safe.
 fn epoch(r: &Recipe, d: &mut Vec<Diagnostic>) {
     const MAX: i64 = 253_402_300_799; // 9999-12-31 23:59:59 UTC
-    let e = crate::ids::epoch(r);
+    let e = crate::recipe::epoch(r);
     if !(0..=MAX).contains(&e) {
         let from_env = r.source_date_epoch.is_none();
         d.push(

@@ -2,9 +2,8 @@
 //! would and judge its outputs with independent tools.
 
 mod support;
-/// The disk tool helpers, shared with the crate's unit tests.
-#[path = "../../src/disk/testutil.rs"]
-mod testutil;
+/// The disk tool helpers, shared with the engines' unit tests.
+use mediabuild_fat32::testutil;
 
 mod build_disk;
 mod build_wim;
@@ -12,6 +11,7 @@ mod cache;
 mod check;
 mod cli_docs;
 mod inspect;
+mod layers;
 mod plan;
 mod progress_json;
 mod readme;
