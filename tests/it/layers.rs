@@ -119,7 +119,10 @@ fn code_only(src: &str) -> String {
         } else if b[i] == b'\'' {
             // a char literal ('x', '\n', '\u{..}') or a lifetime ('a)
             let end = if b.get(i + 1) == Some(&b'\\') {
-                b[i + 2..].iter().position(|&c| c == b'\'').map(|p| i + 2 + p)
+                b[i + 2..]
+                    .iter()
+                    .position(|&c| c == b'\'')
+                    .map(|p| i + 2 + p)
             } else if b.get(i + 2) == Some(&b'\'') {
                 Some(i + 2)
             } else {
@@ -204,8 +207,17 @@ fn import_graph(src: &Path) -> Graph {
     rust_files(src, &mut files);
     let mut g = Graph::new();
     for f in files {
-        let rel = f.strip_prefix(src).unwrap().to_string_lossy().replace('\\', "/");
-        let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+        let rel = f
+            .strip_prefix(src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let top = rel
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
         // The crate roots and the binary's own modules sit above every layer.
         if matches!(top.as_str(), "lib" | "main" | "cli") {
             continue;
@@ -231,7 +243,11 @@ fn find_cycle(g: &Graph) -> Option<Vec<String>> {
     ) -> Option<Vec<String>> {
         state.insert(m.to_string(), 1);
         stack.push(m.to_string());
-        for next in g.get(m).map(|e| e.keys().cloned().collect()).unwrap_or(Vec::new()) {
+        for next in g
+            .get(m)
+            .map(|e| e.keys().cloned().collect())
+            .unwrap_or(Vec::new())
+        {
             match state.get(&next) {
                 Some(1) => {
                     let from = stack.iter().position(|s| *s == next).unwrap();
@@ -276,7 +292,9 @@ fn modules_import_downward_only_and_without_a_cycle() {
         };
         for (to, files) in edges {
             match layer_of(to) {
-                None => problems.push(format!("src/{from} imports `crate::{to}`, a module in no layer")),
+                None => problems.push(format!(
+                    "src/{from} imports `crate::{to}`, a module in no layer"
+                )),
                 Some(lt) if lt > lf => problems.push(format!(
                     "upward import: {} (layer {}) imports `crate::{to}` (layer {}) in {}",
                     from,
@@ -317,9 +335,12 @@ fn the_engine_crates_import_nothing_of_the_product() {
     let mut bad = Vec::new();
     for engine in LAYERS[0].1 {
         let toml = crates.join(engine).join("Cargo.toml");
-        let text = std::fs::read_to_string(&toml)
-            .unwrap_or_else(|e| panic!("{}: {e}", toml.display()));
-        if text.lines().any(|l| l.trim_start().starts_with("mediabuild =") || l.contains("path = \"../..\"")) {
+        let text =
+            std::fs::read_to_string(&toml).unwrap_or_else(|e| panic!("{}: {e}", toml.display()));
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("mediabuild =") || l.contains("path = \"../..\""))
+        {
             bad.push(format!("{} depends on the product", toml.display()));
         }
         let mut files = Vec::new();
@@ -345,8 +366,16 @@ fn the_import_reader_sees_groups_and_ignores_comments_and_strings() {
         "{code}"
     );
     let mut g = Graph::new();
-    g.entry("a".into()).or_default().entry("b".into()).or_default().insert("a.rs".into());
+    g.entry("a".into())
+        .or_default()
+        .entry("b".into())
+        .or_default()
+        .insert("a.rs".into());
     assert!(find_cycle(&g).is_none());
-    g.entry("b".into()).or_default().entry("a".into()).or_default().insert("b.rs".into());
+    g.entry("b".into())
+        .or_default()
+        .entry("a".into())
+        .or_default()
+        .insert("b.rs".into());
     assert_eq!(find_cycle(&g).unwrap(), ["a", "b", "a"]);
 }
