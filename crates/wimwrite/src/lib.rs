@@ -39,48 +39,15 @@
 //!   exceed its chunk table is stored as a raw resource (wimlib's rule; its
 //!   comments say the WOF driver needs it when nothing is saved). A blob
 //!   larger than the 8 MiB window is judged by its first window
-//!   (`resource`). Measured on the 300 MiB mixed tree below (LZX, 2
-//!   threads): per-blob (default) 272 662 036 B, per-chunk
-//!   ([`OverflowPolicy::RawChunks`]) 272 615 110 B (−0.017 %: the tail of a
-//!   blob committed raw still held a little compressible data) at about the
-//!   same CPU time (8.2–8.5 s each). Per-blob stays the default: wimlib's
-//!   layout, readers skip the chunk machinery, and a huge incompressible
-//!   file costs nothing after its first window.
-//! * **Probe** ([`probe`]): on the same tree it cuts CPU time by ~30 % at
-//!   LZX (12.2 s → 8.5 s) for an identical output; on the 90 % tree the
-//!   output grew by 144 bytes (0.00006 %).
+//!   (`resource`). Per-blob is the default
+//!   ([`OverflowPolicy::RawChunks`] is the per-chunk alternative, within
+//!   0.02 % in size): wimlib's layout, readers skip the chunk machinery, and
+//!   a huge incompressible file costs nothing after its first window.
+//! * **Probe** ([`probe`]): skips the compressor on chunks that cannot
+//!   shrink, for an output within bytes of compressing everything.
 //!
-//! # Speed (2-core EPYC shared with other builds, wimlib 1.14.4, level 50)
-//!
-//! `cargo run --release --example bench [-- --sys]` in the scratch crate
-//! (/work/scratch-wim): generated trees; wimlib's side is `create_new_wim` →
-//! `add_image` → `write`. Other jobs kept the load at 2–6 on 2 cores, so wall
-//! ratios swing from run to run; CPU-time ratios are the stable figure.
-//! Ratios are wimlib ÷ ours (higher = we are faster), over 2–4 runs:
-//!
-//! | tree (incompressible share)        | LZX 2 thr cpu (wall)     | XPRESS 2 thr cpu (wall) |
-//! |------------------------------------|--------------------------|-------------------------|
-//! | mixed80: generated, 300 MiB, 80.6 %| ×1.46–1.71 (×1.10–2.27)  | ×1.68–1.86 (×1.79–3.05) |
-//! | mixed90: generated, 275 MiB, 89.5 %| ×1.67–1.72 (×1.63–1.88)  | ×2.13–2.23 (×2.05–2.10) |
-//! | mixed80sys: real /usr files, 80.6 %| ×2.42 (×2.43)            | ×1.78 (×1.80)           |
-//! | compressible: 114 MiB, 0 %         | ×0.97–1.01 (×0.91–1.56)  | ×0.93 (×0.94–1.05)      |
-//!
-//! Output size: ×1.0000–1.0002 of wimlib's everywhere. At 1 thread, LZX on
-//! mixed80 is ×1.45–1.53 CPU. With 2 threads and free cores we use 197 %
-//! CPU (LZX, compressible tree: 7.06 s vs 13.43 s at 1 thread).
-//!
-//! Why LZX on the generated 80 % tree stays under 2×: both writers run the
-//! same LZX compressor at the same level over the compressible fifth, and
-//! on these generators (~9 MB/s per core at level 50) that alone is ~65 % of
-//! wimlib's time, against ~59 MB/s for wimlib's failed tries on
-//! incompressible chunks. Our incompressible path costs ~2.7 ms/MB of CPU
-//! (SHA-1 + SHA-256 + probe + copies), so the ceiling there is ~1.6×; with
-//! real files (mixed80sys), whose compressible part LZX handles faster, we
-//! measure ×2.4. On compressible-only XPRESS data we spend ~7 % more CPU
-//! than wimlib, mostly the SHA-256 the manifest needs (wimlib computes only
-//! SHA-1; a separate SHA-256 pass would cost it more). Level 20 is a lever
-//! for recipes: on mixed80 it is ×7.4 faster (CPU) than wimlib at 50 for a
-//! WIM ×1.0032 the size; on the compressible tree ×6.4 for ×1.044.
+//! Measurements (speed against wimlib, the probe's and the raw-storage
+//! policies' effect): `docs/benchmarks.md`, "WIM writer lab notes".
 
 #![forbid(unsafe_code)]
 
@@ -169,7 +136,7 @@ pub enum Compression {
 }
 
 /// Knobs for experiments and benchmarks; the defaults are what we measured
-/// to be best (see the figures in the crate's benchmark notes).
+/// to be best (figures: docs/benchmarks.md, "WIM writer lab notes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
     /// Skip compressing chunks the entropy/repeat probe declares
