@@ -77,13 +77,7 @@ fn rel(base: &Path, p: &Path) -> String {
     p.strip_prefix(base).unwrap_or(p).display().to_string()
 }
 
-fn manifest_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!("{name}.manifest.json"))
-}
+use crate::recipe::manifest_path;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finalize(

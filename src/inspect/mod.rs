@@ -75,11 +75,7 @@ pub struct Options {
 
 /// `NAME.manifest.json` beside `artefact`.
 pub fn manifest_beside(artefact: &Path) -> PathBuf {
-    let name = artefact
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    artefact.with_file_name(format!("{name}.manifest.json"))
+    crate::recipe::manifest_path(artefact)
 }
 
 /// Reads a manifest file.

@@ -887,11 +887,7 @@ pub(super) fn outputs_apart(r: &Recipe, dir: &Path, recipe_file: &Path, d: &mut 
     let mut outputs: Vec<(String, PathBuf, String)> = Vec::new();
     let mut named = |key: &str, p: &Path| {
         let abs = out_dir.join(p);
-        let manifest = {
-            let mut n = abs.file_name().unwrap_or_default().to_os_string();
-            n.push(".manifest.json");
-            abs.with_file_name(n)
-        };
+        let manifest = crate::recipe::manifest_path(&abs);
         outputs.push((key.to_string(), abs, p.display().to_string()));
         outputs.push((
             format!("{key} (its manifest)"),

@@ -794,12 +794,7 @@ fn outputs(r: &Recipe, d: &mut Vec<Diagnostic>) {
             continue;
         };
         // Each artefact also gets NAME.manifest.json beside it.
-        let manifest = n.with_file_name(format!(
-            "{}.manifest.json",
-            n.file_name()
-                .map(|f| f.to_string_lossy())
-                .unwrap_or_default()
-        ));
+        let manifest = crate::recipe::manifest_path(&n);
         for q in [n.clone(), manifest] {
             let lower = PathBuf::from(q.to_string_lossy().to_lowercase());
             if let Some(prev) = seen.get(&lower) {
