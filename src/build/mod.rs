@@ -260,7 +260,7 @@ pub fn build(
         };
         let vars = move || {
             rx.recv()
-                .unwrap_or_else(|_| Err(BuildError::Stopped("the key work stopped")))
+                .unwrap_or(Err(BuildError::Stopped("the key work stopped")))
         };
         build_with(
             plan,
