@@ -32,12 +32,9 @@ pub struct BuildOptions {
     pub cache: Option<CacheSettings>,
 }
 
-/// Where the build cache is and how big it may grow.
-#[derive(Debug, Clone)]
-pub struct CacheSettings {
-    pub dir: PathBuf,
-    pub max_size: u64,
-}
+/// Where the build cache is and how big it may grow (the cache chooses its
+/// store from them).
+pub use crate::cache::CacheSettings;
 
 /// One artefact produced.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -212,7 +209,7 @@ pub fn build(
     let t = Instant::now();
     let cache = match &opts.cache {
         Some(c) => Some(std::sync::Arc::new(
-            crate::cache::Cache::open(&c.dir, c.max_size)
+            crate::cache::Cache::open_with(c)
                 .map_err(BuildError::Cache)?
                 .with_scope(&plan.dir),
         )),
@@ -256,7 +253,7 @@ pub fn build(
         };
         let vars = move || {
             rx.recv()
-                .unwrap_or_else(|_| Err(BuildError::Stopped("the key work stopped")))
+                .unwrap_or(Err(BuildError::Stopped("the key work stopped")))
         };
         build_with(
             plan,

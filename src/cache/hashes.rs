@@ -218,7 +218,7 @@ impl Index {
             if let Some(body) = cache.get(&key) {
                 match decode_rows(&body) {
                     Some(rows) => g.rows = rows,
-                    None => cache.reject_path(&cache.path(&key)),
+                    None => cache.reject(&key),
                 }
             }
         }

@@ -93,7 +93,7 @@ pub fn rsa_key(cache: Option<&Cache>, seed: &[u8; 32]) -> Result<RsaPrivateKey, 
         if let Some(key) = open(seed, &body) {
             return Ok(key);
         }
-        cache.reject_path(&cache.path(&k));
+        cache.reject(&k);
     }
     let key = cert::derive_key(seed)?;
     if let Some(body) = seal(seed, &key) {
@@ -104,6 +104,7 @@ pub fn rsa_key(cache: Option<&Cache>, seed: &[u8; 32]) -> Result<RsaPrivateKey, 
 
 #[cfg(test)]
 mod tests {
+    use super::super::local::entry_path;
     use super::*;
 
     #[test]
@@ -114,7 +115,7 @@ mod tests {
         let fresh = cert::derive_key(&seed).unwrap();
         let a = rsa_key(Some(&cache), &seed).unwrap();
         assert_eq!(a, fresh);
-        let path = cache.path(&entry_key(&seed));
+        let path = entry_path(dir.path(), &entry_key(&seed));
         let stored = std::fs::read(&path).unwrap();
         // No part of the key's DER is in the entry.
         let der = fresh.to_pkcs8_der().unwrap();
@@ -145,14 +146,53 @@ mod tests {
         body[3] ^= 1;
         cache.put(&entry_key(&seed), &body);
         assert_eq!(rsa_key(Some(&cache), &seed).unwrap(), fresh);
-        let good = std::fs::read(cache.path(&entry_key(&seed))).unwrap();
+        let good = std::fs::read(entry_path(dir.path(), &entry_key(&seed))).unwrap();
         assert_eq!(
             open(&seed, &cache.get(&entry_key(&seed)).unwrap()).as_ref(),
             Some(&fresh),
             "the entry was rewritten"
         );
         // Truncated on disk: the cache's own check drops it.
-        std::fs::write(cache.path(&entry_key(&seed)), &good[..good.len() - 5]).unwrap();
+        std::fs::write(
+            entry_path(dir.path(), &entry_key(&seed)),
+            &good[..good.len() - 5],
+        )
+        .unwrap();
         assert_eq!(rsa_key(Some(&cache), &seed).unwrap(), fresh);
+    }
+
+    /// The same round trip through a store that is not the cache folder:
+    /// stored sealed, served, a damaged entry dropped and the key derived
+    /// again; and the entry is one that never leaves the machine.
+    #[test]
+    fn the_key_round_trips_through_any_store() {
+        let mem = super::super::memory::MemStore::default();
+        let cache = Cache::with_store(Box::new(mem.clone()));
+        let seed = [11u8; 32];
+        let fresh = rsa_key(Some(&cache), &seed).unwrap();
+        assert_eq!(mem.kinds_put(), vec!["keys"]);
+        assert!(!entry_key(&seed).may_leave_machine());
+        let hits = cache
+            .counters
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(rsa_key(Some(&cache), &seed).unwrap(), fresh);
+        assert_eq!(
+            cache
+                .counters
+                .hits
+                .load(std::sync::atomic::Ordering::Relaxed),
+            hits + 1
+        );
+        assert!(mem.damage(&entry_key(&seed)));
+        assert_eq!(rsa_key(Some(&cache), &seed).unwrap(), fresh);
+        assert_eq!(
+            cache
+                .counters
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(mem.kinds_put(), vec!["keys", "keys"], "stored again");
     }
 }

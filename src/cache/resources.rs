@@ -11,10 +11,11 @@
 //!   instead of keeping a second copy of every exported image here.
 //! * `export/`: an image exported alone from a WIM (`sources/boot.wim`, the
 //!   OS image), keyed by the source file's SHA-256, the index, the bootable
-//!   flag, the derived GUID, the epoch and wimlib's version. Body: length,
-//!   SHA-256 and SHA-1 of the exported WIM, which sits beside the entry as a
-//!   plain `.wim` file: a restore hard-links it into the staging folder (one
-//!   read to check it, no copy).
+//!   flag, the derived GUID, the epoch and wimlib's version. Its body is a
+//!   file body of the store ([`Store::link_file`](super::Store::link_file),
+//!   [`Store::restore_file`](super::Store::restore_file)), known by its
+//!   length, SHA-256 and SHA-1: the local store keeps it as a plain `.wim`
+//!   beside the entry, which a restore hard-links into the staging folder.
 //! * `chunks/`: the raw SHA-1 of every chunk of the resource last written
 //!   for a media path (keyed by the path, the resource parameters and the
 //!   versions; body: content SHA-1, size, one SHA-1 per chunk). When that
@@ -27,7 +28,7 @@
 //! (secret-derived or tiny); the store refuses to serve or keep them.
 
 use super::hashes::{self, Digests, Stamp};
-use super::{Cache, Key};
+use super::{Cache, Entry, Key};
 use crate::ids::hex;
 use crate::wimwrite::{
     KnownDigests, PrevChunks, ResourceParams, ResourceStore, Splice, Stored, StoredCheck,
@@ -36,7 +37,7 @@ use crate::wimwrite::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// `res/` flag of a raw resource whose bytes are not kept (the content is).
 const RAW_MARKER: u8 = 2;
@@ -240,6 +241,9 @@ pub struct WimStore {
     never: BTreeSet<PathBuf>,
     /// Their media paths.
     never_paths: BTreeSet<String>,
+    /// The keys of the entries served, by the name the writer hands back
+    /// when one does not match its digest ([`ResourceStore::corrupt`]).
+    served: Mutex<BTreeMap<String, Key>>,
 }
 
 impl WimStore {
@@ -257,13 +261,22 @@ impl WimStore {
             stamps: BTreeMap::new(),
             never,
             never_paths,
+            served: Mutex::default(),
         }
+    }
+
+    /// Remembers which entry `id` names, for [`ResourceStore::corrupt`].
+    fn serve(&self, id: &str, key: &Key) {
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), key.clone());
     }
 }
 
 /// Reads the head of a spliced `res/` entry (after its flag): the resource
 /// size, the chunk table, which chunks are raw. None when it is malformed.
-fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource> {
+fn spliced(mut e: Entry, size: u64, chunk: u64) -> Option<StoredResource> {
     let mut head = [0u8; 8];
     e.reader.read_exact(&mut head).ok()?;
     let size_in_wim = u64::from_le_bytes(head);
@@ -289,7 +302,7 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
     hasher.update(&[SPLICED]);
     hasher.update(&head);
     hasher.update(&table);
-    let reader = std::io::BufReader::with_capacity(1 << 20, e.reader.try_clone().ok()?.take(kept));
+    let reader = std::io::BufReader::with_capacity(1 << 20, e.reader.take(kept));
     Some(StoredResource {
         reader: Box::new(reader),
         len: size_in_wim,
@@ -298,7 +311,7 @@ fn spliced(e: &mut super::Entry, size: u64, chunk: u64) -> Option<StoredResource
             hasher,
             expected: e.check,
         },
-        id: e.path.display().to_string(),
+        id: e.id,
         splice: Some(Splice {
             table,
             chunks,
@@ -401,27 +414,31 @@ impl ResourceStore for WimStore {
     /// Entry body: a flag byte — 1 compressed, 0 raw (bytes follow), 2 raw
     /// and not kept (the content file is the resource) — then the bytes.
     fn resource(&self, sha1: &[u8; 20], size: u64, params: &ResourceParams) -> Option<Stored> {
-        let mut e = self.cache.open_entry(&resource_key(sha1, size, params))?;
+        let key = resource_key(sha1, size, params);
+        let mut e = self.cache.open_entry(&key)?;
         let mut flag = [0u8; 1];
         if e.len < 1 || e.reader.read_exact(&mut flag).is_err() || flag[0] > SPLICED {
-            self.cache.reject(&e);
+            self.cache.reject(&key);
             return None;
         }
         if flag[0] == SPLICED {
-            let spliced = spliced(&mut e, size, u64::from(params.chunk));
-            if spliced.is_none() {
-                self.cache.reject(&e);
+            let id = e.id.clone();
+            let spliced = spliced(e, size, u64::from(params.chunk));
+            match &spliced {
+                Some(_) => self.serve(&id, &key),
+                None => self.cache.reject(&key),
             }
             return spliced.map(Stored::Spliced);
         }
         if flag[0] == RAW_MARKER {
             // The whole body is the flag: check it like any entry.
             if e.len != 1 || xxhash_rust::xxh3::xxh3_128(&flag) != e.check {
-                self.cache.reject(&e);
+                self.cache.reject(&key);
                 return None;
             }
             return Some(Stored::Raw);
         }
+        self.serve(&e.id, &key);
         let mut hasher = Box::new(super::Checker::new());
         hasher.update(&flag);
         let len = e.len - 1;
@@ -436,13 +453,21 @@ impl ResourceStore for WimStore {
                 hasher,
                 expected: e.check,
             },
-            id: e.path.display().to_string(),
+            id: e.id,
             splice: None,
         }))
     }
 
     fn corrupt(&self, id: &str) {
-        self.cache.reject_path(Path::new(id));
+        let key = self
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(key) = key {
+            self.cache.reject(&key);
+        }
     }
 
     /// The chunk digests last recorded for `wim_path` and the resource they
@@ -455,7 +480,7 @@ impl ResourceStore for WimStore {
         let key = chunks_key(wim_path, params);
         let body = self.cache.get(&key)?;
         let bad = || {
-            self.cache.reject_path(&self.cache.path(&key));
+            self.cache.reject(&key);
             None
         };
         if body.len() < 28 || (body.len() - 28) % 20 != 0 {
@@ -651,233 +676,66 @@ fn store_spliced(
     true
 }
 
-/// The body of an export entry: a plain WIM file beside the entry, so that
-/// a restore is a hard link instead of a copy.
-fn export_body(cache: &Cache, key: &Key) -> PathBuf {
-    let mut p = cache.path(key).into_os_string();
-    p.push(".wim");
-    PathBuf::from(p)
-}
-
-/// Hard-links `src` to `dst`, or copies it when they are on different file systems.
-fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
-    match std::fs::hard_link(src, dst) {
-        Ok(()) => Ok(()),
-        Err(_) => std::fs::copy(src, dst).map(|_| ()),
-    }
-}
-
-/// What an export entry records about its body besides the digests: the
-/// file system's stamp of it (inode, device, mtime, ctime; the size is the
-/// entry's length). A body whose stamp is unchanged is trusted without
-/// reading it — the rule of the input hash cache (`hashes`): any write or
-/// time change sets the ctime, which no unprivileged program can set back.
-type BodyStamp = super::hashes::Identity;
-
-/// An export entry: length, SHA-256 and SHA-1 of the body, then (from v2
-/// on) the body's stamp.
-fn encode_export(len: u64, d: &KnownDigests, stamp: Option<BodyStamp>) -> Vec<u8> {
-    let mut meta = Vec::with_capacity(108);
-    meta.extend_from_slice(&len.to_le_bytes());
-    meta.extend_from_slice(&d.sha256);
-    meta.extend_from_slice(&d.sha1);
-    if let Some(s) = stamp {
-        meta.extend_from_slice(&s.ino.to_le_bytes());
-        meta.extend_from_slice(&s.dev.to_le_bytes());
-        meta.extend_from_slice(&s.mtime_ns.to_le_bytes());
-        meta.extend_from_slice(&s.ctime_ns.to_le_bytes());
-    }
-    meta
-}
-
-fn decode_export(meta: &[u8]) -> Option<(u64, KnownDigests, Option<BodyStamp>)> {
-    if meta.len() != 60 && meta.len() != 108 {
-        return None;
-    }
-    let len = u64::from_le_bytes(meta[..8].try_into().ok()?);
-    let d = KnownDigests {
-        sha256: meta[8..40].try_into().ok()?,
-        sha1: meta[40..60].try_into().ok()?,
-    };
-    let stamp = if meta.len() == 108 {
-        Some(BodyStamp {
-            ino: u64::from_le_bytes(meta[60..68].try_into().ok()?),
-            dev: u64::from_le_bytes(meta[68..76].try_into().ok()?),
-            mtime_ns: i128::from_le_bytes(meta[76..92].try_into().ok()?),
-            ctime_ns: i128::from_le_bytes(meta[92..108].try_into().ok()?),
-        })
-    } else {
-        None
-    };
-    Some((len, d, stamp))
-}
-
 /// The stamp of an export body to record once the build no longer holds a
-/// link to it. Linking the body into the build's staging folder and
-/// unlinking it there both set its ctime, so the stamp a restore checks
-/// would never match again; this is taken after the staging folder is
-/// gone, and only if the body's mtime and size are still those of the bytes
-/// this build checked (a write since then moves the mtime, and the entry is
-/// then left to be read in full next time).
+/// link to it ([`Store::release_file`](super::Store::release_file): the
+/// local store records the body's file-system stamp then, after the build's
+/// staging folder is gone).
 pub struct Restamp {
     key: Key,
-    body: PathBuf,
-    len: u64,
-    digests: KnownDigests,
-    checked: BodyStamp,
 }
 
 impl Restamp {
-    /// Records the body's current stamp in its entry (see the type's doc).
+    /// Tells the store the build no longer holds the body (see the type's doc).
     pub fn apply(self, cache: &Cache) {
-        let Ok(md) = std::fs::metadata(&self.body) else {
-            return;
-        };
-        let now = BodyStamp::of(&md);
-        let same = md.len() == self.len
-            && (now.ino, now.dev, now.mtime_ns)
-                == (self.checked.ino, self.checked.dev, self.checked.mtime_ns);
-        if same && now != self.checked {
-            cache.put(
-                &self.key,
-                &encode_export(self.len, &self.digests, Some(now)),
-            );
-        }
+        cache.release_file(&self.key);
     }
 }
 
-/// Restores an exported image at `dst`: the entry (length, SHA-256, SHA-1
-/// of the body and the body's stamp, itself checked) and its body,
-/// hard-linked (or copied). The body is read to check its SHA-256 only when
-/// its stamp changed since the entry recorded it (an older entry, a
-/// concurrent build, a write). None on a miss or a bad entry (removed; `dst`
+/// Restores an exported image at `dst` from the store (the local store: a
+/// hard link to its body, read to check its SHA-256 only when its stamp
+/// moved); its digests. None on a miss or a bad entry (removed; `dst`
 /// removed too).
 pub fn restore_export(cache: &Cache, key: &Key, dst: &Path) -> Option<(KnownDigests, Restamp)> {
-    let meta = cache.get(key)?;
-    let body = export_body(cache, key);
-    let bad = |why_dst: bool| {
-        if why_dst {
-            let _ = std::fs::remove_file(dst);
-        }
-        let _ = std::fs::remove_file(&body);
-        cache.reject_path(&cache.path(key));
-        None
-    };
-    let Some((len, digests, stamp)) = decode_export(&meta) else {
-        return bad(false);
-    };
-    let Ok(md) = std::fs::metadata(&body) else {
-        return bad(false);
-    };
-    if md.len() != len {
-        return bad(false);
-    }
-    let before = BodyStamp::of(&md);
-    let trusted = stamp == Some(before);
-    if link_or_copy(&body, dst).is_err() {
-        return bad(true);
-    }
-    if !trusted {
-        match crate::fsutil::sha256::sha256_file(dst, &|_| {}, &|| false) {
-            Ok(d) if d == digests.sha256 => {}
-            _ => return bad(true),
-        }
-    }
-    let restamp = Restamp {
-        key: key.clone(),
-        body,
-        len,
-        digests,
-        checked: before,
-    };
-    Some((digests, restamp))
+    let digests = cache.restore_file(key, dst)?;
+    Some((digests, Restamp { key: key.clone() }))
 }
 
-/// A freshly exported image linked into the cache, whose entry waits for
+/// A freshly exported image taken into the cache, whose entry waits for
 /// its digests: the WIM writer computes them when it reads the image for
 /// the media, so hashing it here as well would read 100s of MB twice.
 pub struct PendingExport {
     key: Key,
-    body: PathBuf,
-    /// The exported file in the build's staging folder (a link to `body`).
+    /// The exported file in the build's staging folder (the local store: a
+    /// link to its body).
     pub staged: PathBuf,
-    len: u64,
-    linked: BodyStamp,
 }
 
-/// Links the freshly exported image at `file` into the cache under `key`
-/// (or copies it); its entry is written by [`PendingExport::complete`].
+/// Takes the freshly exported image at `file` into the cache under `key`
+/// (the local store links it, or copies it); its entry is written by
+/// [`PendingExport::complete`].
 pub fn link_export(cache: &Cache, key: &Key, file: &Path) -> Option<PendingExport> {
-    let tmp = cache.tmp_path(key);
-    let body = export_body(cache, key);
-    let res = (|| -> std::io::Result<PendingExport> {
-        let md0 = std::fs::metadata(file)?;
-        link_or_copy(file, &tmp)?;
-        cache.place(&tmp, &body)?;
-        cache.account(md0.len() as i64);
-        Ok(PendingExport {
-            key: key.clone(),
-            body: body.clone(),
-            staged: file.to_path_buf(),
-            len: md0.len(),
-            linked: BodyStamp::of(&md0),
-        })
-    })();
-    match res {
-        Ok(p) => Some(p),
-        Err(_) => {
-            let _ = std::fs::remove_file(&tmp);
-            cache
-                .counters
-                .put_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            None
-        }
-    }
+    cache.link_file(key, file).then(|| PendingExport {
+        key: key.clone(),
+        staged: file.to_path_buf(),
+    })
 }
 
 impl PendingExport {
     /// Writes the entry with the image's digests — given by a reader of the
-    /// staged file, or read from the body when `None`. The stamp is recorded
-    /// by the returned [`Restamp`], once the build's own link to the body is
-    /// gone; None when the body changed since it was linked (then no entry:
-    /// the next build exports again).
+    /// staged file, or read from the body when `None`. What the store
+    /// records once the build's own link to the body is gone is the
+    /// returned [`Restamp`]'s; None when the body changed since it was
+    /// linked (then no entry: the next build exports again).
     pub fn complete(self, cache: &Cache, digests: Option<KnownDigests>) -> Option<Restamp> {
-        let md = std::fs::metadata(&self.body).ok()?;
-        let now = BodyStamp::of(&md);
-        // A link shares the staged file's inode and must not have moved; a
-        // copy (another file system) is entered unstamped: a restore then
-        // reads it to check it.
-        let linked = (now.ino, now.dev) == (self.linked.ino, self.linked.dev);
-        if md.len() != self.len || (linked && now.mtime_ns != self.linked.mtime_ns) {
-            return None;
-        }
-        let digests = match digests {
-            Some(d) => d,
-            None => {
-                let d = hashes::read_digests(&self.body).ok()?;
-                if d.size != self.len {
-                    return None;
-                }
-                KnownDigests {
-                    sha1: d.sha1,
-                    sha256: d.sha256,
-                }
-            }
-        };
-        cache.put(&self.key, &encode_export(self.len, &digests, None));
-        linked.then_some(Restamp {
-            key: self.key,
-            body: self.body,
-            len: self.len,
-            digests,
-            checked: now,
-        })
+        cache
+            .complete_file(&self.key, digests)
+            .then_some(Restamp { key: self.key })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::local::entry_path;
     use super::*;
     use crate::wimwrite::{testgen, write_wim, Content, EntryKind, WimEntry, WriteOptions};
     use sha2::{Digest, Sha256};
@@ -898,53 +756,6 @@ mod tests {
             &AtomicBool::new(false),
         )
         .unwrap()
-    }
-
-    #[test]
-    fn an_export_body_is_trusted_by_its_stamp_and_read_again_when_it_moved() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
-        let input = ExportInput {
-            sha256: &[1; 32],
-            parts: &[],
-            convert: None,
-        };
-        let key = export_key(&input, 1, false, &[2; 16], 0);
-        let staged = dir.path().join("staged.wim");
-        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(&staged, &body).unwrap();
-        let want = hashes::read_digests(&staged).unwrap();
-        let r = link_export(&cache, &key, &staged)
-            .and_then(|p| p.complete(&cache, None))
-            .expect("stored");
-        // The build's link goes away, then the stamp is recorded.
-        std::fs::remove_file(&staged).unwrap();
-        r.apply(&cache);
-        let meta = cache.get(&key).unwrap();
-        assert_eq!(meta.len(), 108, "the entry holds the body's stamp");
-        let dst = dir.path().join("restored.wim");
-        let (d, r) = restore_export(&cache, &key, &dst).expect("restored");
-        assert_eq!((d.sha1, d.sha256), (want.sha1, want.sha256));
-        assert_eq!(std::fs::read(&dst).unwrap(), body);
-        std::fs::remove_file(&dst).unwrap();
-        r.apply(&cache);
-
-        // Same size, one byte changed, the old mtime put back: the ctime
-        // moved, so the body is read, found wrong and dropped.
-        let path = export_body(&cache, &key);
-        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
-        let mut bad = body.clone();
-        bad[123_456] ^= 1;
-        std::fs::write(&path, &bad).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
-        assert!(restore_export(&cache, &key, &dst).is_none());
-        assert!(!dst.exists() && !path.exists(), "entry and copy removed");
-        assert!(cache.get(&key).is_none());
     }
 
     /// Flips the byte `back` bytes from the end of the cache entry `entry`;
@@ -1062,7 +873,7 @@ mod tests {
             .find(|f| f.path == "drivers/net.sys")
             .unwrap();
         let key = resource_key(&d.sha1, d.size, &rep2.resource_params);
-        let entry = cache.path(&key);
+        let entry = entry_path(&dir.path().join("cache"), &key);
         let mut raw = std::fs::read(&entry).unwrap();
         let mid = raw.len() / 2;
         raw[mid] ^= 1;
@@ -1133,7 +944,10 @@ mod tests {
         );
         let entry_of = |path: &str| {
             let f = rep.files.iter().find(|f| f.path == path).unwrap();
-            cache.path(&resource_key(&f.sha1, f.size, &rep.resource_params))
+            entry_path(
+                &dir.path().join("cache"),
+                &resource_key(&f.sha1, f.size, &rep.resource_params),
+            )
         };
         let len = |p: &Path| std::fs::metadata(p).unwrap().len();
         let (image_entry, cab_entry) = (entry_of("sources/install.wim"), entry_of("pkg/data.cab"));
@@ -1259,8 +1073,156 @@ mod tests {
             .iter()
             .find(|f| f.path == "docs/readme.txt")
             .unwrap();
-        let entry = cache.path(&resource_key(&f.sha1, f.size, &rep.resource_params));
+        let entry = entry_path(
+            &dir.path().join("cache"),
+            &resource_key(&f.sha1, f.size, &rep.resource_params),
+        );
         damaged_entry_fails_the_write(&entry, 3, &entries, &opts, dir.path());
+    }
+
+    /// The resource cache's round trips through a store that is not the
+    /// cache folder (`MemStore`: no paths, headers, renames or links):
+    /// stored, spliced and raw resources served, chunks reused, a damaged
+    /// entry dropped through the name the writer hands back, an export
+    /// taken in and restored — so the layer above uses the store only.
+    #[test]
+    fn resources_and_exports_round_trip_through_any_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = super::super::memory::MemStore::default();
+        let cache = Arc::new(Cache::with_store(Box::new(mem.clone())));
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut image = testgen::text(1 << 20, 31);
+        image.extend(testgen::noise(2 << 20, 32));
+        let files = [
+            ("sources/install.wim", image),
+            ("drivers/net.sys", testgen::binary(40 * 32768 + 123, 33)),
+            ("pkg/data.cab", testgen::noise(3 * 32768, 34)),
+            ("docs/readme.txt", testgen::text(9 * 32768, 35)),
+        ];
+        let entries = entries_in(&src, &files);
+        let mut known: BTreeMap<PathBuf, KnownDigests> = files
+            .iter()
+            .map(|(p, bytes)| {
+                let d = KnownDigests {
+                    sha1: sha1::Sha1::digest(bytes).into(),
+                    sha256: Sha256::digest(bytes).into(),
+                };
+                (src.join(p.replace('/', "_")), d)
+            })
+            .collect();
+        let store = |known: &BTreeMap<PathBuf, KnownDigests>| {
+            Arc::new(WimStore::new(
+                Arc::clone(&cache),
+                known.clone(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+                BTreeSet::new(),
+            ))
+        };
+        let clean = dir.path().join("clean.wim");
+        write(&entries, &clean, None);
+        let first = dir.path().join("first.wim");
+        let rep = write(&entries, &first, Some(store(&known)));
+        store_after_write(
+            &cache,
+            &first,
+            &rep,
+            &rep.resource_params,
+            &BTreeSet::new(),
+            &[],
+        );
+        assert_eq!(mem.count("res"), 4, "{:?}", mem.kinds_put());
+        assert!(mem.count("chunks") >= 1);
+
+        let second = dir.path().join("second.wim");
+        let rep2 = write(&entries, &second, Some(store(&known)));
+        assert!(rep2.resources.iter().all(|r| r.from_store), "{rep2:?}");
+        assert!(std::fs::read(&second).unwrap() == std::fs::read(&clean).unwrap());
+
+        // One byte of the driver changes: its other chunks are reused.
+        let drv = src.join("drivers_net.sys");
+        known.remove(&drv);
+        let mut bytes = std::fs::read(&drv).unwrap();
+        bytes[17 * 32768 + 5] ^= 0x5A;
+        std::fs::write(&drv, &bytes).unwrap();
+        let third = dir.path().join("third.wim");
+        let rep3 = write(&entries, &third, Some(store(&known)));
+        assert_eq!(rep3.chunks_reused, 40, "{rep3:?}");
+        write(&entries, &clean, None);
+        assert!(std::fs::read(&third).unwrap() == std::fs::read(&clean).unwrap());
+
+        // A damaged entry fails the write, is dropped by the key the store
+        // served it under, and the next write is the clean bytes again.
+        let f = rep
+            .files
+            .iter()
+            .find(|f| f.path == "docs/readme.txt")
+            .unwrap();
+        let key = resource_key(&f.sha1, f.size, &rep.resource_params);
+        assert!(mem.damage(&key));
+        let opts = WriteOptions {
+            threads: 2,
+            store: Some(crate::wimwrite::StoreHandle(
+                store(&known) as Arc<dyn ResourceStore>
+            )),
+            ..WriteOptions::default()
+        };
+        let mut out = std::fs::File::create(dir.path().join("damaged.wim")).unwrap();
+        let e = write_wim(
+            &entries,
+            &mut out,
+            &opts,
+            &mut |_, _| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, crate::wimwrite::WimWriteError::CacheCorrupt(_)),
+            "{e}"
+        );
+        assert!(!cache.contains(&key), "the damaged entry is dropped");
+        assert_eq!(
+            cache
+                .counters
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let fourth = dir.path().join("fourth.wim");
+        write(&entries, &fourth, Some(store(&known)));
+        assert!(std::fs::read(&fourth).unwrap() == std::fs::read(&clean).unwrap());
+
+        // An exported image: taken in, its entry written with the digests
+        // read, restored elsewhere with them.
+        let input = ExportInput {
+            sha256: &[5; 32],
+            parts: &[],
+            convert: None,
+        };
+        let key = export_key(&input, 1, true, &[6; 16], 0);
+        let staged = dir.path().join("boot.wim");
+        let body = testgen::binary(200_000, 36);
+        std::fs::write(&staged, &body).unwrap();
+        let r = link_export(&cache, &key, &staged)
+            .and_then(|p| p.complete(&cache, None))
+            .expect("stored");
+        r.apply(&cache);
+        let dst = dir.path().join("restored.wim");
+        let (d, r) = restore_export(&cache, &key, &dst).expect("restored");
+        r.apply(&cache);
+        assert_eq!(std::fs::read(&dst).unwrap(), body);
+        assert_eq!(d.sha256, <[u8; 32]>::from(Sha256::digest(&body)));
+        assert!(restore_export(&cache, &export_key(&input, 2, true, &[6; 16], 0), &dst).is_none());
+
+        // Verification marks and boot-file digests are plain entries.
+        assert!(!is_verified(&cache, "wimlib-verify", &[7; 32], 9));
+        mark_verified(&cache, "wimlib-verify", &[7; 32], 9);
+        assert!(is_verified(&cache, "wimlib-verify", &[7; 32], 9));
+        let bk = boot_file_key(&[8; 32], 1, "Windows/Boot/EFI/bootmgfw.efi");
+        remember_digests(&cache, &bk, body.len() as u64, &d);
+        assert_eq!(boot_file_digests(&cache, &bk, &dst), Some(d));
+        assert!(cache.summary().starts_with("cache memory: "));
     }
 
     #[test]

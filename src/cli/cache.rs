@@ -3,8 +3,7 @@
 
 use super::BuildArgs;
 use anyhow::{Context, Result};
-use mediabuild::build::CacheSettings;
-use mediabuild::cache::{self, status::MemberStatus, Cache};
+use mediabuild::cache::{self, status::MemberStatus, Cache, CacheSettings};
 use mediabuild::plan::Plan;
 use mediabuild::units;
 use std::fmt::Write as _;
@@ -29,7 +28,7 @@ pub fn settings(args: &BuildArgs) -> Result<Option<CacheSettings>> {
 
 fn open(args: &BuildArgs) -> Result<Option<Cache>> {
     match settings(args)? {
-        Some(s) => Ok(Some(Cache::open(&s.dir, s.max_size)?)),
+        Some(s) => Ok(Some(Cache::open_with(&s)?)),
         None => Ok(None),
     }
 }
@@ -49,7 +48,7 @@ pub fn cmd_cache(action: &str, args: &BuildArgs) -> Result<i32> {
             println!(
                 "removed {n} entries ({}) from {}",
                 units::human(bytes),
-                c.dir().display()
+                c.location()
             );
         }
         _ => {
@@ -137,7 +136,7 @@ pub fn plan_status(plan: &Plan, args: &BuildArgs) -> Result<Option<Vec<MemberSta
     // `plan` does not create a cache that is not there yet.
     match settings(args)? {
         Some(s) if s.dir.is_dir() => {
-            let c = Cache::open(&s.dir, s.max_size)?.with_scope(&plan.dir);
+            let c = Cache::open_with(&s)?.with_scope(&plan.dir);
             Ok(Some(cache::status::member_status(plan, &c)))
         }
         _ => Ok(None),
