@@ -355,7 +355,7 @@ fn make_plan(
         dir: dir.to_path_buf(),
         recipe_digest: ids::hex(&digest),
         digest,
-        epoch: crate::recipe::epoch(&recipe),
+        epoch: crate::recipe::epoch(recipe),
         media_name: recipe.media.name.clone(),
         comment: recipe.media.comment.clone(),
         label: recipe
@@ -371,7 +371,7 @@ fn make_plan(
         outputs,
         total_size: tree.total_size(),
         media: tree,
-        recorded: Recorded::of(&recipe),
+        recorded: Recorded::of(recipe),
         site_code: recipe.site_code().to_string(),
         password_ref: recipe.security.password.clone(),
         certificate: recipe.security.certificate.clone(),

@@ -245,8 +245,8 @@ fn find_cycle(g: &Graph) -> Option<Vec<String>> {
         stack.push(m.to_string());
         for next in g
             .get(m)
-            .map(|e| e.keys().cloned().collect())
-            .unwrap_or(Vec::new())
+            .map(|e| e.keys().cloned().collect::<Vec<String>>())
+            .unwrap_or_default()
         {
             match state.get(&next) {
                 Some(1) => {
