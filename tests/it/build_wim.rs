@@ -234,10 +234,6 @@ fn files_under(p: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Nothing but the previous artefacts may remain in out/.
 fn assert_clean_out(d: &Demo, previous: Option<&str>) {
     let names: Vec<String> = std::fs::read_dir(d.out())

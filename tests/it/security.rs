@@ -532,14 +532,6 @@ fn creator_package_folder_without_outputs_wim_and_rebuilt_in_place() {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    let first = needle[0];
-    hay.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == first)
-        .any(|(i, _)| hay[i..].starts_with(needle))
-}
-
 fn files_under(p: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(p).unwrap() {
         let e = e.unwrap();

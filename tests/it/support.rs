@@ -122,3 +122,9 @@ pub fn sha256(p: &Path) -> String {
     std::io::copy(&mut f, &mut h).unwrap();
     h.finalize().iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// Whether `needle` occurs in `hay` (memchr's substring search: tests scan
+/// whole disk images for secrets, which a naive search makes take minutes).
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
