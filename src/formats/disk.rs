@@ -1,15 +1,17 @@
-//! The raw disk image (`outputs.disk`) as the model sees it: the rules
-//! that decide how the media tree lands on FAT32 (members of 4 GiB or more
-//! split into `.swm` parts), the volume's parameters, and the validation of
-//! a planned disk — files FAT32 cannot hold, and whether the content fits.
-//! `render::disk` writes it with these same rules.
+//! The raw disk image (`outputs.disk`) as the model sees it: the layout
+//! `outputs.disk.layout` selects ([`select_layout`], the one place a layout
+//! name becomes partitions), the rules that decide how the media tree lands
+//! on FAT32 (members of 4 GiB or more split into `.swm` parts), the volumes'
+//! parameters, and the validation of a planned disk — files FAT32 cannot
+//! hold, and whether the content fits each partition. `render::disk` writes
+//! it with these same rules.
 
 use crate::diag::Diagnostic;
 use crate::disk;
 use crate::fat32::{self, FatFile, FatParams};
 use crate::ids;
 use crate::media::{MediaTree, Source};
-use crate::recipe::{DiskOutput, Scheme};
+use crate::recipe::{DiskLayoutKind, DiskOutput, Scheme};
 use crate::units::human;
 use std::path::PathBuf;
 
@@ -51,6 +53,44 @@ pub(crate) fn scheme(s: Scheme) -> disk::Scheme {
     }
 }
 
+/// The disk layout a recipe selects, and which partition each file of the
+/// media tree goes to.
+pub(crate) struct MediaLayout {
+    /// The partitions.
+    pub layout: disk::Layout,
+    /// Index in `layout.partitions` of the partition a media path goes to.
+    route: fn(&str) -> usize,
+}
+
+impl MediaLayout {
+    /// The files of the media tree, one list per partition of the layout.
+    pub fn files(&self, files: Vec<FatFile>) -> Vec<Vec<FatFile>> {
+        let mut out = vec![Vec::new(); self.layout.partitions.len()];
+        for f in files {
+            out[(self.route)(&f.path)].push(f);
+        }
+        out
+    }
+}
+
+/// The layout of `outputs.disk.layout`: the one place a layout name becomes
+/// partitions of the disk engine's model.
+///
+/// - `single`: one FAT32 partition filling the disk (MBR `0x0C` active, GPT
+///   Microsoft basic data named `MEDIA`) holding the whole media tree.
+///
+/// A new layout is a new [`DiskLayoutKind`] and an arm here: its partitions
+/// (type, size rule, file system) and where each media path goes
+/// (`docs/media.md`, "Disk layouts").
+pub(crate) fn select_layout(kind: DiskLayoutKind, vol: &Volume) -> MediaLayout {
+    match kind {
+        DiskLayoutKind::Single => MediaLayout {
+            layout: disk::Layout::single(params(vol)),
+            route: |_| 0,
+        },
+    }
+}
+
 /// A planned disk image: `outputs.disk`, typed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DiskSpec {
@@ -59,6 +99,9 @@ pub struct DiskSpec {
     #[serde(rename = "disk_size", skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     pub scheme: Scheme,
+    /// The partition layout (`outputs.disk.layout`).
+    #[serde(skip)]
+    pub layout: DiskLayoutKind,
     /// The size as written in the recipe (for messages).
     #[serde(skip)]
     pub size_text: String,
@@ -69,6 +112,7 @@ impl DiskSpec {
         DiskSpec {
             size: d.size_bytes(),
             scheme: d.scheme,
+            layout: d.layout,
             size_text: d.size.clone(),
         }
     }
@@ -111,7 +155,8 @@ pub(crate) fn part_name(stem: &str, n: u64) -> String {
 }
 
 /// Validation of a planned disk output: files FAT32 cannot hold, and whether
-/// the content (with estimated image sizes) fits the disk size.
+/// the content (with estimated image sizes) fits each partition of the
+/// layout on a disk of this size.
 pub fn check(d: &DiskSpec, media: &MediaTree, vol: &Volume, total_size: u64) -> Vec<Diagnostic> {
     let Some(disk_bytes) = d.size else {
         return Vec::new();
@@ -174,15 +219,17 @@ pub fn check(d: &DiskSpec, media: &MediaTree, vol: &Volume, total_size: u64) -> 
         }
     }
     files.extend(media.dirs.iter().map(FatFile::dir));
-    let s = scheme(d.scheme);
-    let layout = match disk::layout(s, disk_bytes) {
+    let chosen = select_layout(d.layout, vol);
+    let layout = match disk::layout(scheme(d.scheme), disk_bytes, &chosen.layout) {
         Ok(l) => l,
         Err(e) => {
             diags.push(Diagnostic::error("outputs.disk.size", e.to_string()).value(&d.size_text));
             return diags;
         }
     };
-    match disk::plan_image(s, &layout, &files, &params(vol)) {
+    // Every partition is planned with its files; the first that misses is
+    // reported.
+    match disk::plan_image(&layout, &chosen.files(files)) {
         Ok(_) => {}
         Err(disk::DiskError::DoesNotFit {
             short_by,
@@ -206,4 +253,39 @@ pub fn check(d: &DiskSpec, media: &MediaTree, vol: &Volume, total_size: u64) -> 
         Err(e) => diags.push(Diagnostic::error("outputs.disk", e.to_string()).value(&d.size_text)),
     }
     diags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_selects_one_fat32_media_partition_holding_every_file() {
+        let digest = [7u8; 32];
+        let vol = Volume {
+            label: "MEDIA",
+            digest: &digest,
+            epoch: 0,
+        };
+        let chosen = select_layout(DiskLayoutKind::Single, &vol);
+        assert_eq!(chosen.layout, disk::Layout::single(params(&vol)));
+        let [p] = &chosen.layout.partitions[..] else {
+            panic!("{:?}", chosen.layout)
+        };
+        assert_eq!(p.kind, disk::PartitionType::media());
+        assert_eq!(p.size, disk::SizeRule::Rest);
+        assert_eq!(p.fs, disk::FileSystem::Fat32(params(&vol)));
+        let files = vec![
+            FatFile::from_bytes("EFI/Boot/bootx64.efi", b"x".to_vec()),
+            FatFile::dir("SMS/PKG"),
+            FatFile::from_bytes("sources/boot.wim", b"y".to_vec()),
+        ];
+        let per = chosen.files(files);
+        assert_eq!(per.len(), 1);
+        let paths: Vec<&str> = per[0].iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["EFI/Boot/bootx64.efi", "SMS/PKG", "sources/boot.wim"]
+        );
+    }
 }

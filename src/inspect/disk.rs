@@ -1,8 +1,10 @@
 //! A raw disk image read back without its recipe: the partition table (MBR
-//! through `mbrman`, GPT through `gpt`), the FAT32 volume through a window
-//! limited to the partition (`fatfs` for names and contents), and our own
-//! consistency walk of the FAT (`fatcheck`). Both read through a block cache
-//! (`blockread`): the image is read in large calls, never field by field.
+//! read from its four entries, GPT through `gpt`), every partition's FAT32
+//! volume through a window limited to the partition (`fatfs` for names and
+//! contents), and our own consistency walk of each FAT (`fatcheck`). Both
+//! read through a block cache (`blockread`): the image is read in large
+//! calls, never field by field. The files of the image are those of all its
+//! volumes, in partition order (a path on two volumes is the first one's).
 //! Nothing here writes.
 
 use super::fatcheck;
@@ -40,7 +42,7 @@ pub struct TableFacts {
     pub partitions: Vec<PartitionFacts>,
 }
 
-/// The file system of the media partition.
+/// The file system of a partition.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FsFacts {
     pub r#type: String,
@@ -51,15 +53,13 @@ pub struct FsFacts {
     pub free_clusters: u32,
 }
 
-/// An opened disk image: where its media partition is.
+/// An opened disk image: where its partitions are.
 pub struct DiskImage {
     path: PathBuf,
     pub len: u64,
     pub table: TableFacts,
-    part_start: u64,
-    part_len: u64,
     /// Structural problems found while opening (a truncated image, a table
-    /// pointing past the end).
+    /// pointing past the end, overlapping partitions).
     pub problems: Vec<String>,
 }
 
@@ -111,12 +111,12 @@ impl DiskImage {
                 partitions,
             }
         };
-        let Some(first) = table.partitions.first().cloned() else {
+        if table.partitions.is_empty() {
             return Err(InspectError::Damaged {
                 path: path.to_path_buf(),
                 what: "the partition table has no partition".into(),
             });
-        };
+        }
         for p in &table.partitions {
             if p.start + p.size > len {
                 problems.push(format!(
@@ -126,32 +126,64 @@ impl DiskImage {
                 ));
             }
         }
+        let mut by_start: Vec<&PartitionFacts> = table.partitions.iter().collect();
+        by_start.sort_by_key(|p| (p.start, p.number));
+        for w in by_start.windows(2) {
+            if w[0].start + w[0].size > w[1].start {
+                problems.push(format!(
+                    "partitions {} and {} overlap",
+                    w[0].number, w[1].number
+                ));
+            }
+        }
         Ok(DiskImage {
             path: path.to_path_buf(),
             len,
-            part_start: first.start,
-            part_len: first.size,
             table,
             problems,
         })
     }
 
-    fn window(&self) -> Result<Reader, String> {
+    /// The partition at `index` of the table, as a window of the image.
+    fn window(&self, index: usize) -> Result<Reader, String> {
+        let p = &self.table.partitions[index];
         let f = std::fs::File::open(&self.path).map_err(|e| e.to_string())?;
-        Ok(BlockReader::new(f, self.part_start, self.part_len))
+        Ok(BlockReader::new(f, p.start, p.size))
     }
 
-    fn fs(&self) -> Result<Fs, String> {
-        open_fs(self.window()?)
+    fn fs(&self, index: usize) -> Result<Fs, String> {
+        open_fs(self.window(index)?)
     }
 
-    /// Facts of the volume (label, id, clusters).
-    pub fn fs_facts(&self) -> Result<FsFacts, String> {
-        guarded(|| self.fs_facts_unguarded())
+    /// `e` of partition `index`, named by its number when there are several.
+    fn of_partition(&self, index: usize, e: String) -> String {
+        if self.table.partitions.len() > 1 {
+            format!("partition {}: {e}", self.table.partitions[index].number)
+        } else {
+            e
+        }
     }
 
-    fn fs_facts_unguarded(&self) -> Result<FsFacts, String> {
-        let fs = self.fs()?;
+    /// Every partition's volume, opened (or why it cannot be), in table order.
+    fn volumes(&self) -> Vec<Result<Fs, String>> {
+        (0..self.table.partitions.len())
+            .map(|i| self.fs(i).map_err(|e| self.of_partition(i, e)))
+            .collect()
+    }
+
+    /// Facts of every partition's volume (label, id, clusters), with the
+    /// partition's number, in table order.
+    pub fn volume_facts(&self) -> Vec<(u32, Result<FsFacts, String>)> {
+        self.table
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.number, guarded(|| self.fs_facts_unguarded(i))))
+            .collect()
+    }
+
+    fn fs_facts_unguarded(&self, index: usize) -> Result<FsFacts, String> {
+        let fs = self.fs(index)?;
         let stats = fs.stats().map_err(|e| e.to_string())?;
         Ok(FsFacts {
             r#type: format!("{:?}", fs.fat_type()).to_uppercase(),
@@ -163,36 +195,86 @@ impl DiskImage {
         })
     }
 
-    /// Every file of the volume: (path, size), sorted by path.
+    /// Every file of every volume: (path, size), sorted by path; a path on
+    /// two volumes (FAT names compared ignoring case) is the first one's.
     pub fn list(&self) -> Result<Vec<(String, u64)>, String> {
-        guarded(|| list_fs(&self.fs()?))
+        guarded(|| {
+            let mut out: Vec<(String, u64)> = Vec::new();
+            for (i, fs) in self.volumes().into_iter().enumerate() {
+                let files = list_fs(&fs?).map_err(|e| self.of_partition(i, e))?;
+                if out.is_empty() {
+                    out = files;
+                    continue;
+                }
+                let earlier: std::collections::BTreeSet<String> =
+                    out.iter().map(|(p, _)| p.to_lowercase()).collect();
+                out.extend(
+                    files
+                        .into_iter()
+                        .filter(|(p, _)| !earlier.contains(&p.to_lowercase())),
+                );
+            }
+            out.sort();
+            Ok(out)
+        })
     }
 
     /// Streams each file of `paths` (as [`DiskImage::list`] gives them) to
-    /// `visit` with its index in `paths`, in one walk of the volume (see
-    /// [`read_each`]); `visit` gets why when a file cannot be opened.
+    /// `visit` with its index in `paths`, in one walk of each volume (see
+    /// [`read_each`]); `visit` gets why when a file cannot be opened. An
+    /// error only when no volume can be opened (nothing is visited then).
     pub fn read_each(&self, paths: &[&str], visit: &mut Visit<'_>) -> Result<(), String> {
         guarded(|| {
-            read_each(&self.fs()?, paths, visit);
+            let (fss, errors): (Vec<_>, Vec<_>) =
+                self.volumes().into_iter().partition(Result::is_ok);
+            let fss: Vec<Fs> = fss.into_iter().filter_map(Result::ok).collect();
+            if fss.is_empty() {
+                return Err(errors.into_iter().find_map(Result::err).unwrap_or_default());
+            }
+            read_each(&fss, paths, visit);
             Ok(())
         })
     }
 
-    /// Streams the file at `path` into `sink` (the volume is case-insensitive).
+    /// Streams the file at `path` into `sink` from the first volume that has
+    /// it (the volumes are case-insensitive).
     pub fn read_into(&self, path: &str, sink: &mut dyn std::io::Write) -> Result<u64, String> {
         guarded(|| {
-            let fs = self.fs()?;
-            let mut f = fs.root_dir().open_file(path).map_err(|e| e.to_string())?;
-            std::io::copy(&mut f, sink).map_err(|e| format!("cannot read: {e}"))
+            let mut why = None;
+            for fs in self.volumes() {
+                let fs = match fs {
+                    Ok(fs) => fs,
+                    Err(e) => {
+                        why.get_or_insert(e);
+                        continue;
+                    }
+                };
+                let opened = fs.root_dir().open_file(path);
+                let copied = match opened {
+                    Ok(mut f) => std::io::copy(&mut f, sink),
+                    Err(e) => {
+                        why.get_or_insert(e.to_string());
+                        continue;
+                    }
+                };
+                return copied.map_err(|e| format!("cannot read: {e}"));
+            }
+            Err(why.unwrap_or_default())
         })
     }
 
-    /// Our own walk of every directory and cluster chain of the FAT.
+    /// Our own walk of every directory and cluster chain of each partition's
+    /// FAT (a problem names its partition when there are several).
     pub fn fat_check(&self) -> Vec<String> {
-        match self.window() {
-            Ok(mut w) => fatcheck::check(&mut w),
-            Err(e) => vec![e],
+        let mut problems = Vec::new();
+        for i in 0..self.table.partitions.len() {
+            let found = match self.window(i) {
+                Ok(mut w) => fatcheck::check(&mut w),
+                Err(e) => vec![e],
+            };
+            problems.extend(found.into_iter().map(|e| self.of_partition(i, e)));
         }
+        problems
     }
 }
 
@@ -264,11 +346,12 @@ fn each_file<T: fatfs::ReadWriteSeek>(
 }
 
 /// Streams each file of `paths` to `visit(index, content)`: those met in one
-/// walk of the volume ([`each_file`]) as they are met, then any other (in an
-/// unreadable folder, spelled in another case) opened by its path, which
-/// says why it cannot be read. A path given twice is visited once.
+/// walk of each volume in turn ([`each_file`]) as they are met, then any
+/// other (in an unreadable folder, spelled in another case) opened by its
+/// path on the first volume that has it, or why the first volume cannot
+/// give it. A path given twice, or on two volumes, is visited once.
 fn read_each<T: fatfs::ReadWriteSeek>(
-    fs: &fatfs::FileSystem<T>,
+    fss: &[fatfs::FileSystem<T>],
     paths: &[&str],
     visit: &mut Visit<'_>,
 ) {
@@ -277,20 +360,35 @@ fn read_each<T: fatfs::ReadWriteSeek>(
         index.entry(p).or_insert(i);
     }
     let mut met = vec![false; paths.len()];
-    each_file(fs, &mut |path, r| {
-        if let Some(&i) = index.get(path) {
-            if !met[i] {
-                met[i] = true;
-                visit(i, Ok(r));
+    for fs in fss {
+        each_file(fs, &mut |path, r| {
+            if let Some(&i) = index.get(path) {
+                if !met[i] {
+                    met[i] = true;
+                    visit(i, Ok(r));
+                }
+            }
+        });
+    }
+    for (i, p) in paths.iter().enumerate() {
+        if met[i] {
+            continue;
+        }
+        let mut why = None;
+        for fs in fss {
+            match fs.root_dir().open_file(p) {
+                Ok(mut f) => {
+                    met[i] = true;
+                    visit(i, Ok(&mut f));
+                    break;
+                }
+                Err(e) => {
+                    why.get_or_insert(e.to_string());
+                }
             }
         }
-    });
-    for (i, p) in paths.iter().enumerate() {
         if !met[i] {
-            match fs.root_dir().open_file(p) {
-                Ok(mut f) => visit(i, Ok(&mut f)),
-                Err(e) => visit(i, Err(e.to_string())),
-            }
+            visit(i, Err(why.unwrap_or_default()));
         }
     }
 }
@@ -447,7 +545,7 @@ pub fn head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::disk::{DiskIds, Scheme};
+    use crate::disk::{DiskIds, Layout, Scheme};
     use crate::fat32::{FatFile, FatParams, FileSource};
     use crate::fsutil::blockread::counts;
     use crate::inspect::source::Artefact;
@@ -500,18 +598,9 @@ mod tests {
         };
         let t = tempfile::tempdir().unwrap();
         let img = t.path().join("t.img");
-        let layout = crate::disk::layout(Scheme::Mbr, 80 * MIB).unwrap();
+        let layout = crate::disk::layout(Scheme::Mbr, 80 * MIB, &Layout::single(params)).unwrap();
         let ids = DiskIds::from_seed(b"issue 18");
-        crate::disk::write_image(
-            &img,
-            Scheme::Mbr,
-            &layout,
-            &ids,
-            &files,
-            &params,
-            &mut |_| {},
-        )
-        .unwrap();
+        crate::disk::write_image(&img, &layout, &ids, &[files], &mut |_| {}).unwrap();
         let art = Artefact::open(&img).unwrap();
         let Artefact::Disk(disk) = &art else {
             panic!("not read as a disk image")
@@ -550,5 +639,240 @@ mod tests {
 
         assert_eq!(disk.fat_check(), Vec::<String>::new());
         bound("FAT check");
+    }
+}
+
+/// A disk of two FAT32 partitions — a small one typed as an EFI System
+/// Partition and a data partition filling the rest, as a future layout may
+/// make them — read back: both entries, both volumes, the files of both.
+#[cfg(test)]
+mod two_partitions {
+    use crate::disk::{
+        DiskIds, FileSystem, Layout, PartitionSpec, PartitionType, Scheme, SizeRule,
+    };
+    use crate::fat32::{FatFile, FatParams};
+    use crate::inspect::source::Artefact;
+    use crate::inspect::verify::{verify, VerifyOptions};
+    use crate::inspect::{inspect, Options};
+    use std::io::{Seek, SeekFrom, Write};
+
+    const MIB: u64 = 1 << 20;
+
+    fn params(label: &str, volume_id: u32) -> FatParams {
+        FatParams {
+            volume_id,
+            label: label.into(),
+            hidden_sectors: 0,
+            epoch: 1_704_110_400,
+        }
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            partitions: vec![
+                PartitionSpec {
+                    kind: PartitionType::efi_system("EFI system partition"),
+                    size: SizeRule::Bytes(36 * MIB),
+                    fs: FileSystem::Fat32(params("ESP", 0x1111_2222)),
+                },
+                PartitionSpec {
+                    kind: PartitionType::media(),
+                    size: SizeRule::Rest,
+                    fs: FileSystem::Fat32(params("TWO PARTS", 0x3333_4444)),
+                },
+            ],
+        }
+    }
+
+    fn files() -> [Vec<FatFile>; 2] {
+        [
+            vec![
+                FatFile::from_bytes("EFI/Boot/bootx64.efi", b"loader on the ESP".to_vec()),
+                FatFile::from_bytes("EFI/Microsoft/Boot/BCD", vec![7u8; 5000]),
+            ],
+            vec![
+                FatFile::from_bytes("MediaLabel.txt", b"label=TWO PARTS\r\n".to_vec()),
+                FatFile::from_bytes("sources/boot.wim", vec![1u8; 300_000]),
+                FatFile::from_bytes("SMS/PKG/PS100101/setup.cmd", b"@echo off\r\n".to_vec()),
+                // Variables.dat is then encrypted: inspect reads none.
+                FatFile::from_bytes(
+                    "SMS/data/TsmBootstrap.ini",
+                    b"[MediaInfo]\r\nPasswordRequired=true\r\n".to_vec(),
+                ),
+            ],
+        ]
+    }
+
+    fn build(dir: &std::path::Path, scheme: Scheme) -> std::path::PathBuf {
+        let img = dir.join(format!("two-{scheme}.img"));
+        let l = crate::disk::layout(scheme, 100 * MIB, &layout()).unwrap();
+        crate::disk::write_image(&img, &l, &DiskIds::from_seed(b"two"), &files(), &mut |_| {})
+            .unwrap();
+        img
+    }
+
+    #[test]
+    fn the_reader_lists_both_partitions_and_the_files_of_both_volumes() {
+        let t = tempfile::tempdir().unwrap();
+        for scheme in [Scheme::Mbr, Scheme::Gpt] {
+            let img = build(t.path(), scheme);
+            let art = Artefact::open(&img).unwrap();
+            let Artefact::Disk(d) = &art else {
+                panic!("not read as a disk image")
+            };
+            assert_eq!(d.problems, Vec::<String>::new());
+            let p = &d.table.partitions;
+            assert_eq!(p.len(), 2, "{scheme}: {p:?}");
+            assert_eq!((p[0].number, p[0].start, p[0].size), (1, MIB, 36 * MIB));
+            assert_eq!((p[1].number, p[1].start), (2, 37 * MIB));
+            match scheme {
+                Scheme::Mbr => {
+                    assert_eq!(d.table.scheme, "mbr");
+                    assert_eq!((p[0].r#type.as_str(), p[0].active), ("0xEF", Some(false)));
+                    assert_eq!((p[1].r#type.as_str(), p[1].active), ("0x0C", Some(true)));
+                    assert_eq!(p[1].size, 63 * MIB);
+                }
+                Scheme::Gpt => {
+                    assert_eq!(d.table.scheme, "gpt");
+                    assert_eq!(p[0].r#type, crate::disk::GPT_ESP_TYPE);
+                    assert_eq!(p[1].r#type, crate::disk::GPT_PARTITION_TYPE);
+                    assert_eq!(p[0].name.as_deref(), Some("EFI system partition"));
+                    assert_eq!(p[1].name.as_deref(), Some("MEDIA"));
+                    assert_ne!(p[0].guid, p[1].guid);
+                    assert_eq!(p[1].size, 62 * MIB);
+                }
+            }
+            // Both volumes, each with its own label and id.
+            let v = d.volume_facts();
+            let labels: Vec<(u32, String, String)> = v
+                .iter()
+                .map(|(n, f)| {
+                    let f = f.as_ref().unwrap();
+                    assert_eq!(f.r#type, "FAT32");
+                    (*n, f.label.clone(), f.volume_id.clone())
+                })
+                .collect();
+            assert_eq!(
+                labels,
+                [
+                    (1, "ESP".to_string(), "11112222".to_string()),
+                    (2, "TWO PARTS".to_string(), "33334444".to_string())
+                ]
+            );
+            // The files of both volumes, read back with their bytes.
+            let listed = art.list().unwrap();
+            let mut want: Vec<(String, u64)> = files()
+                .iter()
+                .flatten()
+                .map(|f| (f.path.clone(), f.size))
+                .collect();
+            want.sort();
+            let got: Vec<(String, u64)> = listed.iter().map(|l| (l.path.clone(), l.size)).collect();
+            assert_eq!(got, want, "{scheme}");
+            assert_eq!(
+                art.read("EFI/Boot/bootx64.efi").unwrap(),
+                b"loader on the ESP"
+            );
+            assert_eq!(
+                art.read("SMS/PKG/PS100101/setup.cmd").unwrap(),
+                b"@echo off\r\n"
+            );
+            let mut hashed = 0;
+            art.hash_all(&listed, &mut |_, r| {
+                r.unwrap();
+                hashed += 1;
+            })
+            .unwrap();
+            assert_eq!(hashed, 6);
+            assert_eq!(d.fat_check(), Vec::<String>::new());
+
+            // inspect: both entries, both file systems, in text and JSON.
+            let i = inspect(&img, &Options::default()).unwrap();
+            assert_eq!(i.partition_table.as_ref().unwrap().partitions.len(), 2);
+            assert_eq!(i.filesystem.as_ref().unwrap().label, "ESP");
+            assert_eq!(i.other_filesystems.len(), 1);
+            assert_eq!(i.other_filesystems[0].partition, 2);
+            assert_eq!(i.other_filesystems[0].filesystem.label, "TWO PARTS");
+            let text = i.render();
+            let type_1 = if scheme == Scheme::Mbr {
+                "0xEF"
+            } else {
+                crate::disk::GPT_ESP_TYPE
+            };
+            assert!(
+                text.contains(&format!("  1 type {type_1} at 1048576 size 36.0 MiB")),
+                "{text}"
+            );
+            assert!(text.contains("  2 type "), "{text}");
+            assert!(text.contains("filesystem: FAT32 label \"ESP\""), "{text}");
+            assert!(
+                text.contains("filesystem of partition 2: FAT32 label \"TWO PARTS\""),
+                "{text}"
+            );
+            let json = serde_json::to_value(&i).unwrap();
+            assert_eq!(
+                json["partition_table"]["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                2
+            );
+            assert_eq!(json["other_filesystems"][0]["partition"], 2);
+            assert_eq!(json["other_filesystems"][0]["label"], "TWO PARTS");
+
+            // verify checks both volumes.
+            let rep = verify(&img, &VerifyOptions::default()).unwrap();
+            assert_eq!(rep.problems, Vec::<String>::new());
+            let scheme_name = d.table.scheme.clone();
+            assert!(
+                rep.checked
+                    .contains(&format!("partition table ({scheme_name}, 2 partition(s))")),
+                "{:?}",
+                rep.checked
+            );
+            assert!(
+                rep.checked
+                    .iter()
+                    .any(|c| c.ends_with("of each of the 2 volumes")),
+                "{:?}",
+                rep.checked
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_second_volume_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        let img = build(t.path(), Scheme::Gpt);
+        // Partition 2's boot sector loses its signature.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(37 * MIB + 510)).unwrap();
+        f.write_all(&[0, 0]).unwrap();
+        drop(f);
+        let rep = verify(&img, &VerifyOptions::default()).unwrap();
+        assert!(
+            rep.problems.contains(
+                &"FAT32: partition 2: the partition does not start with a FAT32 boot sector"
+                    .to_string()
+            ),
+            "{:?}",
+            rep.problems
+        );
+        assert!(
+            rep.problems
+                .iter()
+                .any(|p| p.contains("partition 2: not a readable FAT volume")),
+            "{:?}",
+            rep.problems
+        );
+        let art = Artefact::open(&img).unwrap();
+        let Artefact::Disk(d) = &art else { panic!() };
+        // Partition 1 still reads.
+        assert!(d.volume_facts()[0].1.is_ok());
+        assert!(d.volume_facts()[1].1.is_err());
+        assert_eq!(
+            art.read("EFI/Boot/bootx64.efi").unwrap(),
+            b"loader on the ESP"
+        );
     }
 }

@@ -26,8 +26,13 @@ pub struct Inspection {
     pub wim: Option<WimFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_table: Option<TableFacts>,
+    /// The file system of the first partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FsFacts>,
+    /// The file systems of the other partitions that hold a readable one
+    /// (none on a disk of one partition).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_filesystems: Vec<PartitionFs>,
     pub boot_image: Option<ImageInfo>,
     pub os_image: Option<ImageInfo>,
     pub packages: Vec<PackageInfo>,
@@ -54,6 +59,15 @@ pub struct WimFacts {
     pub guid: String,
     pub image_name: Option<String>,
     pub description: Option<String>,
+}
+
+/// The file system of a partition after the first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PartitionFs {
+    /// The partition's number in the table.
+    pub partition: u32,
+    #[serde(flatten)]
+    pub filesystem: FsFacts,
 }
 
 /// The boot or OS image on the media.
@@ -210,7 +224,7 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<Inspection, InspectError> 
         }
     }
 
-    let (wim, table, fs) = match &art {
+    let (wim, table, fs, other_fs) = match &art {
         Artefact::Wim(w) => (
             Some(WimFacts {
                 images: w.info.image_count,
@@ -223,8 +237,21 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<Inspection, InspectError> 
             }),
             None,
             None,
+            Vec::new(),
         ),
-        Artefact::Disk(d) => (None, Some(d.table.clone()), d.fs_facts().ok()),
+        Artefact::Disk(d) => {
+            let mut volumes = d.volume_facts().into_iter();
+            let first = volumes.next().and_then(|(_, f)| f.ok());
+            let others = volumes
+                .filter_map(|(partition, f)| {
+                    f.ok().map(|filesystem| PartitionFs {
+                        partition,
+                        filesystem,
+                    })
+                })
+                .collect();
+            (None, Some(d.table.clone()), first, others)
+        }
     };
     let media_name = m
         .map(|m| m.media.clone())
@@ -281,6 +308,7 @@ pub fn inspect(path: &Path, opts: &Options) -> Result<Inspection, InspectError> 
         wim,
         partition_table: table,
         filesystem: fs,
+        other_filesystems: other_fs,
         boot_image,
         os_image,
         packages,
@@ -532,6 +560,7 @@ pub fn from_manifest(path: &Path, m: &Manifest) -> Inspection {
         wim: None,
         partition_table: None,
         filesystem: None,
+        other_filesystems: Vec::new(),
         packages: packages(&members, Some(m), os.as_ref()),
         boot_image: boot,
         os_image: os,
@@ -605,16 +634,26 @@ impl Inspection {
                 );
             }
         }
-        if let Some(f) = &self.filesystem {
-            let _ = writeln!(
-                s,
-                "filesystem: {} label {:?}, id {}, {} clusters of {} ({} free)",
+        let fs_line = |f: &FsFacts| {
+            format!(
+                "{} label {:?}, id {}, {} clusters of {} ({} free)",
                 f.r#type,
                 f.label,
                 f.volume_id,
                 f.clusters,
                 human(u64::from(f.cluster_size)),
                 f.free_clusters
+            )
+        };
+        if let Some(f) = &self.filesystem {
+            let _ = writeln!(s, "filesystem: {}", fs_line(f));
+        }
+        for o in &self.other_filesystems {
+            let _ = writeln!(
+                s,
+                "filesystem of partition {}: {}",
+                o.partition,
+                fs_line(&o.filesystem)
             );
         }
         for (what, img) in [

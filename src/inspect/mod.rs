@@ -18,8 +18,8 @@ mod wimread;
 
 pub use disk::{FsFacts, PartitionFacts, TableFacts};
 pub use facts::{
-    inspect, ImageInfo, Inspection, MediaInfo, MemberInfo, PackageInfo, VarInfo, VariablesInfo,
-    WimFacts,
+    inspect, ImageInfo, Inspection, MediaInfo, MemberInfo, PackageInfo, PartitionFs, VarInfo,
+    VariablesInfo, WimFacts,
 };
 
 use crate::build::Manifest;

@@ -244,11 +244,15 @@ fn structure(art: &Artefact, rep: &mut VerifyReport) {
                 d.table.scheme,
                 d.table.partitions.len()
             ));
+            // Every partition's volume (each problem names its partition when
+            // there are several).
             let fat = d.fat_check();
-            rep.checked.push(
-                "FAT consistency (FAT copies, every directory and cluster chain, lost clusters)"
-                    .into(),
-            );
+            let what =
+                "FAT consistency (FAT copies, every directory and cluster chain, lost clusters)";
+            rep.checked.push(match d.table.partitions.len() {
+                1 => what.into(),
+                n => format!("{what} of each of the {n} volumes"),
+            });
             rep.problems
                 .extend(fat.into_iter().map(|p| format!("FAT32: {p}")));
         }

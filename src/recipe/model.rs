@@ -462,9 +462,13 @@ pub enum Scheme {
     Gpt,
 }
 
+// The layouts a recipe may name; each selects a list of partitions of the
+// disk engine in one place, `formats::disk::select_layout`. (Plain comments:
+// a doc comment would change the committed recipe schema.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DiskLayoutKind {
+    // One FAT32 partition filling the disk, holding the whole media tree.
     #[default]
     Single,
 }

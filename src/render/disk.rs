@@ -1,6 +1,9 @@
-//! The raw disk image (`outputs.disk`, layout `single`): one FAT32 partition
-//! holding the whole media tree, MBR (0x0C, active) or GPT (Microsoft basic
-//! data), written sparse by our own FAT32 writer (`crate::fat32`, `crate::disk`).
+//! The raw disk image (`outputs.disk`): the partitions of the layout
+//! `outputs.disk.layout` selects (`formats::disk::select_layout`; `single`:
+//! one FAT32 partition holding the whole media tree, MBR 0x0C active or GPT
+//! Microsoft basic data), written sparse by our own FAT32 writer
+//! (`crate::fat32`, `crate::disk`), each partition with its share of the
+//! media tree.
 //!
 //! FAT32 cannot hold a file of 4 GiB or more: such a member (the OS image) is
 //! split with wimlib into `.swm` parts of at most 4095 MiB — `install.swm`,
@@ -8,11 +11,11 @@
 //! lists the parts instead of the whole file.
 
 use super::{ArtefactMember, Ctx, Renderer};
-use crate::disk::{self, DiskIds, DiskLayout};
+use crate::disk::{self, DiskIds, DiskLayout, FileSystem};
 use crate::exec::{sha256_file, BuildError, Resolved};
 use crate::fat32::FatFile;
 use crate::formats::disk::{
-    params, part_bytes, part_name, scheme, split_threshold, swm_stem, DiskSpec,
+    part_bytes, part_name, scheme, select_layout, split_threshold, swm_stem, DiskSpec,
 };
 use crate::plan::{OutputSpec, Plan, PlannedOutput};
 use crate::progress::Event;
@@ -111,8 +114,9 @@ impl Renderer for DiskRenderer {
         let plan = ctx.plan;
         let (d, disk_bytes) = spec(out)?;
         let (files, listed) = self.files(ctx, members)?;
-        let s = scheme(d.scheme);
-        let layout = disk::layout(s, disk_bytes).map_err(BuildError::Disk)?;
+        let chosen = select_layout(d.layout, &volume(plan));
+        let layout =
+            disk::layout(scheme(d.scheme), disk_bytes, &chosen.layout).map_err(BuildError::Disk)?;
         let ids = DiskIds::from_seed(&plan.digest);
         let total: u64 = files.iter().map(|f| f.size).sum();
         let started = Instant::now();
@@ -127,16 +131,8 @@ impl Renderer for DiskRenderer {
                 total,
             })
         };
-        let sha = disk::write_image(
-            tmp,
-            s,
-            &layout,
-            &ids,
-            &files,
-            &params(&volume(plan)),
-            &mut report,
-        )
-        .map_err(BuildError::Disk)?;
+        let sha = disk::write_image(tmp, &layout, &ids, &chosen.files(files), &mut report)
+            .map_err(BuildError::Disk)?;
         // Hashed on the way out: the manifest and the verify cache need not read it back.
         // The free space's zeros come from the cache when it has seen them.
         if let Some(sha) = sha {
@@ -155,7 +151,8 @@ impl Renderer for DiskRenderer {
 
     fn verify(&self, ctx: &Ctx, out: &PlannedOutput, tmp: &Path) -> Result<(), BuildError> {
         let (d, disk_bytes) = spec(out)?;
-        let layout = disk::layout(scheme(d.scheme), disk_bytes)
+        let chosen = select_layout(d.layout, &volume(ctx.plan));
+        let layout = disk::layout(scheme(d.scheme), disk_bytes, &chosen.layout)
             .map_err(|e| BuildError::Verify(e.to_string()))?;
         let started = Instant::now();
         ctx.rep.event(Event::Begin {
@@ -184,17 +181,38 @@ impl Renderer for DiskRenderer {
     }
 }
 
-/// Reads the written volume back with an independent FAT reader (the `fatfs`
-/// crate): every directory can be walked and the boot loader is there.
+/// Reads every written volume back with an independent FAT reader (the
+/// `fatfs` crate): every directory of each can be walked, none is empty, and
+/// the boot loader is on one of them.
 fn read_back(image: &Path, layout: &DiskLayout) -> Result<(), String> {
+    let many = layout.partitions.len() > 1;
+    let mut loader = false;
+    for p in &layout.partitions {
+        let read = match &p.spec.fs {
+            FileSystem::Fat32(_) => read_back_fat(image, p.start, p.bytes),
+        };
+        let found = read.map_err(|e| {
+            if many {
+                format!("partition {}: {e}", p.number)
+            } else {
+                e
+            }
+        })?;
+        loader |= found;
+    }
+    if !loader {
+        return Err("no EFI/Boot/boot*.efi on the volume".into());
+    }
+    Ok(())
+}
+
+/// Walks the FAT volume at `start` (`bytes` long); whether it holds a boot
+/// loader `EFI/Boot/boot*.efi`.
+fn read_back_fat(image: &Path, start: u64, bytes: u64) -> Result<bool, String> {
     let f = std::fs::File::open(image).map_err(|e| e.to_string())?;
     // Through a block cache: fatfs reads FAT entries and directory fields a
     // few bytes at a time.
-    let w = crate::fsutil::blockread::BlockReader::new(
-        f,
-        layout.partition_start,
-        layout.partition_bytes,
-    );
+    let w = crate::fsutil::blockread::BlockReader::new(f, start, bytes);
     let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())
         .map_err(|e| format!("not a FAT volume: {e}"))?;
     fn walk<T: fatfs::ReadWriteSeek>(
@@ -217,19 +235,16 @@ fn read_back(image: &Path, layout: &DiskLayout) -> Result<(), String> {
     }
     let mut n = 0;
     walk(fs.root_dir(), 0, &mut n)?;
+    if n == 0 {
+        return Err("empty volume".into());
+    }
     let root = fs.root_dir();
-    let efi = root
-        .open_dir("EFI/Boot")
-        .map_err(|e| format!("EFI/Boot: {e}"))?;
+    let Ok(efi) = root.open_dir("EFI/Boot") else {
+        return Ok(false);
+    };
     let has_loader = efi.iter().filter_map(Result::ok).any(|e| {
         e.file_name().to_ascii_lowercase().starts_with("boot")
             && e.file_name().to_ascii_lowercase().ends_with(".efi")
     });
-    if !has_loader {
-        return Err("no EFI/Boot/boot*.efi on the volume".into());
-    }
-    if n == 0 {
-        return Err("empty volume".into());
-    }
-    Ok(())
+    Ok(has_loader)
 }

@@ -1,12 +1,18 @@
-//! Raw bootable disk images holding one FAT32 partition that UEFI firmware boots.
+//! Raw bootable disk images of N partitions that UEFI firmware boots.
 //!
-//! Phases: [`layout`] is pure geometry (where the partition goes for a disk size),
-//! [`plan_image`] validates the files and plans the FAT32 volume without touching the
-//! disk, and [`write_image`] creates the sparse image file, streams the volume into it
-//! and writes the partition table. Only metadata and file data are written; free space
-//! stays a hole, so a 32 GiB image with a few MiB of content allocates a few MiB.
+//! A [`Layout`] lists the partitions: each one's table entry ([`PartitionType`]), size
+//! rule ([`SizeRule`]) and file system ([`FileSystem`], today FAT32). Phases: [`layout`]
+//! is pure geometry (where each partition goes for a disk size), [`plan_image`]
+//! validates the files of each partition and plans its volume without touching the
+//! disk, and [`write_image`] creates the sparse image file, streams the volumes into it
+//! and writes the partition table with one entry per partition. Only metadata and file
+//! data are written; free space stays a hole, so a 32 GiB image with a few MiB of
+//! content allocates a few MiB.
 //!
-//! # Partition types
+//! # The media layout
+//!
+//! [`Layout::single`], the layout of every image the product builds today, is one
+//! FAT32 partition filling the disk, of type [`PartitionType::media`]:
 //!
 //! - [`Scheme::Mbr`]: one primary partition of type `0x0C` (FAT32, LBA), marked active,
 //!   as Microsoft's media tools write USB media.
@@ -19,8 +25,8 @@
 //!   media path is searched on every FAT volume it can mount). The one risk is firmware
 //!   that only searches ESP-typed partitions; the MBR scheme does not have that problem.
 //!
-//! Every identifier (disk GUID, partition GUID, MBR signature) comes from [`DiskIds`], so
-//! equal inputs give byte-identical images.
+//! Every identifier (disk GUID, partition GUIDs, MBR signature) comes from [`DiskIds`],
+//! so equal inputs give byte-identical images.
 
 #![deny(unsafe_code)]
 
@@ -39,15 +45,18 @@ use sha2::{Digest, Sha256};
 use mediabuild_fat32::{self as fat32, FatError};
 
 pub use image::{plan_image, write_image};
-pub use layout::{layout, min_disk_bytes, DiskLayout, ALIGNMENT};
-pub use table::{GPT_PARTITION_NAME, GPT_PARTITION_TYPE, MBR_PARTITION_TYPE};
+pub use layout::{
+    layout, DiskLayout, FileSystem, Layout, PartitionSpec, PartitionType, PlacedPartition,
+    SizeRule, ALIGNMENT, GPT_ESP_TYPE, GPT_MAX_PARTITIONS, GPT_PARTITION_NAME, GPT_PARTITION_TYPE,
+    MBR_ESP_TYPE, MBR_MAX_PARTITIONS, MBR_PARTITION_TYPE,
+};
 
 /// Partition table scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scheme {
-    /// Classic MBR: one active partition of type 0x0C.
+    /// Classic MBR: up to four primary partitions.
     Mbr,
-    /// Protective MBR + GPT: one Microsoft basic data partition.
+    /// Protective MBR + GPT: up to 128 partitions.
     Gpt,
 }
 
@@ -60,16 +69,16 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// Identifiers written to the partition table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Identifiers written to the partition table, all derived from one seed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DiskIds {
     /// GPT disk GUID, in the byte order of its text form (RFC 4122 / big-endian):
     /// `00112233-4455-…` is `[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, …]`.
     pub disk_guid: [u8; 16],
-    /// GPT partition GUID, same byte order.
-    pub partition_guid: [u8; 16],
     /// MBR disk signature (bytes 440–443, little-endian); also in the protective MBR.
     pub mbr_signature: u32,
+    /// The seed the partition GUIDs derive from.
+    seed: Vec<u8>,
 }
 
 impl DiskIds {
@@ -77,44 +86,43 @@ impl DiskIds {
     /// label per field, GUIDs marked as version 4 / RFC 4122 variant so that they look
     /// like any other GUID, and a non-zero MBR signature (Windows replaces zero).
     pub fn from_seed(seed: &[u8]) -> DiskIds {
-        let derive = |label: &[u8]| -> [u8; 32] {
-            let mut h = Sha256::new();
-            h.update(b"mediabuild disk id\0");
-            h.update(label);
-            h.update([0]);
-            h.update(seed);
-            h.finalize().into()
-        };
-        let guid = |label: &[u8]| {
-            let d = derive(label);
-            let mut g = [0u8; 16];
-            g.copy_from_slice(&d[..16]);
-            g[6] = (g[6] & 0x0F) | 0x40;
-            g[8] = (g[8] & 0x3F) | 0x80;
-            g
-        };
-        let s = derive(b"mbr signature");
+        let s = derive(seed, b"mbr signature");
         let signature = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
         DiskIds {
-            disk_guid: guid(b"disk guid"),
-            partition_guid: guid(b"partition guid"),
+            disk_guid: guid(seed, b"disk guid"),
             mbr_signature: if signature == 0 { 1 } else { signature },
+            seed: seed.to_vec(),
+        }
+    }
+
+    /// GPT partition GUID of partition `number` (from 1), same byte order as
+    /// [`DiskIds::disk_guid`]. Partition 1 derives with the label `partition guid`, as
+    /// when images had one partition; partition `n > 1` with `partition guid n`.
+    pub fn partition_guid(&self, number: u32) -> [u8; 16] {
+        if number <= 1 {
+            guid(&self.seed, b"partition guid")
+        } else {
+            guid(&self.seed, format!("partition guid {number}").as_bytes())
         }
     }
 }
 
-/// Text form of a GUID given in [`DiskIds`] byte order, upper case as sgdisk prints it.
-pub fn guid_string(g: &[u8; 16]) -> String {
-    let hex =
-        |r: std::ops::Range<usize>| -> String { g[r].iter().map(|b| format!("{b:02X}")).collect() };
-    format!(
-        "{}-{}-{}-{}-{}",
-        hex(0..4),
-        hex(4..6),
-        hex(6..8),
-        hex(8..10),
-        hex(10..16)
-    )
+fn derive(seed: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"mediabuild disk id\0");
+    h.update(label);
+    h.update([0]);
+    h.update(seed);
+    h.finalize().into()
+}
+
+fn guid(seed: &[u8], label: &[u8]) -> [u8; 16] {
+    let d = derive(seed, label);
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&d[..16]);
+    g[6] = (g[6] & 0x0F) | 0x40;
+    g[8] = (g[8] & 0x3F) | 0x80;
+    g
 }
 
 /// Everything that can go wrong when laying out or writing a disk image.
@@ -165,6 +173,56 @@ pub enum DiskError {
         disk_bytes: u64,
     },
 
+    /// The disk cannot hold the fixed-size partitions of the layout.
+    #[error(
+        "a {scheme} disk of {} cannot hold the {partitions} partitions of its layout; \
+         use a disk of at least {}",
+        fat32_bytes(*disk_bytes), fat32_bytes(*min_disk_bytes)
+    )]
+    TooSmallForLayout {
+        /// The partition scheme.
+        scheme: Scheme,
+        /// The disk size given.
+        disk_bytes: u64,
+        /// Partitions of the layout.
+        partitions: usize,
+        /// Smallest disk that holds them.
+        min_disk_bytes: u64,
+    },
+
+    /// The content of a fixed-size partition does not fit it: no disk size helps.
+    #[error(
+        "partition {number} of the layout is {} but its FAT32 volume needs at least {} \
+         for its content; the layout must make it larger",
+        fat32_bytes(*partition_bytes), fat32_bytes(*min_partition_bytes)
+    )]
+    PartitionTooSmall {
+        /// The partition's number, from 1.
+        number: u32,
+        /// Its size.
+        partition_bytes: u64,
+        /// Smallest partition that holds its content.
+        min_partition_bytes: u64,
+    },
+
+    /// The layout itself is invalid, whatever the disk size.
+    #[error("invalid {scheme} disk layout: {reason}")]
+    InvalidLayout {
+        /// The partition scheme.
+        scheme: Scheme,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The files were not given one list per partition.
+    #[error("the layout has {partitions} partition(s), but files were given for {given}")]
+    FilesPerPartition {
+        /// Partitions of the layout.
+        partitions: usize,
+        /// File lists given.
+        given: usize,
+    },
+
     /// An MBR cannot describe a partition this large.
     #[error(
         "an MBR partition table describes at most {max_disk_bytes} bytes (2 TiB), \
@@ -175,15 +233,6 @@ pub enum DiskError {
         disk_bytes: u64,
         /// Largest disk an MBR describes.
         max_disk_bytes: u64,
-    },
-
-    /// The layout was computed for another scheme.
-    #[error("the disk layout was computed for {layout}, but {requested} was requested")]
-    SchemeMismatch {
-        /// Scheme of the layout.
-        layout: Scheme,
-        /// Scheme asked for.
-        requested: Scheme,
     },
 
     /// A file-system call on the image failed.

@@ -1,5 +1,6 @@
 //! Partition tables: a classic MBR through `mbrman`, or a protective MBR plus primary
-//! and backup GPT through `gpt`, every identifier taken from [`DiskIds`].
+//! and backup GPT through `gpt`, one entry per partition of the layout, every
+//! identifier taken from [`DiskIds`].
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Seek, Write};
@@ -8,22 +9,17 @@ use std::str::FromStr;
 
 use mbrman::{MBRHeader, MBRPartitionEntry, CHS};
 
-use super::{guid_string, DiskError, DiskIds, DiskLayout, Scheme};
+use mediabuild_ids::guid_string;
 
-/// MBR partition type: FAT32 with LBA addressing.
-pub const MBR_PARTITION_TYPE: u8 = 0x0C;
-/// GPT partition type: Microsoft basic data (see the module docs of `disk` for why).
-pub const GPT_PARTITION_TYPE: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
-/// GPT partition name.
-pub const GPT_PARTITION_NAME: &str = "MEDIA";
+use super::{DiskError, DiskIds, DiskLayout, Scheme};
 
 /// CHS translation used by BIOSes for LBA disks: 255 heads, 63 sectors per track.
 const HEADS: u64 = 255;
 const SECTORS_PER_TRACK: u64 = 63;
 
 /// The partition table of `layout` as byte runs `(offset, bytes)`, sorted and
-/// disjoint: the MBR (and primary GPT) before the partition, the backup GPT
-/// after it. Rendering into memory lets the image be written front to back.
+/// disjoint: the MBR (and primary GPT) before the first partition, the backup GPT
+/// after the last. Rendering into memory lets the image be written front to back.
 pub(crate) fn table_runs(
     path: &Path,
     layout: &DiskLayout,
@@ -37,14 +33,17 @@ pub(crate) fn table_runs(
     let mut disk = Overlay::new(layout.disk_bytes);
     match layout.scheme {
         Scheme::Mbr => {
-            let sector = mbr_sector(
-                layout.partition_start_lba(),
-                layout.partition_sectors(),
-                MBR_PARTITION_TYPE,
-                true,
-                ids.mbr_signature,
-            )
-            .map_err(fail)?;
+            let entries: Vec<MbrEntry> = layout
+                .partitions
+                .iter()
+                .map(|p| MbrEntry {
+                    start_lba: p.start_lba(),
+                    sectors: p.sectors(),
+                    partition_type: p.spec.kind.mbr_type,
+                    active: p.spec.kind.mbr_active,
+                })
+                .collect();
+            let sector = mbr_sector(&entries, ids.mbr_signature).map_err(fail)?;
             disk.writes.push((0, sector.to_vec()));
         }
         Scheme::Gpt => write_gpt(&mut disk, layout, ids).map_err(fail)?,
@@ -143,26 +142,48 @@ impl Seek for Overlay {
     }
 }
 
-/// A whole MBR sector with one primary partition, CHS fields filled in as fdisk does.
-pub(crate) fn mbr_sector(
-    start_lba: u64,
-    sectors: u64,
-    partition_type: u8,
-    active: bool,
-    signature: u32,
-) -> Result<[u8; 512], String> {
-    let too_large = || format!("partition {start_lba}+{sectors} exceeds 32-bit sector numbers");
-    let start = u32::try_from(start_lba).map_err(|_| too_large())?;
-    let count = u32::try_from(sectors).map_err(|_| too_large())?;
+/// One primary partition of a classic MBR.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MbrEntry {
+    pub start_lba: u64,
+    pub sectors: u64,
+    pub partition_type: u8,
+    pub active: bool,
+}
+
+/// A whole MBR sector with up to four primary partitions (entry `i` in slot `i + 1`),
+/// CHS fields filled in as fdisk does.
+pub(crate) fn mbr_sector(entries: &[MbrEntry], signature: u32) -> Result<[u8; 512], String> {
+    if entries.len() > 4 {
+        return Err(format!(
+            "{} partitions; an MBR holds at most 4 primary partitions",
+            entries.len()
+        ));
+    }
     let mut header = MBRHeader::new(signature.to_le_bytes());
-    header.partition_1 = MBRPartitionEntry {
-        boot: if active { 0x80 } else { 0x00 },
-        first_chs: chs(start_lba),
-        sys: partition_type,
-        last_chs: chs(start_lba + sectors - 1),
-        starting_lba: start,
-        sectors: count,
-    };
+    for (i, e) in entries.iter().enumerate() {
+        let (start_lba, sectors) = (e.start_lba, e.sectors);
+        let too_large = || format!("partition {start_lba}+{sectors} exceeds 32-bit sector numbers");
+        let start = u32::try_from(start_lba).map_err(|_| too_large())?;
+        let count = u32::try_from(sectors).map_err(|_| too_large())?;
+        if count == 0 {
+            return Err(format!("partition {} has no sectors", i + 1));
+        }
+        let entry = MBRPartitionEntry {
+            boot: if e.active { 0x80 } else { 0x00 },
+            first_chs: chs(start_lba),
+            sys: e.partition_type,
+            last_chs: chs(start_lba + sectors - 1),
+            starting_lba: start,
+            sectors: count,
+        };
+        *match i {
+            0 => &mut header.partition_1,
+            1 => &mut header.partition_2,
+            2 => &mut header.partition_3,
+            _ => &mut header.partition_4,
+        } = entry;
+    }
     let mut cursor = Cursor::new(vec![0u8; 512]);
     header.write_into(&mut cursor).map_err(|e| e.to_string())?;
     let bytes = cursor.into_inner();
@@ -194,20 +215,27 @@ fn write_gpt(file: &mut Overlay, layout: &DiskLayout, ids: &DiskIds) -> Result<(
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
         .create_from_device(&mut *file, Some(parse_guid(&ids.disk_guid)?))
         .map_err(|e| e.to_string())?;
-    let partition = gpt::partition::Partition {
-        part_type_guid: gpt::partition_types::BASIC,
-        // Set here, not by `add_partition`, which would draw a random GUID.
-        part_guid: parse_guid(&ids.partition_guid)?,
-        first_lba: layout.partition_start_lba(),
-        last_lba: layout.partition_start_lba() + layout.partition_sectors() - 1,
-        flags: 0,
-        name: GPT_PARTITION_NAME.to_string(),
-    };
-    debug_assert_eq!(
-        partition.part_type_guid.guid.to_string().to_uppercase(),
-        GPT_PARTITION_TYPE
-    );
-    disk.update_partitions(BTreeMap::from([(1, partition)]))
+    let mut partitions = BTreeMap::new();
+    for p in &layout.partitions {
+        let part_type_guid: gpt::partition_types::Type =
+            p.spec.kind.gpt_type.parse().map_err(|e| {
+                format!(
+                    "partition {}: type {:?}: {e}",
+                    p.number, p.spec.kind.gpt_type
+                )
+            })?;
+        let partition = gpt::partition::Partition {
+            part_type_guid,
+            // Set here, not by `add_partition`, which would draw a random GUID.
+            part_guid: parse_guid(&ids.partition_guid(p.number))?,
+            first_lba: p.start_lba(),
+            last_lba: p.start_lba() + p.sectors() - 1,
+            flags: 0,
+            name: p.spec.kind.gpt_name.clone(),
+        };
+        partitions.insert(p.number, partition);
+    }
+    disk.update_partitions(partitions)
         .map_err(|e| e.to_string())?;
     disk.write().map_err(|e| e.to_string())?;
     // `GptDisk::write` leaves LBA 0 alone: add the protective MBR covering the disk.
@@ -234,7 +262,13 @@ mod tests {
     #[test]
     fn worked_example_mbr_is_golden() {
         // fat32-format.md §13: type 0xEF, not active, 2048 + 614 400, signature 0x1234ABCD.
-        let sector = mbr_sector(2048, 614_400, 0xEF, false, 0x1234_ABCD).unwrap();
+        let esp = MbrEntry {
+            start_lba: 2048,
+            sectors: 614_400,
+            partition_type: 0xEF,
+            active: false,
+        };
+        let sector = mbr_sector(&[esp], 0x1234_ABCD).unwrap();
         assert_eq!(&sector[440..444], &[0xCD, 0xAB, 0x34, 0x12]);
         assert_eq!(
             &sector[446..462],
@@ -253,14 +287,45 @@ mod tests {
         );
     }
 
+    fn media(start_lba: u64, sectors: u64) -> MbrEntry {
+        MbrEntry {
+            start_lba,
+            sectors,
+            partition_type: crate::MBR_PARTITION_TYPE,
+            active: true,
+        }
+    }
+
     #[test]
     fn media_mbr_entry() {
-        let sector = mbr_sector(2048, 67_106_816, MBR_PARTITION_TYPE, true, 7).unwrap();
+        let sector = mbr_sector(&[media(2048, 67_106_816)], 7).unwrap();
         assert_eq!(sector[446], 0x80);
         assert_eq!(sector[450], 0x0C);
         // End beyond cylinder 1023: CHS 1023/254/63 = FE FF FF.
         assert_eq!(&sector[451..454], &[0xFE, 0xFF, 0xFF]);
+        assert_eq!(&sector[462..510], &[0u8; 48][..], "entries 2-4 stay empty");
         assert_eq!(&sector[510..], &[0x55, 0xAA]);
-        assert!(mbr_sector(2048, 1 << 32, 0x0C, true, 0).is_err());
+        assert!(mbr_sector(&[media(2048, 1 << 32)], 0).is_err());
+    }
+
+    #[test]
+    fn mbr_entries_fill_their_slots_in_order() {
+        let esp = MbrEntry {
+            start_lba: 2048,
+            sectors: 81_920,
+            partition_type: 0xEF,
+            active: false,
+        };
+        let sector = mbr_sector(&[esp, media(83_968, 100_000)], 9).unwrap();
+        assert_eq!((sector[446], sector[450]), (0x00, 0xEF));
+        assert_eq!((sector[462], sector[466]), (0x80, 0x0C));
+        assert_eq!(&sector[470..474], &83_968u32.to_le_bytes());
+        assert_eq!(&sector[474..478], &100_000u32.to_le_bytes());
+        assert_eq!(&sector[478..510], &[0u8; 32][..]);
+        // The first entry alone is what a one-entry MBR holds.
+        let one = mbr_sector(&[esp], 9).unwrap();
+        assert_eq!(&sector[..462], &one[..462]);
+        assert!(mbr_sector(&[esp; 5], 9).is_err());
+        assert!(mbr_sector(&[media(2048, 0)], 9).is_err());
     }
 }

@@ -187,6 +187,21 @@ pub fn sfdisk_dump(image: &Path) -> Result<String, String> {
     }
 }
 
+/// `sfdisk --verify` of an image; `Ok(output)` only when it detects no errors.
+pub fn sfdisk_verify(image: &Path) -> Result<String, String> {
+    let sfdisk = find_tool("sfdisk").ok_or("sfdisk not installed")?;
+    let out = run(Command::new(sfdisk).arg("--verify").arg(image))?;
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    if out.status.success() && all.contains("No errors detected") {
+        Ok(all)
+    } else {
+        Err(format!(
+            "sfdisk --verify reports problems ({}):\n{all}",
+            out.status
+        ))
+    }
+}
+
 /// `sgdisk -v` of an image; `Ok(output)` only when it reports no problems.
 pub fn sgdisk_verify(image: &Path) -> Result<String, String> {
     let sgdisk = find_tool("sgdisk").ok_or("sgdisk not installed")?;
