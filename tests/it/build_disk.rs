@@ -4,7 +4,7 @@
 use crate::support::*;
 use crate::testutil;
 use mediabuild::build::Manifest;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const MIB: u64 = 1 << 20;
 
@@ -88,23 +88,9 @@ fn walk_files(dir: &Path) -> usize {
         .sum()
 }
 
-fn gpt_variant(d: &Demo, size: &str) -> PathBuf {
-    d.variant(
-        "gpt.yaml",
-        &[
-            ("  wim: demo-wtg.wim\n", ""),
-            (
-                "disk: { path: demo-wtg.img, size: 1024MiB, scheme: mbr }",
-                &format!("disk: {{ path: demo-gpt.img, size: {size}, scheme: gpt }}"),
-            ),
-        ],
-    )
-}
-
 #[test]
 fn mbr_image_is_clean_and_holds_the_media() {
-    let d = Demo::new();
-    build(&d.recipe(), &[]);
+    let d = shared_demo();
     let img = d.out().join("demo-wtg.img");
     let m = manifest(&img);
     assert_eq!(m.sha256, sha256(&img));
@@ -144,9 +130,7 @@ fn mbr_image_is_clean_and_holds_the_media() {
 
 #[test]
 fn gpt_image_passes_sgdisk_and_fsck() {
-    let d = Demo::new();
-    let r = gpt_variant(&d, "2GiB");
-    build(&r, &[]);
+    let d = shared_gpt();
     let img = d.out().join("demo-gpt.img");
     if tool("sgdisk") {
         let v = testutil::sgdisk_verify(&img).unwrap_or_else(|e| panic!("sgdisk -v: {e}"));
@@ -180,9 +164,9 @@ fn images_are_reproducible() {
     assert_eq!(a, sha256(&img));
     build(&r, &[]);
     assert_eq!(a, sha256(&img), "two builds differ");
-    // Same recipe and inputs in another folder: same bytes.
-    let e = Demo::new();
-    build(&gpt_variant(&e, "2GiB"), &[]);
+    // Same recipe and inputs in another folder: same bytes (the shared GPT
+    // build, made by another test or for this one).
+    let e = shared_gpt();
     assert_eq!(a, sha256(&e.out().join("demo-gpt.img")));
 }
 
@@ -202,8 +186,8 @@ fn a_32gib_image_of_the_demo_is_sparse() {
 
 #[test]
 fn too_small_disk_is_a_validation_error_saying_by_how_much() {
-    let d = Demo::new();
-    let r = d.variant("small.yaml", &[("size: 1024MiB", "size: 64MiB")]);
+    let d = shared_inputs();
+    let r = d.variant("disk-small.yaml", &[("size: 1024MiB", "size: 64MiB")]);
     let o = run(&["check", r.to_str().unwrap()], &[]);
     let t = text(&o);
     // 64 MiB holds the few MiB of the demo: fine. A size below FAT32's minimum is not.

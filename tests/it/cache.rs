@@ -4,7 +4,7 @@
 //! rewrite is not served stale; `--locked` names the drift; `plan` says why
 //! a member is not served. Every test uses its own `--cache-dir`.
 
-use crate::support::{run, sh, sha256, text, tool, Demo, BIN};
+use crate::support::{contains, run, sh, sha256, text, tool, utf16, Demo, BIN};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ fn rebuild_after_a_driver_change_equals_a_clean_build() {
 
 #[test]
 fn corrupted_and_truncated_entries_are_dropped_and_rebuilt() {
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     settle();
@@ -128,7 +128,7 @@ fn corrupted_and_truncated_entries_are_dropped_and_rebuilt() {
 fn a_corrupted_resource_in_the_middle_of_a_write_is_not_used() {
     // Same size, different byte in the middle of the largest stored
     // resource: only the copy into the WIM can notice it.
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     settle();
@@ -149,8 +149,8 @@ fn a_corrupted_resource_in_the_middle_of_a_write_is_not_used() {
 
 #[test]
 fn two_builds_at_once_share_one_cache() {
-    let a = Demo::new();
-    let b = Demo::new();
+    let a = Demo::small();
+    let b = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap().to_string();
     settle();
@@ -195,7 +195,7 @@ fn two_builds_at_once_share_one_cache() {
 
 #[test]
 fn a_rewrite_with_a_forged_mtime_is_not_served_stale() {
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     settle();
@@ -222,7 +222,7 @@ fn a_rewrite_with_a_forged_mtime_is_not_served_stale() {
 
 #[test]
 fn plan_says_which_input_keeps_a_member_from_the_cache() {
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     settle();
@@ -247,7 +247,7 @@ fn plan_says_which_input_keeps_a_member_from_the_cache() {
 
 #[test]
 fn locked_names_the_drift_and_passes_after_lock() {
-    let d = Demo::new();
+    let d = Demo::small();
     let r = d.recipe();
     let r = r.to_str().unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -297,7 +297,7 @@ fn locked_names_the_drift_and_passes_after_lock() {
 
 #[test]
 fn no_secret_reaches_the_cache() {
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     build(&d, &["--cache-dir", c]);
@@ -312,11 +312,7 @@ fn no_secret_reaches_the_cache() {
             let b = std::fs::read(&p).unwrap();
             for s in &secrets {
                 for enc in [s.as_bytes().to_vec(), utf16(s)] {
-                    assert!(
-                        !crate::support::contains(&b, &enc),
-                        "a secret is in {}",
-                        p.display()
-                    );
+                    assert!(!contains(&b, &enc), "a secret is in {}", p.display());
                 }
             }
         }
@@ -328,16 +324,14 @@ fn no_secret_reaches_the_cache() {
     assert!(entries(cache.path(), "res").is_empty());
 }
 
-fn utf16(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
-}
-
 #[test]
 fn cache_size_limit_evicts() {
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
-    build(&d, &["--cache-dir", c, "--cache-max-size", "1MiB"]);
+    let out = build(&d, &["--cache-dir", c, "--cache-max-size", "1MiB"]);
+    // The demo's entries exceed the limit: eviction happened.
+    assert!(count(stat_line(&out), "evicted") > 0, "{out}");
     let bytes: u64 = ["res", "export", "hash", "verify", "keys"]
         .iter()
         .flat_map(|k| entries(cache.path(), k))
@@ -356,8 +350,8 @@ fn a_wimlib_writer_build_leaves_the_cached_export_bodies_alone() {
     // hard link); a concurrent build copying from that body saw its mtime
     // move and failed with "changed while reading".
     use std::os::unix::fs::MetadataExt;
-    let a = Demo::new();
-    let b = Demo::new();
+    let a = Demo::small();
+    let b = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap().to_string();
     settle();
@@ -461,7 +455,7 @@ fn a_no_change_rebuild_stores_nothing_and_costs_few_calls_per_file() {
 fn a_fresh_checkout_is_served_from_the_cache() {
     // A CI runner restores the cache onto a new checkout: same paths, new
     // inodes and times. Nothing is compressed again.
-    let d = Demo::new();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let c = cache.path().to_str().unwrap();
     settle();
@@ -490,7 +484,7 @@ fn a_fresh_checkout_is_served_from_the_cache() {
 
 #[test]
 fn a_folder_that_is_not_a_cache_is_refused_and_never_emptied() {
-    let d = Demo::new();
+    let d = Demo::small();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("thesis.docx"), b"years of work").unwrap();
     let c = dir.path().to_str().unwrap();

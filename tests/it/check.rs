@@ -2,12 +2,10 @@
 //! the rendered message (key path, position, value, fix).
 
 use crate::support::*;
-use std::sync::OnceLock;
 
-/// One demo shared by the check tests (they only read it).
+/// The demo inputs shared by the tests that only check variants of it.
 fn demo() -> &'static Demo {
-    static D: OnceLock<Demo> = OnceLock::new();
-    D.get_or_init(Demo::new)
+    shared_inputs()
 }
 
 /// Runs `check` on a variant; asserts exit 2 and that every `want` appears.
@@ -389,7 +387,7 @@ fn missing_secret_file_is_an_error_at_build_time() {
 
 #[test]
 fn five_mistakes_five_diagnostics_and_no_output() {
-    let d = Demo::new();
+    let d = Demo::small();
     let p = d.variant(
         "five.yaml",
         &[

@@ -290,7 +290,7 @@ fn the_workflow_steps_fail_on_a_bad_recipe_with_an_annotation() {
         return;
     }
     let w = workflow();
-    let d = Demo::new();
+    let d = Demo::small();
     let bad = d.variant(
         "bad.yaml",
         &[("  code: PS1 ", "  code: PS1\n  sitecode: PS2\n ")],

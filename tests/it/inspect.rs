@@ -6,20 +6,13 @@
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::OnceLock;
 
 const MEDIA_PASSWORD: &str = "demo-Media-Passw0rd-2026";
 const PASSPHRASE: &str = "demo-WTG-Passphrase-2026";
 
-/// One built demo shared by the tests that only read it.
+/// The shared built demo (support): these tests only read it.
 fn built() -> &'static Demo {
-    static D: OnceLock<Demo> = OnceLock::new();
-    D.get_or_init(|| {
-        let d = Demo::new();
-        let o = d.run(&["build", d.recipe().to_str().unwrap(), "-q"]);
-        assert_eq!(o.status.code(), Some(0), "build: {}", text(&o));
-        d
-    })
+    shared_demo()
 }
 
 fn img(d: &Demo) -> PathBuf {
@@ -356,10 +349,7 @@ fn verify_catches_a_flipped_byte_inside_a_member_of_a_disk_image() {
         .read(&mut head)
         .unwrap();
     let needle = b"(ccmsetup.exe)\r\n";
-    let at = head[..n]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("member bytes in the image");
+    let at = find(&head[..n], needle).expect("member bytes in the image");
     flip(&image, at as u64 + 1000);
     let t = verify_fails(
         &image,
@@ -397,27 +387,23 @@ fn inspect_manifest(art: &Path) -> PathBuf {
 
 #[test]
 fn diff_lists_exactly_the_changed_package_and_variable() {
-    let d = Demo::new();
-    let build = |r: &Path| {
-        let o = d.run(&["build", r.to_str().unwrap(), "-q"]);
-        assert_eq!(o.status.code(), Some(0), "build: {}", text(&o));
-    };
-    build(&d.recipe());
-    let before = d.dir().join("before");
-    std::fs::create_dir_all(&before).unwrap();
-    let (wim_a, img_a) = (
-        copy_artefact(&d.wim(), &before),
-        copy_artefact(&img(&d), &before),
-    );
-    // Same media, same recipe: nothing differs.
+    // Before: the shared demo's build (read only). After: the same demo
+    // generated and built here with one package file and one variable changed.
+    let before = built();
+    let (wim_a, img_a) = (before.wim(), img(before));
+    // Same media, same recipe: nothing differs (a copy of the manifest
+    // against the original).
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = copy_artefact(&wim_a, tmp.path());
     let o = mb(&[
         "diff",
+        inspect_manifest(&copy).to_str().unwrap(),
         inspect_manifest(&wim_a).to_str().unwrap(),
-        inspect_manifest(&d.wim()).to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // One package's content and one variable change.
+    let d = Demo::new();
     let exe = d
         .dir()
         .join("content/packages/configmgr-client/ccmsetup.exe");
@@ -431,7 +417,8 @@ fn diff_lists_exactly_the_changed_package_and_variable() {
             "OSDComputerName: WTG-DEMO-02",
         )],
     );
-    build(&v);
+    let o = d.run(&["build", v.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(0), "build: {}", text(&o));
 
     let pairs = [
         (
@@ -492,21 +479,11 @@ fn diff_lists_exactly_the_changed_package_and_variable() {
 
 #[test]
 fn gpt_image_is_inspected_verified_and_its_truncation_named() {
-    let d = Demo::new();
-    let r = d.variant(
-        "gpt.yaml",
-        &[
-            ("  wim: demo-wtg.wim\n", ""),
-            (
-                "disk: { path: demo-wtg.img, size: 1024MiB, scheme: mbr }",
-                "disk: { path: demo-gpt.img, size: 1GiB, scheme: gpt }",
-            ),
-        ],
-    );
-    let o = d.run(&["build", r.to_str().unwrap(), "-q"]);
-    assert_eq!(o.status.code(), Some(0), "build: {}", text(&o));
-    let image = d.out().join("demo-gpt.img");
-    let o = mb(&["inspect", image.to_str().unwrap(), "--json"]);
+    // The shared GPT build (2 GiB, the disk image alone).
+    let d = shared_gpt();
+    let r = d.dir().join("gpt.yaml");
+    let shared = d.out().join("demo-gpt.img");
+    let o = mb(&["inspect", shared.to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v = json(&o);
     let t = &v["partition_table"];
@@ -520,17 +497,30 @@ fn gpt_image_is_inspected_verified_and_its_truncation_named() {
     assert_eq!(v["filesystem"]["type"], "FAT32");
     let o = mb(&[
         "verify",
-        image.to_str().unwrap(),
+        shared.to_str().unwrap(),
         "--recipe",
         r.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    // Cut off the end: the backup GPT header goes first.
+    // Cut off the end (of a sparse copy with its manifest): the backup GPT
+    // header goes first.
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("demo-gpt.img");
+    let cp = sh(&format!(
+        "cp --sparse=always '{}' '{}' && cp '{}' '{}'",
+        shared.display(),
+        image.display(),
+        inspect_manifest(&shared).display(),
+        inspect_manifest(&image).display()
+    ));
+    assert!(cp.status.success(), "{}", text(&cp));
+    let len = std::fs::metadata(&image).unwrap().len();
+    assert_eq!(len, 2 << 30);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&image)
         .unwrap();
-    f.set_len((1 << 30) - (1 << 20)).unwrap();
+    f.set_len(len - (1 << 20)).unwrap();
     drop(f);
     verify_fails(&image, &["backup GPT header", "truncated"]);
 }

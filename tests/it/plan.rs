@@ -4,7 +4,7 @@ use crate::support::*;
 
 #[test]
 fn plan_json_lists_every_member_and_source() {
-    let d = Demo::new();
+    let d = shared_inputs();
     let o = d.run(&["plan", d.recipe().to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
@@ -60,7 +60,7 @@ fn plan_json_lists_every_member_and_source() {
 
 #[test]
 fn plan_text_shows_sources_and_outputs() {
-    let d = Demo::new();
+    let d = shared_inputs();
     let o = d.run(&["plan", d.recipe().to_str().unwrap()]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");

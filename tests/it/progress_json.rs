@@ -141,7 +141,7 @@ fn a_demo_build_emits_valid_lines_and_a_result_with_every_output() {
 
 #[test]
 fn a_failing_build_ends_with_a_failed_result() {
-    let d = Demo::new();
+    let d = Demo::small();
     let o = run(
         &["build", d.recipe().to_str().unwrap(), "--progress", "json"],
         &[("MEDIABUILD_FAULT_INJECT", "after-render")],
@@ -167,9 +167,9 @@ fn a_failing_build_ends_with_a_failed_result() {
 
 #[test]
 fn an_invalid_recipe_gives_diagnostic_lines_and_a_failed_result() {
-    let d = Demo::new();
+    let d = shared_inputs();
     let p = d.variant(
-        "bad.yaml",
+        "progress-sitecode.yaml",
         &[("  code: PS1 ", "  code: PS1\n  sitecode: PS2\n ")],
     );
     let o = run(&["--progress", "json", p.to_str().unwrap()], &[]);
@@ -200,7 +200,7 @@ fn an_invalid_recipe_gives_diagnostic_lines_and_a_failed_result() {
 
 #[test]
 fn no_secret_in_any_json_line_even_with_warnings() {
-    let d = Demo::new();
+    let d = Demo::small();
     // A weak media password (allowed loudly) and a secret variable from the environment.
     let weak = "weakpw";
     let var = "Sekr3t-Domain-Join-Passw0rd";
@@ -285,7 +285,7 @@ fn demo_command_reports_in_json_too() {
 
 #[test]
 fn quiet_and_progress_none_print_no_progress() {
-    let d = Demo::new();
+    let d = Demo::small();
     let recipe = d.recipe();
     for flags in [&["-q"][..], &["--progress", "none"][..]] {
         let mut args = vec!["build", recipe.to_str().unwrap()];
@@ -306,7 +306,7 @@ fn quiet_and_progress_none_print_no_progress() {
 
 #[test]
 fn check_and_plan_json_carry_the_protocol_version() {
-    let d = Demo::new();
+    let d = shared_inputs();
     let o = d.run(&["check", d.recipe().to_str().unwrap(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -319,7 +319,7 @@ fn check_and_plan_json_carry_the_protocol_version() {
     assert!(v["diagnostics"].is_array());
 
     let bad = d.variant(
-        "bad.yaml",
+        "progress-index.yaml",
         &[("index: 1, arch: x64", "index: one, arch: x64")],
     );
     let o = d.run(&["check", bad.to_str().unwrap(), "--json"]);

@@ -5,12 +5,10 @@
 
 use crate::support::*;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn demo() -> &'static Demo {
-    static D: OnceLock<Demo> = OnceLock::new();
-    D.get_or_init(Demo::new)
+    shared_inputs()
 }
 
 /// `check` of a variant: exit 2 with every `want` in the output, within a few seconds.
@@ -162,7 +160,7 @@ fn fifos_devices_and_huge_files_are_refused_without_hanging() {
 #[test]
 fn the_cache_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt;
-    let d = demo();
+    let d = Demo::small();
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().join("c");
     let r = d.variant("private.yaml", &[("  dir: out\n", "  dir: out-private\n")]);
@@ -482,8 +480,8 @@ fn names_and_times_that_would_fail_late_fail_at_check() {
         &["outputs.wim: a NUL character"],
     );
     // A content file named like a device, in a demo of its own (the shared
-    // one is built by other tests meanwhile).
-    let own = Demo::new();
+    // inputs stay as generated).
+    let own = Demo::small();
     std::fs::write(
         own.dir().join("content/packages/configmgr-client/aux.txt"),
         b"x",
@@ -525,7 +523,7 @@ fn a_build_killed_at_every_rename_leaves_a_folder_the_next_build_completes() {
     if !tool("strace") || !tool("sha256sum") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     // A small disk: the folder is restored before each of the kills.
     let small = ("size: 1024MiB", "size: 128MiB");
     let v1 = d.variant("v1.yaml", &[small]);
@@ -616,7 +614,7 @@ fn a_build_killed_at_every_rename_leaves_a_folder_the_next_build_completes() {
 
 #[test]
 fn links_out_of_a_source_folder_are_refused_links_inside_are_followed() {
-    let own = Demo::new();
+    let own = Demo::small();
     let office = own.dir().join("content/apps/office");
     let secret = own.dir().join("outside-secret.txt");
     std::fs::write(&secret, b"not for the media").unwrap();
@@ -753,7 +751,7 @@ fn a_damaged_input_image_is_blamed_on_the_input_and_reaches_no_media() {
 #[test]
 fn a_file_name_that_is_not_utf8_is_refused_showing_its_bytes() {
     use std::os::unix::ffi::OsStrExt;
-    let own = Demo::new();
+    let own = Demo::small();
     let office = own.dir().join("content/apps/office");
     let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
     std::fs::write(office.join(name), b"latin-1 name").unwrap();
@@ -769,7 +767,7 @@ fn a_file_name_that_is_not_utf8_is_refused_showing_its_bytes() {
 
 #[test]
 fn a_media_path_too_long_to_build_fails_at_check() {
-    let own = Demo::new();
+    let own = Demo::small();
     // 19 folders of 200 characters and a file: a 4,045-character media path
     // (built one folder at a time: the whole path is past PATH_MAX).
     let deep = own.dir().join("content/deep");
@@ -805,7 +803,7 @@ fn two_builds_into_one_folder_publish_one_after_the_other() {
     // first is held inside its publish (after reading SHA256SUMS) while the
     // second builds: without the folder's lock the second publishes first and
     // the first then writes SHA256SUMS without the second's lines.
-    let own = Demo::new();
+    let own = Demo::small();
     let only_wim = |name: &str| {
         own.variant(
             &format!("{name}.yaml"),

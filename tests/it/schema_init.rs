@@ -67,14 +67,14 @@ fn recipe_schema_accepts_the_example_recipes_and_the_demo_recipe() {
         seen += 1;
     }
     assert!(seen >= 3, "expected the example recipes, found {seen}");
-    let d = Demo::new();
+    let d = shared_inputs();
     let doc = yaml_value(&std::fs::read_to_string(d.recipe()).unwrap());
     let errs = errors(&v, &doc);
     assert!(errs.is_empty(), "generated demo recipe: {errs:#?}");
 
     // What the parser accepts, the schema accepts: numbers and booleans as variable values.
     let p = d.variant(
-        "scalars.yaml",
+        "schema-scalars.yaml",
         &[(
             "  OSDComputerName: WTG-DEMO-01\n",
             "  OSDComputerName: 42\n  SMSTSWaitForSecondReboot: 600\n  OSDDoCapture: true\n",
@@ -146,7 +146,7 @@ fn recipe_schema_rejects_an_unknown_key_a_wrong_type_and_a_literal_secret() {
 
 /// A demo whose own recipe is removed, so that `init` may write one beside its inputs.
 fn demo_without_recipe() -> Demo {
-    let d = Demo::new();
+    let d = Demo::small();
     std::fs::remove_file(d.recipe()).unwrap();
     d
 }

@@ -6,7 +6,6 @@ use crate::support::*;
 use mediabuild::media::variables;
 use mediabuild::security::{self, cert, pfx};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 const MEDIA_PASSWORD: &str = "demo-Media-Passw0rd-2026";
 const PASSPHRASE: &str = "demo-WTG-Passphrase-2026";
@@ -14,10 +13,9 @@ const SELF_SIGNED: &str = "self_signed: { valid_from: 2025-11-28, valid_until: 2
 const PKI: &str =
     "pki: { file: secrets/media-pki.pfx, password: { file: secrets/pki-password.txt } }";
 
-/// One demo shared by the tests that only check variants of it.
+/// The demo inputs shared by the tests that only check variants of it.
 fn demo() -> &'static Demo {
-    static D: OnceLock<Demo> = OnceLock::new();
-    D.get_or_init(Demo::new)
+    shared_inputs()
 }
 
 fn check(p: &Path, extra: &[&str]) -> (Option<i32>, String) {
@@ -97,8 +95,9 @@ fn openssl(args: &str) -> String {
 
 #[test]
 fn openssl_reads_the_media_certificate_with_the_recipe_dates() {
-    let d = Demo::new();
-    build(&d.recipe(), &["-q"]);
+    // The shared built demo (read only: the files made here go to a temp folder).
+    let d = shared_demo();
+    let tmp = tempfile::tempdir().unwrap();
     let vars = media_vars(&d.wim(), MEDIA_PASSWORD);
     let (pfx_bytes, pfx_password) = media_pfx(&vars);
     assert_eq!(pfx_password.len(), 31);
@@ -112,10 +111,10 @@ fn openssl_reads_the_media_certificate_with_the_recipe_dates() {
     if !tool("openssl") {
         return;
     }
-    let f = d.dir().join("media.pfx");
+    let f = tmp.path().join("media.pfx");
     std::fs::write(&f, &pfx_bytes).unwrap();
     let pass = format!("-passin pass:{pfx_password}");
-    let c = d.dir().join("media.crt");
+    let c = tmp.path().join("media.crt");
     openssl(&format!(
         "pkcs12 -in {} {pass} -nokeys -clcerts -out {}",
         f.display(),
@@ -136,7 +135,7 @@ fn openssl_reads_the_media_certificate_with_the_recipe_dates() {
     assert!(dates.contains("mediabuild media certificate"), "{dates}");
     assert!(dates.contains("TLS Web Client Authentication"), "{dates}");
     // The private key is there, valid, and belongs to the certificate.
-    let k = d.dir().join("media.key");
+    let k = tmp.path().join("media.key");
     openssl(&format!(
         "pkcs12 -in {} {pass} -nocerts -nodes -out {}",
         f.display(),
@@ -158,9 +157,10 @@ fn openssl_reads_the_media_certificate_with_the_recipe_dates() {
 
 #[test]
 fn the_key_is_deterministic_and_depends_on_the_media_password() {
+    // Two builds of the demo, one the shared build (made by another test or
+    // for this one), one here: the same key.
+    let first = media_pfx(&media_vars(&shared_demo().wim(), MEDIA_PASSWORD)).0;
     let d = Demo::new();
-    build(&d.recipe(), &["-q"]);
-    let first = media_pfx(&media_vars(&d.wim(), MEDIA_PASSWORD)).0;
     build(&d.recipe(), &["-q"]);
     assert_eq!(first, media_pfx(&media_vars(&d.wim(), MEDIA_PASSWORD)).0);
     // Same recipe text, another password: another key, from the secret seed.
@@ -179,7 +179,7 @@ fn the_key_is_deterministic_and_depends_on_the_media_password() {
 
 #[test]
 fn pki_certificate_is_imported_into_the_media() {
-    let d = Demo::new();
+    let d = Demo::small();
     let r = d.variant("pki.yaml", &[(SELF_SIGNED, PKI)]);
     build(&r, &["-q"]);
     let vars = media_vars(&d.wim(), MEDIA_PASSWORD);
@@ -210,7 +210,7 @@ fn openssl_made_pfx_files_are_accepted() {
     if !tool("openssl") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     let dir = d.dir().join("secrets");
     let pw = secret_file(&d, "ossl-password.txt", "ossl-Pfx-Passw0rd-2026");
     openssl(&format!(
@@ -391,7 +391,7 @@ fn self_signed_rules() {
 
 #[test]
 fn password_policy_refuses_weak_passwords_unless_allowed_loudly() {
-    let d = Demo::new();
+    let d = Demo::small();
     let weak = "Sh0rt-pw!";
     let f = secret_file(&d, "weak.txt", weak);
     let r = d.variant("weak.yaml", &[("secrets/media-password.txt", &f)]);
@@ -465,7 +465,7 @@ fn package(d: &Demo) -> PathBuf {
 
 #[test]
 fn creator_package_folder_without_outputs_wim_and_rebuilt_in_place() {
-    let d = Demo::new();
+    let d = Demo::small();
     build(&d.recipe(), &["-q"]);
     let pkg = package(&d);
     let program: serde_json::Value =
@@ -532,20 +532,9 @@ fn creator_package_folder_without_outputs_wim_and_rebuilt_in_place() {
     }
 }
 
-fn files_under(p: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(p).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            files_under(&e.path(), out);
-        } else {
-            out.push(e.path());
-        }
-    }
-}
-
 #[test]
 fn no_password_passphrase_or_pfx_password_in_any_output_manifest_report_or_log() {
-    let d = Demo::new();
+    let d = Demo::small();
     let pki_password = mediabuild::demo::DEMO_PKI_PASSWORD;
     // The PKI variant has all three secrets; a small disk keeps the scan short.
     let disk = std::fs::read_to_string(d.recipe()).unwrap();
@@ -574,23 +563,22 @@ fn no_password_passphrase_or_pfx_password_in_any_output_manifest_report_or_log()
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
         logs.push_str(&text(&o));
     }
-    let mut files = Vec::new();
-    files_under(&d.out(), &mut files);
+    let files = files_under(&d.out());
     // The disk image holds every media file uncompressed, so scanning it
     // covers what the compressed .wim holds.
     assert!(files.len() >= 9, "{files:?}");
     let secrets = [MEDIA_PASSWORD, PASSPHRASE, pki_password];
+    let forms: Vec<Vec<u8>> = secrets
+        .iter()
+        .flat_map(|s| [s.as_bytes().to_vec(), utf16(s)])
+        .collect();
+    let needles: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
     for s in secrets {
         assert!(!logs.contains(s), "a secret is in the logs");
-        let utf16: Vec<u8> = s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-        for f in &files {
-            let b = std::fs::read(f).unwrap();
-            assert!(
-                !contains(&b, s.as_bytes()) && !contains(&b, &utf16),
-                "a secret is in {}",
-                f.display()
-            );
-        }
+    }
+    for f in &files {
+        let found = file_contains(f, &needles);
+        assert!(!found.contains(&true), "a secret is in {}", f.display());
     }
     // Inside the encrypted variables only the passphrase belongs (OSDBitLockerPIN).
     let vars = media_vars(&d.wim(), MEDIA_PASSWORD);

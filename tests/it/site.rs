@@ -10,7 +10,6 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 const X64: &str = "d10d7f98-17dd-4588-b645-34964936023b";
 const X86: &str = "3a2f6e4c-81b0-4d5e-9c7a-0e5b8f2d1c64";
@@ -20,9 +19,10 @@ const PKI: &str =
 const PASSWORD_LINE: &str =
     "  password: { file: secrets/media-password.txt } # >= 12 characters (see README)\n";
 
+/// The demo inputs shared by the tests that only check variants of it
+/// (those here build them into output folders of their own).
 fn demo() -> &'static Demo {
-    static D: OnceLock<Demo> = OnceLock::new();
-    D.get_or_init(Demo::new)
+    shared_inputs()
 }
 
 fn reader() -> PathBuf {
@@ -104,7 +104,8 @@ fn independent_reader_parses_the_demo_media_with_and_without_password() {
     if !tool("7z") || !reader_available() {
         return;
     }
-    let d = demo();
+    // A demo of its own: three builds, whose size does not matter.
+    let d = &Demo::small();
     let pw = d.dir().join("secrets/media-password.txt");
     // Password + self-signed (the demo), password + PKI, no password + PKI.
     type Edits<'a> = Vec<(&'a str, &'a str)>;
@@ -196,7 +197,8 @@ fn unknown_computer_support_needs_the_site_guids() {
 
 #[test]
 fn an_https_management_point_needs_the_root_ca_which_the_media_carry() {
-    let d = demo();
+    // A demo of its own: it is built, and its size does not matter.
+    let d = &Demo::small();
     let https = [
         (
             "http://mp1.corp.example, http://mp2.corp.example",

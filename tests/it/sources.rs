@@ -6,7 +6,7 @@
 //! paths). Inputs are derived from the demo's images with `wimlib-imagex`,
 //! the independent tool that also judges the outputs.
 
-use crate::support::{run, sh, sha256, text, tool, Demo};
+use crate::support::{run, sh, sha256, shared_inputs, text, tool, Demo};
 use std::path::Path;
 
 /// Runs a shell command that must succeed.
@@ -54,7 +54,7 @@ fn an_esd_source_is_converted_to_a_plain_wim_equal_to_wimlib_imagex_export() {
     if !tool("wimlib-imagex") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     let img = d.dir().join("images");
     ok(&format!(
         "cd '{}' && wimlib-imagex export install.wim all install.esd --solid >/dev/null \
@@ -148,7 +148,7 @@ fn split_wim_sources_build_and_a_missing_part_is_a_check_error() {
     if !tool("wimlib-imagex") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     let img = d.dir().join("images");
     ok(&format!(
         "cd '{}' && wimlib-imagex split install.wim install.swm 1 >/dev/null",
@@ -212,7 +212,7 @@ fn uefi_only_winpe_builds_for_uefi_and_is_refused_for_bios_naming_the_files() {
     if !tool("wimlib-imagex") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     let src = uefi_only_boot_wim(&d);
     let uefi = d.variant("uefi.yaml", &[("source: images/boot.wim", &src)]);
     let out = build(&d, &uefi);
@@ -254,7 +254,7 @@ fn language_files_and_the_2023_ca_boot_manager_are_carried() {
     if !tool("wimlib-imagex") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     let img = d.dir().join("images");
     ok(&format!(
         "cd '{0}' && mkdir -p l/en l/de l/ex l/fx && \
@@ -297,9 +297,9 @@ fn language_files_and_the_2023_ca_boot_manager_are_carried() {
     assert_eq!(get("boot/de-DE/bootmgr.exe.mui"), "pcat mui");
 
     // Asking for the 2023 boot manager from an image without it is an error.
-    let plain = Demo::new();
+    let plain = shared_inputs();
     let r = plain.variant(
-        "ca2023.yaml",
+        "sources-ca2023.yaml",
         &[(
             "index: 1, arch: x64 }",
             "index: 1, arch: x64, uefi_ca: 2023 }",
@@ -316,7 +316,7 @@ fn language_files_and_the_2023_ca_boot_manager_are_carried() {
 fn an_image_file_fat32_cannot_hold_is_refused_at_check_with_the_fix() {
     // A > 4 GiB file takes minutes to put in a test image: the limit is
     // lowered instead, below the demo OS image's largest file (≈ 2.7 MiB).
-    let d = Demo::new();
+    let d = shared_inputs();
     let o = run(
         &["check", d.recipe().to_str().unwrap()],
         &[("MEDIABUILD_TEST_FAT_MAX_FILE", "1000000")],
@@ -333,7 +333,7 @@ fn an_image_file_fat32_cannot_hold_is_refused_at_check_with_the_fix() {
 
 #[test]
 fn a_label_fat_cannot_hold_warns_and_medialabel_is_utf16_with_a_bom() {
-    let d = Demo::new();
+    let d = Demo::small();
     let r = d.variant("label.yaml", &[("label: DEMO-WTG", "label: Médias Été")]);
     let out = build(&d, &r);
     assert!(
@@ -359,7 +359,7 @@ fn a_label_fat_cannot_hold_warns_and_medialabel_is_utf16_with_a_bom() {
 
 #[test]
 fn media_paths_over_windows_max_path_are_named_in_a_warning() {
-    let d = Demo::new();
+    let d = Demo::small();
     let deep = d
         .dir()
         .join("content/apps/office")
@@ -402,7 +402,7 @@ fn a_windows_iso_with_an_esd_builds_the_media_of_its_extracted_and_converted_fil
     if !tool("wimlib-imagex") || !tool("genisoimage") {
         return;
     }
-    let d = Demo::new();
+    let d = Demo::small();
     let img = d.dir().join("images");
     // A Windows-shaped ISO: UDF 1.02 with a Joliet bridge, sources/boot.wim
     // and sources/install.esd; beside it, the same files extracted and the
@@ -507,7 +507,7 @@ fn a_windows_iso_with_an_esd_builds_the_media_of_its_extracted_and_converted_fil
 
 #[test]
 fn empty_folders_of_content_are_kept_in_the_wim_and_on_the_fat_volume() {
-    let d = Demo::new();
+    let d = Demo::small();
     let office = d.dir().join("content/apps/office");
     std::fs::create_dir_all(office.join("Logs/Empty")).unwrap();
     std::fs::create_dir_all(office.join("Cache")).unwrap();
@@ -539,7 +539,7 @@ fn empty_folders_of_content_are_kept_in_the_wim_and_on_the_fat_volume() {
 
 #[test]
 fn a_file_named_iso_that_is_not_one_is_said_to_be_damaged() {
-    let d = Demo::new();
+    let d = Demo::small();
     // A partial download: the first 20 KiB of nothing like an ISO.
     std::fs::write(d.dir().join("images/Win11.iso"), vec![0x5a; 20 << 10]).unwrap();
     let p = d.variant(
