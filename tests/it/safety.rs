@@ -327,56 +327,82 @@ fn hostile_recipes_get_bounded_output_and_jobs_is_capped() {
     assert!(text(&o).contains("256"), "{}", text(&o));
 }
 
+/// The fastest of two timed runs of `f` (a shared machine's noise only adds).
+fn fastest<T>(mut f: impl FnMut() -> T) -> (T, Duration) {
+    let t0 = Instant::now();
+    let _ = f();
+    let first = t0.elapsed();
+    let t1 = Instant::now();
+    let v = f();
+    (v, first.min(t1.elapsed()))
+}
+
 #[test]
 fn deep_nesting_and_many_unknown_keys_are_checked_in_linear_time() {
+    // Linear, not quadratic, is judged by ratios in the same run (absolute
+    // limits fail on a loaded machine): the work for 10× the input may grow
+    // 10× (less, with the process start-up), quadratic work would grow 100×.
     let d = demo();
     let base = std::fs::read_to_string(d.recipe()).unwrap();
     // A map and a list nested 100,000 deep (the YAML scanner's work grows with
-    // the square of the depth: half a minute before the depth limit).
-    for (name, deep) in [
-        (
-            "deep-map",
-            format!("{}1{}", "{a: ".repeat(100_000), "}".repeat(100_000)),
-        ),
-        (
-            "deep-list",
-            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
-        ),
-        ("deep-block", "- ".repeat(100_000) + "x"),
-    ] {
-        let p = d.dir().join(format!("{name}.yaml"));
-        std::fs::write(&p, format!("{base}extra:\n  {deep}\n")).unwrap();
-        let t0 = Instant::now();
-        let o = run(&["check", p.to_str().unwrap()], &[]);
-        let t = text(&o);
-        assert_eq!(o.status.code(), Some(2), "{name}: {t}");
-        assert!(t.contains("nests deeper than 64 levels"), "{name}: {t}");
-        let line = base.lines().count() + 2;
-        assert!(t.contains(&format!("{name}.yaml:{line}:")), "{name}: {t}");
+    // the square of the depth: half a minute before the depth limit), against
+    // the same nested 10,000 deep.
+    let deep = |name: &str, depth: usize| {
+        let body = match name {
+            "deep-map" => format!("{}1{}", "{a: ".repeat(depth), "}".repeat(depth)),
+            "deep-list" => format!("{}{}", "[".repeat(depth), "]".repeat(depth)),
+            _ => "- ".repeat(depth) + "x",
+        };
+        let p = d.dir().join(format!("{name}-{depth}.yaml"));
+        std::fs::write(&p, format!("{base}extra:\n  {body}\n")).unwrap();
+        fastest(|| {
+            let o = run(&["check", p.to_str().unwrap()], &[]);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{name}: {t}");
+            assert!(t.contains("nests deeper than 64 levels"), "{name}: {t}");
+            let line = base.lines().count() + 2;
+            assert!(
+                t.contains(&format!("{name}-{depth}.yaml:{line}:")),
+                "{name}: {t}"
+            );
+        })
+        .1
+    };
+    for name in ["deep-map", "deep-list", "deep-block"] {
+        let (small, large) = (deep(name, 10_000), deep(name, 100_000));
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{name}: {:?}",
-            t0.elapsed()
+            large < small * 20,
+            "{name}: 100,000 deep took {large:?}, 10,000 deep {small:?}: more than linear"
         );
     }
-    // 200,000 unknown keys: each reported once, in time linear in their number.
-    let keys: String = (0..200_000).map(|i| format!("  junk{i}: 1\n")).collect();
-    let p = d.variant(
-        "unknown-keys.yaml",
-        &[("media:\n", &format!("media:\n{keys}"))],
+    // 200,000 unknown keys against 50,000: each reported once, in time
+    // linear in their number (4× the keys may take 4× the time; quadratic
+    // work would take 16×).
+    let unknown = |n: usize| {
+        let keys: String = (0..n).map(|i| format!("  junk{i}: 1\n")).collect();
+        let p = d.variant(
+            &format!("unknown-keys-{n}.yaml"),
+            &[("media:\n", &format!("media:\n{keys}"))],
+        );
+        fastest(|| {
+            let o = run(&["check", p.to_str().unwrap(), "--json"], &[]);
+            assert_eq!(o.status.code(), Some(2));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+            let found = v["diagnostics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["message"] == "unknown key")
+                .count();
+            assert_eq!(found, n);
+        })
+        .1
+    };
+    let (small, large) = (unknown(50_000), unknown(200_000));
+    assert!(
+        large < small * 8,
+        "200,000 unknown keys took {large:?}, 50,000 {small:?}: more than linear"
     );
-    let t0 = Instant::now();
-    let o = run(&["check", p.to_str().unwrap(), "--json"], &[]);
-    assert_eq!(o.status.code(), Some(2));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let unknown = v["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["message"] == "unknown key")
-        .count();
-    assert_eq!(unknown, 200_000);
-    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }
 
 #[test]
