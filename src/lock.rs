@@ -72,6 +72,9 @@ pub struct Input {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lock {
     pub tools: BTreeMap<String, String>,
+    /// The bases of the recipe (`extends:`): path relative to the recipe's
+    /// folder → sha256 of the text.
+    pub bases: BTreeMap<String, String>,
     pub inputs: BTreeMap<String, Input>,
 }
 
@@ -87,6 +90,9 @@ pub fn compute(plan: &Plan, cache: Option<&Cache>) -> Result<Lock, LockError> {
     lock.tools
         .insert("mediabuild".into(), env!("CARGO_PKG_VERSION").into());
     lock.tools.insert("wimlib".into(), crate::wim::version());
+    for b in &plan.bases {
+        lock.bases.insert(b.path.clone(), b.sha256.clone());
+    }
     let rel = |p: &Path| p.strip_prefix(&plan.dir).unwrap_or(p).display().to_string();
     for (key, img) in [
         ("boot_image", &plan.boot_image),
@@ -172,6 +178,9 @@ pub fn render(lock: &Lock, recipe_name: &str) -> String {
     for (k, v) in &lock.tools {
         let _ = writeln!(s, "tool {k} {v}");
     }
+    for (path, sha) in &lock.bases {
+        let _ = writeln!(s, "base {} sha256:{sha}", quote(path));
+    }
     for i in lock.inputs.values() {
         let _ = write!(s, "input {} {} sha256:{}", i.key, i.kind, i.sha256);
         for name in ["size", "index", "image", "files", "path"] {
@@ -255,6 +264,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Lock, LockError> {
         match t.first().map(String::as_str) {
             Some("tool") if t.len() == 3 => {
                 lock.tools.insert(t[1].clone(), t[2].clone());
+            }
+            Some("base") if t.len() == 3 => {
+                let sha256 = sha(&t[2]).ok_or_else(|| err("expected sha256:…".into()))?;
+                lock.bases.insert(t[1].clone(), sha256);
             }
             Some("input") if t.len() >= 4 => {
                 let sha256 = sha(&t[3]).ok_or_else(|| err("expected sha256:…".into()))?;
@@ -365,6 +378,21 @@ pub fn drift(locked: &Lock, now: &Lock, recipe_text: &str) -> Vec<Diagnostic> {
                 .fix(fix),
             );
         }
+    }
+    let bases: std::collections::BTreeSet<&String> =
+        locked.bases.keys().chain(now.bases.keys()).collect();
+    for b in bases {
+        let msg = match (locked.bases.get(b), now.bases.get(b)) {
+            (Some(x), Some(y)) if x == y => continue,
+            (Some(_), Some(_)) => "the base changed since the lockfile was written",
+            (Some(_), None) => "the recipe no longer extends this base",
+            (None, _) => "the recipe extends this base, which the lockfile does not list",
+        };
+        out.push(
+            Diagnostic::error("extends", format!("{b}: {msg}"))
+                .value(b)
+                .fix(fix),
+        );
     }
     let keys: std::collections::BTreeSet<&String> =
         locked.inputs.keys().chain(now.inputs.keys()).collect();

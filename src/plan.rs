@@ -66,10 +66,22 @@ impl ImageRef {
 
 pub use crate::formats::{OutputKind, OutputSpec, PlannedOutput};
 
+/// One base of a composed recipe, as the lockfile and the manifests record it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BaseFile {
+    /// Relative to the recipe's folder (`/` separators).
+    pub path: String,
+    pub sha256: String,
+}
+
 /// The whole plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub recipe_file: PathBuf,
+    /// The bases the recipe extends (`extends:`), in merge order: each
+    /// one's path relative to the recipe's folder and the sha256 of its text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<BaseFile>,
     #[serde(skip)]
     pub dir: PathBuf,
     /// What the recipe says beyond the tree and the outputs, decided once.
@@ -109,6 +121,8 @@ pub struct Checked {
     pub source: String,
     pub diags: Vec<Diagnostic>,
     pub plan: Option<Plan>,
+    /// The recipe and its bases, when it extends any (`extends:`).
+    pub composed: Option<crate::recipe::compose::Composed>,
 }
 
 impl Checked {
@@ -125,7 +139,10 @@ impl Checked {
         let mut out = order
             .iter()
             .take(max)
-            .map(|d| d.render(&name, &self.source))
+            .map(|d| match self.chain_file(d) {
+                Some(f) => d.render(&f.path.display().to_string(), &f.text),
+                None => d.render(&name, &self.source),
+            })
             .collect::<Vec<_>>()
             .join("\n");
         if order.len() > max {
@@ -135,6 +152,24 @@ impl Checked {
             ));
         }
         out
+    }
+}
+
+impl Checked {
+    /// The base a diagnostic is in (None: the recipe itself).
+    fn chain_file(&self, d: &Diagnostic) -> Option<&crate::recipe::compose::ChainFile> {
+        let file = d.pos?.file as usize;
+        self.composed.as_ref()?.files.get(file).filter(|_| file > 0)
+    }
+
+    /// Names the base each diagnostic about a base is in (`file` in JSON).
+    fn attribute(&mut self) {
+        for i in 0..self.diags.len() {
+            if let Some(f) = self.chain_file(&self.diags[i]) {
+                let name = f.path.display().to_string();
+                self.diags[i].file = Some(name);
+            }
+        }
     }
 }
 
@@ -157,7 +192,14 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
         source: String::new(),
         diags: Vec::new(),
         plan: None,
+        composed: None,
     };
+    check_into(&mut out, file, mode, opts);
+    out.attribute();
+    out
+}
+
+fn check_into(out: &mut Checked, file: &Path, mode: Mode, opts: validate::Options) {
     out.source = match crate::fsutil::read_small_text(file, crate::fsutil::SMALL_FILE_MAX) {
         Ok(s) => s,
         Err(e) => {
@@ -172,15 +214,27 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
                     "give the path of a recipe YAML file"
                 }),
             );
-            return out;
+            return;
         }
     };
     let locs = Locations::index(&out.source);
-    let (parsed, mut diags) = load::parse(&out.source, &locs);
-    let Some(parsed) = parsed else {
+    let (value, mut diags) = load::read_value(&out.source, &locs);
+    let Some(value) = value else {
         out.diags = diags;
-        return out;
+        return;
     };
+    // `extends:`: the effective recipe of the chain, positions in each file.
+    let (value, locs) = if crate::recipe::compose::wants(&value) {
+        let (c, more) = crate::recipe::compose::compose(file, &out.source, value, locs);
+        diags.extend(more);
+        let (v, l) = (c.value.clone(), c.locs.clone());
+        out.composed = Some(c);
+        (v, l)
+    } else {
+        (value, locs)
+    };
+    let (parsed, more) = load::from_value(&value, &locs);
+    diags.extend(more);
     let complete = parsed.complete();
     let failed = parsed.failed;
     let recipe = parsed.recipe;
@@ -231,16 +285,17 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
     }
     if !complete || diags.iter().any(|d| d.is_error()) {
         out.diags = diags;
-        return out;
+        return;
     }
     let digest = crate::recipe::recipe_digest(&recipe);
     match media::build_tree(&recipe, &v.facts, &dir, &digest) {
         Ok(tree) => {
             let (Some(boot), Some(os)) = (&v.facts.boot, &v.facts.os) else {
                 out.diags = diags;
-                return out;
+                return;
             };
-            let plan = make_plan(file, &dir, &recipe, digest, tree, boot, os);
+            let mut plan = make_plan(file, &dir, &recipe, digest, tree, boot, os);
+            plan.bases = bases(out.composed.as_ref(), &dir);
             diags.extend(long_paths(&plan));
             diags.extend(beyond_path_max(&plan));
             let vol = crate::formats::disk::Volume {
@@ -258,7 +313,31 @@ pub fn check_with(file: &Path, mode: Mode, opts: validate::Options) -> Checked {
         Err(errs) => diags.extend(errs),
     }
     out.diags = diags;
-    out
+}
+
+/// The bases of a composed recipe in merge order, for the lockfile and the
+/// manifests (paths relative to the recipe's folder).
+fn bases(c: Option<&crate::recipe::compose::Composed>, dir: &Path) -> Vec<BaseFile> {
+    let Some(c) = c else {
+        return Vec::new();
+    };
+    c.order
+        .iter()
+        .filter(|&&i| i > 0)
+        .map(|&i| {
+            let f = &c.files[i];
+            let rel = f.path.strip_prefix(dir).unwrap_or(&f.path);
+            let rel = if dir == Path::new(".") {
+                f.path.strip_prefix("./").unwrap_or(&f.path)
+            } else {
+                rel
+            };
+            BaseFile {
+                path: rel.to_string_lossy().replace('\\', "/"),
+                sha256: f.sha256.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Longest media path that stays within Windows' MAX_PATH (260 with the
@@ -352,6 +431,7 @@ fn make_plan(
     let outputs = crate::formats::plan_outputs(&recipe.outputs, &out_dir);
     Plan {
         recipe_file: file.to_path_buf(),
+        bases: Vec::new(),
         dir: dir.to_path_buf(),
         recipe_digest: ids::hex(&digest),
         digest,

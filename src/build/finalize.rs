@@ -21,6 +21,10 @@ pub struct Manifest {
     pub media: String,
     pub label: String,
     pub recipe: String,
+    /// The bases the recipe extends, in merge order (path relative to the
+    /// recipe's folder, sha256 of the text); absent for a recipe without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipe_bases: Vec<crate::plan::BaseFile>,
     pub recipe_digest: String,
     pub epoch: i64,
     pub tools: BTreeMap<String, String>,
@@ -184,6 +188,7 @@ pub(super) fn finalize(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        recipe_bases: plan.bases.clone(),
         recipe_digest: plan.recipe_digest.clone(),
         epoch: plan.epoch,
         tools: BTreeMap::from([

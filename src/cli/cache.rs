@@ -109,9 +109,14 @@ pub fn check_locked(plan: &Plan, args: &BuildArgs) -> Result<usize> {
     };
     let c = open_for(plan, args)?;
     let now = mediabuild::lock::compute(plan, c.as_ref())?;
-    let text =
+    // Positions come from the recipe's own text; a composed recipe's keys
+    // may be set in its bases, so its drift names keys without positions.
+    let text = if plan.bases.is_empty() {
         mediabuild::fsutil::read_small_text(&plan.recipe_file, mediabuild::fsutil::SMALL_FILE_MAX)
-            .unwrap_or_default();
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     let drift = mediabuild::lock::drift(&locked, &now, &text);
     if drift.is_empty() {
         return Ok(0);

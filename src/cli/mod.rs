@@ -60,6 +60,10 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// Print which files of the recipe's `extends` chain set KEY (e.g. `media.name`,
+        /// `driver_packages[PS100301].source`), in merge order, instead of the plan.
+        #[arg(long, value_name = "KEY")]
+        explain: Option<String>,
     },
     /// What is on a built .wim or disk image: identity, images, packages, variable names, partitions.
     Inspect {
@@ -332,7 +336,12 @@ pub fn run() -> Result<i32> {
     match cli.command {
         Some(Command::Build { recipe, build }) => cmd_build(&recipe, &build),
         Some(Command::Check { recipe, json }) => cmd_check(&recipe, json),
-        Some(Command::Plan { recipe, json }) => cmd_plan(&recipe, json, &cli.build),
+        Some(Command::Plan {
+            recipe,
+            explain: Some(key),
+            ..
+        }) => cmd_explain(&recipe, &key),
+        Some(Command::Plan { recipe, json, .. }) => cmd_plan(&recipe, json, &cli.build),
         Some(Command::Lock { recipe }) => cache::cmd_lock(&recipe, &cli.build),
         Some(Command::Cache { action }) => cache::cmd_cache(&action, &cli.build),
         Some(Command::Site {
@@ -428,6 +437,28 @@ fn cmd_check(recipe: &Path, json: bool) -> Result<i32> {
         eprintln!("{}", summary(&c));
     }
     Ok(if c.has_errors() { 2 } else { 0 })
+}
+
+/// `plan --explain KEY`: the files of the chain that set KEY. The recipe's
+/// problems are printed too, but do not stop the explanation.
+fn cmd_explain(recipe: &Path, key: &str) -> Result<i32> {
+    let c = plan::check(recipe, Mode::Check);
+    print_diags(&c);
+    let own = c
+        .composed
+        .is_none()
+        .then(|| mediabuild::recipe::compose::of_text(recipe, &c.source))
+        .flatten();
+    let composed = match &c.composed {
+        Some(composed) => Some(composed),
+        None => own.as_ref(),
+    };
+    let Some(composed) = composed else {
+        eprintln!("{}", summary(&c));
+        return Ok(2);
+    };
+    print!("{}", mediabuild::recipe::compose::explain(composed, key));
+    Ok(0)
 }
 
 fn cmd_plan(recipe: &Path, json: bool, args: &BuildArgs) -> Result<i32> {

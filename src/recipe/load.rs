@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 /// Top-level keys, in the order the README documents them.
 pub const TOP_LEVEL_KEYS: &[&str] = &[
     "mediabuild",
+    "extends",
+    "remove",
     "source_date_epoch",
     "media",
     "site",
@@ -47,6 +49,18 @@ impl Parsed {
 
 /// Parses `text`. Returns None only when the text is not a YAML mapping at all.
 pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) {
+    let (value, mut diags) = read_value(text, locs);
+    let Some(value) = value else {
+        return (None, diags);
+    };
+    let (parsed, more) = from_value(&value, locs);
+    diags.extend(more);
+    (Some(parsed), diags)
+}
+
+/// The YAML mapping of one recipe file, its unknown keys reported and
+/// removed (None when the text is not a YAML mapping at all).
+pub fn read_value(text: &str, locs: &Locations) -> (Option<Value>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     if let Some(d) = unprintable(text) {
         diags.push(d);
@@ -82,14 +96,22 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) 
         return (None, diags);
     }
     super::schema::strip_unknown(&mut value, locs, &mut diags);
-    let Some(map) = value.as_mapping() else {
+    if !value.is_mapping() {
         diags.push(
             Diagnostic::error("", "a recipe must be a YAML mapping of sections")
                 .fix("start from `mediabuild init` or recipes/minimal.yaml"),
         );
         return (None, diags);
-    };
+    }
+    (Some(value), diags)
+}
 
+/// The recipe of a YAML mapping (one file's, or a composed chain's), every
+/// section parsed on its own.
+pub fn from_value(value: &Value, locs: &Locations) -> (Parsed, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let empty = serde_yaml::Mapping::new();
+    let map = value.as_mapping().unwrap_or(&empty);
     let mut r = Recipe::default();
     let mut failed = Vec::new();
     let mut seen = Vec::new();
@@ -102,6 +124,8 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) 
         let d = &mut diags;
         let good = match key {
             "mediabuild" => set(&mut r.mediabuild, section(key, v, locs, d)),
+            // Composition (`recipe::compose`) has read and removed them.
+            "extends" | "remove" => true,
             "source_date_epoch" => set(&mut r.source_date_epoch, section(key, v, locs, d)),
             "media" => set(&mut r.media, section(key, v, locs, d)),
             "site" => set(&mut r.site, section(key, v, locs, d)),
@@ -135,7 +159,7 @@ pub fn parse(text: &str, locs: &Locations) -> (Option<Parsed>, Vec<Diagnostic>) 
             );
         }
     }
-    (Some(Parsed { recipe: r, failed }), diags)
+    (Parsed { recipe: r, failed }, diags)
 }
 
 /// A YAML syntax error at its line:column. Near a secret key (on its line,
@@ -149,10 +173,7 @@ fn syntax_error(text: &str, e: &serde_yaml::Error) -> Diagnostic {
     let msg = msg.split(" at position ").next().unwrap_or(msg);
     let pos = e
         .location()
-        .map(|l| super::locate::Pos {
-            line: l.line(),
-            col: l.column(),
-        })
+        .map(|l| super::locate::Pos::new(l.line(), l.column()))
         .or_else(|| {
             let n = full.split(" at position ").nth(1)?;
             let n: usize = n
@@ -186,10 +207,7 @@ fn pos_of_offset(text: &str, offset: usize) -> super::locate::Pos {
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
     let start = before.rfind('\n').map_or(0, |i| i + 1);
-    super::locate::Pos {
-        line,
-        col: before[start..].chars().count() + 1,
-    }
+    super::locate::Pos::new(line, before[start..].chars().count() + 1)
 }
 
 /// Whether 1-based `line` of `text`, or the line before it, is a secret key's

@@ -59,6 +59,34 @@ impl Locations {
         }
     }
 
+    /// The same positions, as positions in file `file` of an `extends`
+    /// chain (see [`Pos::file`]).
+    pub fn in_file(mut self, file: u16) -> Locations {
+        for p in self.keys.values_mut().chain(self.values.values_mut()) {
+            p.file = file;
+        }
+        if let Some(p) = &mut self.too_deep {
+            p.file = file;
+        }
+        self
+    }
+
+    /// The positions recorded for exactly `path` (its key, its value).
+    pub fn exact(&self, path: &str) -> (Option<Pos>, Option<Pos>) {
+        (self.keys.get(path).copied(), self.values.get(path).copied())
+    }
+
+    /// Records the positions of `path` (a composed recipe's index is built
+    /// from the files that set each value).
+    pub fn insert(&mut self, path: &str, key: Option<Pos>, value: Option<Pos>) {
+        if let Some(k) = key {
+            self.keys.insert(path.to_string(), k);
+        }
+        if let Some(v) = value {
+            self.values.insert(path.to_string(), v);
+        }
+    }
+
     /// Where the text nests deeper than [`MAX_DEPTH`], if it does.
     pub fn too_deep(&self) -> Option<Pos> {
         self.too_deep
@@ -117,7 +145,7 @@ fn flow_too_deep(text: &str) -> Option<Pos> {
                 '[' | '{' => {
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Some(Pos { line, col });
+                        return Some(Pos::new(line, col));
                     }
                 }
                 ']' | '}' => depth = depth.saturating_sub(1),
@@ -151,10 +179,7 @@ struct Receiver {
 
 fn pos(m: Marker) -> Pos {
     // yaml-rust2 lines are 1-based, columns 0-based.
-    Pos {
-        line: m.line(),
-        col: m.col() + 1,
-    }
+    Pos::new(m.line(), m.col() + 1)
 }
 
 impl Receiver {
@@ -230,12 +255,12 @@ mod tests {
         let text =
             "a: 1\nos_image:\n  id: X\n  index: 5\nlist:\n  - id: A\n  - { id: B, name: n }\n";
         let l = Locations::index(text);
-        assert_eq!(l.value("os_image.index"), Some(Pos { line: 4, col: 10 }));
-        assert_eq!(l.key("os_image.index"), Some(Pos { line: 4, col: 3 }));
-        assert_eq!(l.value("list[0].id"), Some(Pos { line: 6, col: 9 }));
-        assert_eq!(l.value("list[1].name"), Some(Pos { line: 7, col: 20 }));
+        assert_eq!(l.value("os_image.index"), Some(Pos::new(4, 10)));
+        assert_eq!(l.key("os_image.index"), Some(Pos::new(4, 3)));
+        assert_eq!(l.value("list[0].id"), Some(Pos::new(6, 9)));
+        assert_eq!(l.value("list[1].name"), Some(Pos::new(7, 20)));
         // Unknown deeper path falls back to the nearest known one.
-        assert_eq!(l.value("os_image.index.x"), Some(Pos { line: 4, col: 10 }));
+        assert_eq!(l.value("os_image.index.x"), Some(Pos::new(4, 10)));
         assert_eq!(parent("a.b[2]"), Some("a.b".into()));
     }
 }

@@ -1,6 +1,7 @@
 //! The recipe: its types ([`model`]), how it is read ([`load`]) with positions
 //! ([`locate`]), and secret references ([`secret`]).
 
+pub mod compose;
 pub mod digest;
 pub mod load;
 pub mod locate;

@@ -24,6 +24,13 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct Recipe {
     /// Recipe format version; must be 1.
     pub mediabuild: u32,
+    /// Bases (a path or a list, relative to this file): the recipe is its bases deep-merged in
+    /// order, then its own keys (docs/fleet.md). Composition removes it from the effective recipe.
+    #[serde(default, skip_serializing)]
+    pub extends: Option<Extends>,
+    /// Entries of the bases' content lists this recipe drops, by id (with `extends`).
+    #[serde(default, skip_serializing)]
+    pub remove: Option<Remove>,
     /// Unix time used for every timestamp in the outputs (default: `SOURCE_DATE_EPOCH`, else 2000-01-01).
     #[serde(default)]
     pub source_date_epoch: Option<i64>,
@@ -63,6 +70,30 @@ pub struct Recipe {
     pub compression: Compression,
     /// What to produce (S6 media file, S19, S21).
     pub outputs: Outputs,
+}
+
+/// `extends:` — one base or a list of them. (Read by `recipe::compose`, which
+/// points at each entry itself; serde never reports on it.)
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Extends {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `remove:` — ids of the bases' content entries this recipe drops.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Remove {
+    /// Application ids to drop.
+    #[serde(default)]
+    pub applications: Vec<String>,
+    /// Package ids to drop.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Driver package ids to drop.
+    #[serde(default)]
+    pub driver_packages: Vec<String>,
 }
 
 /// `media:` — identity and properties of the media.

@@ -38,7 +38,13 @@ fn example_recipes_pass_against_demo_inputs() {
     {
         mediabuild::demo::generate(&demo_dir, &Default::default()).unwrap();
     }
-    for r in ["minimal.yaml", "windows-to-go.yaml"] {
+    // The fleet example: two sites extending one base (`extends:`).
+    for r in [
+        "minimal.yaml",
+        "windows-to-go.yaml",
+        "site-berlin.yaml",
+        "site-lyon.yaml",
+    ] {
         let p = format!("{root}/recipes/{r}");
         let o = run(
             &["check", &p],

@@ -10,6 +10,7 @@ mod build_wim;
 mod cache;
 mod check;
 mod cli_docs;
+mod compose;
 mod inspect;
 mod layers;
 mod plan;

@@ -62,6 +62,11 @@ fn recipe_schema_accepts_the_example_recipes_and_the_demo_recipe() {
             continue;
         }
         let doc = yaml_value(&std::fs::read_to_string(&p).unwrap());
+        // A recipe that extends a base holds only what differs: it is a
+        // whole recipe once composed (`check` judges that), not on its own.
+        if doc.get("extends").is_some() {
+            continue;
+        }
         let errs = errors(&v, &doc);
         assert!(errs.is_empty(), "{}: {errs:#?}", p.display());
         seen += 1;

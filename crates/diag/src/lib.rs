@@ -6,11 +6,21 @@
 use serde::Serialize;
 use std::fmt::Write as _;
 
-/// A 1-based line and column in the recipe text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// A 1-based line and column in the recipe text, and which file of the
+/// recipe's `extends` chain the text is (0: the recipe itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
 pub struct Pos {
     pub line: usize,
     pub col: usize,
+    #[serde(skip)]
+    pub file: u16,
+}
+
+impl Pos {
+    /// Line and column in the recipe itself.
+    pub fn new(line: usize, col: usize) -> Pos {
+        Pos { line, col, file: 0 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -26,6 +36,10 @@ pub struct Diagnostic {
     pub severity: Severity,
     /// Key path, e.g. `os_image.index` or `applications[1].id` (empty for the whole file).
     pub key: String,
+    /// The file of the recipe's `extends` chain the problem is in, when it
+    /// is not the recipe itself (a base).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// Where in the recipe, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pos: Option<Pos>,
@@ -46,6 +60,7 @@ impl Diagnostic {
         Diagnostic {
             severity: Severity::Error,
             key: key.into(),
+            file: None,
             pos: None,
             value: None,
             message: message.into(),
@@ -83,7 +98,8 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    /// Renders the diagnostic with the recipe's source line and a caret.
+    /// Renders the diagnostic with the recipe's source line and a caret
+    /// (`file` and `source`: those of the file it is in, see [`Self::file`]).
     pub fn render(&self, file: &str, source: &str) -> String {
         let mut out = String::new();
         let sev = match self.severity {
@@ -199,7 +215,7 @@ mod tests {
     #[test]
     fn renders_with_caret() {
         let d = Diagnostic::error("os_image.index", "no such image")
-            .at(Some(Pos { line: 2, col: 10 }))
+            .at(Some(Pos::new(2, 10)))
             .value(5)
             .fix("use 1..3");
         let r = d.render("r.yaml", "a: 1\n  index: 5\n");
