@@ -787,6 +787,20 @@ mod tests {
         assert!(!entry.exists());
     }
 
+    /// The digests the build would know of `files` (as [`entries_in`] names them).
+    fn known_digests(src: &Path, files: &[(&str, Vec<u8>)]) -> BTreeMap<PathBuf, KnownDigests> {
+        files
+            .iter()
+            .map(|(p, bytes)| {
+                let d = KnownDigests {
+                    sha1: sha1::Sha1::digest(bytes).into(),
+                    sha256: Sha256::digest(bytes).into(),
+                };
+                (src.join(p.replace('/', "_")), d)
+            })
+            .collect()
+    }
+
     /// Writes `files` under `src` (one flat folder) and lists them as entries.
     fn entries_in(src: &Path, files: &[(&str, Vec<u8>)]) -> Vec<WimEntry> {
         files
@@ -995,16 +1009,7 @@ mod tests {
             ("docs/readme.txt", testgen::text(300 << 10, 14)),
             ("docs/small.txt", testgen::text(5000, 15)),
         ];
-        let known: BTreeMap<PathBuf, KnownDigests> = old
-            .iter()
-            .map(|(p, bytes)| {
-                let d = KnownDigests {
-                    sha1: sha1::Sha1::digest(bytes).into(),
-                    sha256: Sha256::digest(bytes).into(),
-                };
-                (src.join(p.replace('/', "_")), d)
-            })
-            .collect();
+        let known = known_digests(&src, &old);
         let store = || {
             crate::wimwrite::StoreHandle(Arc::new(WimStore::new(
                 Arc::clone(&cache),
@@ -1101,16 +1106,7 @@ mod tests {
             ("docs/readme.txt", testgen::text(9 * 32768, 35)),
         ];
         let entries = entries_in(&src, &files);
-        let mut known: BTreeMap<PathBuf, KnownDigests> = files
-            .iter()
-            .map(|(p, bytes)| {
-                let d = KnownDigests {
-                    sha1: sha1::Sha1::digest(bytes).into(),
-                    sha256: Sha256::digest(bytes).into(),
-                };
-                (src.join(p.replace('/', "_")), d)
-            })
-            .collect();
+        let mut known = known_digests(&src, &files);
         let store = |known: &BTreeMap<PathBuf, KnownDigests>| {
             Arc::new(WimStore::new(
                 Arc::clone(&cache),
