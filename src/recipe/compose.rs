@@ -95,6 +95,7 @@ pub fn compose(
             locs,
         }],
         canonical: vec![std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())],
+        parent: vec![None],
         order: Vec::new(),
         diags: Vec::new(),
     };
@@ -140,6 +141,8 @@ pub fn compose(
 struct Composer {
     files: Vec<ChainFile>,
     canonical: Vec<PathBuf>,
+    /// The file that first named each file (None: the recipe).
+    parent: Vec<Option<usize>>,
     order: Vec<usize>,
     diags: Vec<Diagnostic>,
 }
@@ -231,19 +234,11 @@ impl Composer {
 
     /// The chain from the recipe to file `j`, for messages (`a.yaml → b.yaml`).
     fn chain_to(&self, j: usize) -> String {
-        // Files are numbered as first named, each after the file naming it:
-        // the chain is found by walking who named whom.
         let mut names = vec![self.files[j].path.display().to_string()];
         let mut cur = j;
-        while cur != 0 {
-            let Some(parent) = (0..cur)
-                .rev()
-                .find(|&p| names_file(&self.files[p], &self.files[cur].path))
-            else {
-                break;
-            };
-            names.push(self.files[parent].path.display().to_string());
-            cur = parent;
+        while let Some(p) = self.parent[cur] {
+            names.push(self.files[p].path.display().to_string());
+            cur = p;
         }
         names.reverse();
         names.join(" → ")
@@ -353,6 +348,7 @@ impl Composer {
             locs,
         });
         self.canonical.push(canonical);
+        self.parent.push(Some(i));
         Some(j)
     }
 
@@ -412,20 +408,6 @@ impl Composer {
             }
         }
     }
-}
-
-/// Whether `file` names `target` in its `extends`.
-fn names_file(file: &ChainFile, target: &Path) -> bool {
-    let dir = file.path.parent().unwrap_or(Path::new(""));
-    let names = match file.value.get("extends") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Sequence(v)) => v
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    };
-    names.iter().any(|n| dir.join(n) == target)
 }
 
 fn origin(file: u16, path: &str) -> Origin {
