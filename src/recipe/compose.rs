@@ -263,15 +263,18 @@ impl Composer {
             );
             None
         };
+        let unreadable = |e: &std::io::Error| {
+            format!(
+                "base {} cannot be read: {e} (chain: {chain})",
+                path.display()
+            )
+        };
         let canonical = match std::fs::canonicalize(&path) {
             Ok(c) => c,
             Err(e) => {
                 return fail(
                     self,
-                    format!(
-                        "base {} cannot be read: {e} (chain: {chain})",
-                        path.display()
-                    ),
+                    unreadable(&e),
                     "give the path of a recipe file, relative to the file that names it",
                 )
             }
@@ -298,16 +301,7 @@ impl Composer {
         }
         let text = match crate::fsutil::read_small_text(&path, crate::fsutil::SMALL_FILE_MAX) {
             Ok(t) => t,
-            Err(e) => {
-                return fail(
-                    self,
-                    format!(
-                        "base {} cannot be read: {e} (chain: {chain})",
-                        path.display()
-                    ),
-                    "save the base as a UTF-8 YAML file",
-                )
-            }
+            Err(e) => return fail(self, unreadable(&e), "save the base as a UTF-8 YAML file"),
         };
         // Paths in a base are read from the recipe's folder (docs/fleet.md).
         let folder = |p: &Path| p.parent().map(Path::to_path_buf);
